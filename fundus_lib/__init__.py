@@ -1,0 +1,1 @@
+"""fundus_lib: a thin helper package for the fundus-robustness book."""

@@ -1,0 +1,207 @@
+"""The parameter schema of the params files (``params/*.yaml``), validated on load.
+
+A params file is YAML with the sections below. Every key has a type, a range and a default;
+an unknown key, a wrong type or an out-of-range value raises :class:`ParamsError`, whose
+message names the key (``data.synthetic.difficulty``) and what is allowed there.
+
+Example::
+
+    params = load_params("params/demo.yaml", overrides={"data": {"image_size": 64}})
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fundus_lib.paths import project_root
+
+#: The report's Table 1 class shares for grades 0-4 (25,810 / 2,443 / 5,292 / 873 / 708 images).
+REPORT_CLASS_BALANCE = (0.735, 0.069, 0.151, 0.025, 0.020)
+
+
+class ParamsError(ValueError):
+    """A params file (or override) does not match the schema; the message names the keys."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticConfig(_Section):
+    """The procedural fundus generator (``fundus_lib.data.synthetic``)."""
+
+    seed: int = Field(0, ge=0, description="the generator's seed (separate from training seeds)")
+    n_patients: int = Field(1000, ge=1, le=1_000_000, description="patients; two eyes each")
+    raw_width: int = Field(576, ge=128, le=8192, description="image width in px; height = 2/3 width")
+    difficulty: float = Field(
+        1.0, gt=0, le=5, description="1 = calibrated default; larger = fainter, smaller lesions"
+    )
+    label_noise: float = Field(
+        0.1, ge=0, le=1, description="probability that a grader's label moves to a neighbouring grade"
+    )
+    eye_agreement: float = Field(
+        0.75, ge=0, le=1, description="probability that both eyes of a patient get the same grade"
+    )
+    class_balance: tuple[float, float, float, float, float] = Field(
+        REPORT_CLASS_BALANCE, description="shares of grades 0-4 (default: the report's Table 1)"
+    )
+    spurious_cue: float = Field(
+        0.0, ge=0, le=1, description="0 = off; otherwise P(cue present) = strength * grade / 4"
+    )
+    jpeg_quality: int = Field(92, ge=50, le=100)
+
+    @model_validator(mode="after")
+    def _shares_sum_to_one(self) -> SyntheticConfig:
+        total = sum(self.class_balance)
+        if any(share < 0 for share in self.class_balance) or abs(total - 1) > 1e-3:
+            raise ValueError(
+                f"class_balance must be 5 non-negative shares summing to 1, got {self.class_balance}"
+            )
+        return self
+
+
+class EyepacsConfig(_Section):
+    """Real data in the Kaggle layout: a folder of ``<patient>_<left|right>.jpeg`` and a labels csv."""
+
+    images_dir: Path = Field(description="folder of the fundus JPEGs")
+    labels_csv: Path = Field(description="csv with columns image,level (Kaggle's trainLabels.csv)")
+    max_images: int | None = Field(None, ge=1, description="use only the first N labelled images")
+
+
+class SplitConfig(_Section):
+    """Patient-level, grade-stratified split (``fundus_lib.data.split``)."""
+
+    valid: float = Field(0.15, gt=0, lt=1, description="share of patients for validation")
+    test: float = Field(0.15, ge=0, lt=1, description="share of patients for the reported test split")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self) -> SplitConfig:
+        if self.valid + self.test >= 1:
+            raise ValueError(f"valid + test must be < 1 (got {self.valid} + {self.test})")
+        return self
+
+
+class DataConfig(_Section):
+    """Where the images come from and how the preprocessed cache is built."""
+
+    source: Literal["synthetic", "eyepacs"] = "synthetic"
+    synthetic: SyntheticConfig = SyntheticConfig()
+    eyepacs: EyepacsConfig | None = None
+    image_size: int = Field(128, ge=32, le=1024, description="cache image size in px (square)")
+    graham_circle: float = Field(
+        0.95, gt=0.5, le=1.0, description="share of the radius kept after Graham (original code: 0.9)"
+    )
+    allow_grayscale: bool = Field(
+        False, description="use grayscale photographs (channel replicated) instead of skipping them"
+    )
+    workers: int = Field(0, ge=0, le=256, description="processes for the cache builder; 0 = all cores")
+    split: SplitConfig = SplitConfig()
+
+    @model_validator(mode="after")
+    def _real_data_has_paths(self) -> DataConfig:
+        if self.source == "eyepacs" and self.eyepacs is None:
+            raise ValueError("source 'eyepacs' needs an 'eyepacs' section with images_dir and labels_csv")
+        return self
+
+
+class AugmentConfig(_Section):
+    """Training-time augmentation, the report's section 2.2; each step applied with `probability`."""
+
+    probability: float = Field(0.5, ge=0, le=1)
+    hflip: bool = True
+    scale: tuple[float, float] = Field((0.9, 1.1), description="zoom range")
+    translate: tuple[float, float] = Field(
+        (0.05, 0.05), description="max shift as a fraction of width, height"
+    )
+    rotate_deg: tuple[float, float] = (-30.0, 10.0)
+    shear_deg: tuple[float, float] = (-10.0, 10.0)
+    brightness: tuple[float, float] = (0.85, 1.15)
+    contrast: tuple[float, float] = (0.85, 1.15)
+
+    @model_validator(mode="after")
+    def _ranges_are_ordered(self) -> AugmentConfig:
+        for key in ("scale", "rotate_deg", "shear_deg", "brightness", "contrast"):
+            low, high = getattr(self, key)
+            if low > high:
+                raise ValueError(f"{key} must be (low, high) with low <= high, got {(low, high)}")
+        return self
+
+
+class Params(_Section):
+    """A whole params file."""
+
+    name: str = Field(description="short name of this parameter set, e.g. demo")
+    description: str = ""
+    seed: int = Field(0, ge=0)
+    data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+
+
+def _describe_error(error: dict[str, Any], model: type[BaseModel], source: str) -> str:
+    location = [str(part) for part in error["loc"]]
+    key = ".".join(location) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(sorted(_fields_at(model, location[:-1])))
+        return f"unknown key '{key}' in {source}; allowed keys there: {allowed}"
+    if error["type"] == "missing":
+        return f"missing key '{key}' in {source}"
+    value = error.get("input")
+    return f"'{key}' in {source}: {error['msg']} (got {value!r})"
+
+
+def _fields_at(model: type[BaseModel], location: list[str]) -> list[str]:
+    for part in location:
+        annotation = model.model_fields[part].annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next(c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel))
+    return list(model.model_fields)
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def validate_params(raw: dict, source: str = "params") -> Params:
+    """Validate a params mapping; raise ParamsError naming every bad key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source} must be a mapping of keys to values, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe_error(error, Params, source) for error in exc.errors()]
+        raise ParamsError("invalid parameters:\n  " + "\n  ".join(lines)) from None
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A path from a params file: relative paths are relative to the project root."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
+def load_params(path: str | Path, overrides: dict | None = None) -> Params:
+    """Read and validate a params YAML file, with optional nested overrides merged on top.
+
+    Example: ``load_params("params/smoke.yaml", {"data": {"image_size": 64}})``.
+    """
+    path = resolve_path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    with path.open() as handle:
+        try:
+            raw = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    if overrides:
+        raw = _merge(raw, overrides)
+    return validate_params(raw, source=str(path))

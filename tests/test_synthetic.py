@@ -1,0 +1,320 @@
+"""The procedural fundus generator: specs, rendering, lesions, the cue and the dataset on disk."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from fundus_lib.config import REPORT_CLASS_BALANCE, SyntheticConfig
+from fundus_lib.data.synthetic import (
+    LESION_CODES,
+    generate_dataset,
+    lesion_counts,
+    load_specs,
+    render_eye,
+    sample_specs,
+)
+
+WIDTH = 240  # small renders keep the file fast; geometry is in units of the fundus radius
+
+
+@pytest.fixture(scope="module")
+def specs():
+    """Specs of 400 patients with the cue on (P = grade / 4), the report's class balance."""
+    return sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0), seed=11)
+
+
+@pytest.fixture(scope="module")
+def many_specs():
+    """Specs of 5,000 patients with default settings (for the statistics of grades and labels)."""
+    return sample_specs(SyntheticConfig(n_patients=5000), seed=3)
+
+
+def pick(specs, n, **fields):
+    """The first n specs whose fields have the given values."""
+    chosen = [s for s in specs if all(getattr(s, key) == value for key, value in fields.items())][:n]
+    assert len(chosen) == n, f"not enough specs with {fields}"
+    return chosen
+
+
+# --------------------------------------------------------------------------- specs
+
+
+def test_specs_are_kaggle_named_sorted_and_pair_patients(specs):
+    assert len(specs) == 800
+    assert [s.image for s in specs[:4]] == ["1_left", "1_right", "2_left", "2_right"]
+    assert all(re.fullmatch(r"\d+_(left|right)", s.image) for s in specs)
+    assert all(s.image == f"{s.patient}_{s.side}" for s in specs)
+    for left, right in zip(specs[::2], specs[1::2]):
+        assert left.anatomy_seed == right.anatomy_seed
+        assert left.seed != right.seed
+    assert sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0), seed=11) == specs
+    assert sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0), seed=12) != specs
+
+
+def test_image_level_grades_follow_class_balance(many_specs):
+    grades = np.array([s.grade for s in many_specs])
+    shares = np.bincount(grades, minlength=5) / len(grades)
+    np.testing.assert_allclose(shares, REPORT_CLASS_BALANCE, atol=0.015)
+
+
+def test_first_eye_quotas_are_exact():
+    """With full eye agreement both eyes copy the first eye: counts are exactly 2 x the quotas."""
+    cfg = SyntheticConfig(n_patients=1001, eye_agreement=1.0, label_noise=0.0)
+    grades = np.array([s.grade for s in sample_specs(cfg, seed=5)])
+    quotas = [736, 69, 151, 25, 20]  # round(share * 1001) = 736, 69, 151, 25, 20 (sum 1001)
+    assert np.bincount(grades, minlength=5).tolist() == [2 * q for q in quotas]
+    assert [s.label for s in sample_specs(cfg, seed=5)] == grades.tolist()
+
+
+@pytest.mark.parametrize("agreement", [0.75, 0.9])
+def test_eye_agreement_matches_config(agreement):
+    specs = sample_specs(SyntheticConfig(n_patients=5000, eye_agreement=agreement), seed=1)
+    same = np.mean([left.grade == right.grade for left, right in zip(specs[::2], specs[1::2])])
+    assert abs(same - agreement) < 0.025
+
+
+def test_label_noise_rate_and_marginal(many_specs):
+    grades = np.array([s.grade for s in many_specs])
+    labels = np.array([s.label for s in many_specs])
+    moved = labels != grades
+    assert abs(moved.mean() - 0.1) < 0.015
+    assert np.all(np.abs(labels - grades)[moved] == 1), "10 % noise moves to a neighbouring grade"
+    np.testing.assert_allclose(np.bincount(labels, minlength=5) / len(labels), REPORT_CLASS_BALANCE, atol=0.015)
+
+
+def test_spurious_cue_off_by_default_and_grows_with_grade(many_specs, specs):
+    assert not any(s.cue for s in many_specs)
+    grades = np.array([s.grade for s in specs])
+    cues = np.array([s.cue for s in specs])
+    assert not cues[grades == 0].any()
+    assert cues[grades == 4].all()
+    assert 0.15 < cues[grades == 1].mean() < 0.4
+    assert 0.35 < cues[grades == 2].mean() < 0.65
+
+
+def test_acquisition_variation(many_specs):
+    inverted = np.mean([s.inverted for s in many_specs])
+    incomplete = np.mean([s.field_scale > 1 for s in many_specs])
+    out_of_focus = np.mean([s.blur > 0.01 for s in many_specs])
+    assert 0.08 < inverted < 0.12
+    assert 0.27 < incomplete < 0.33
+    assert 0.08 < out_of_focus < 0.16
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_render_is_deterministic_and_seeded(specs):
+    spec = specs[5]
+    image, mask = render_eye(spec, WIDTH, 1.0)
+    again, mask_again = render_eye(spec, WIDTH, 1.0)
+    assert np.array_equal(image, again) and np.array_equal(mask, mask_again)
+    other, _ = render_eye(replace(spec, seed=spec.seed + 1), WIDTH, 1.0)
+    assert not np.array_equal(image, other)
+
+
+@pytest.mark.parametrize("width", [192, 301, 576])
+def test_render_shapes_and_black_background(specs, width):
+    image, mask = render_eye(specs[0], width, 1.0)
+    height = round(2 * width / 3)
+    assert image.shape == (height, width, 3) and image.dtype == np.uint8
+    assert mask.shape == (height, width) and mask.dtype == np.uint8
+    corners = image[: height // 10, : width // 10]
+    assert corners.mean() < 3
+    assert image[height // 2, width // 2].astype(int).sum() > 60  # the retina is lit
+
+
+def _disc_x(image: np.ndarray) -> float:
+    """x of the brightest blob of the green channel, relative to the image width (0-1)."""
+    green = image[..., 1].astype(np.float32)
+    blurred = cv2.GaussianBlur(green, (0, 0), image.shape[0] / 40)
+    return np.unravel_index(np.argmax(blurred), green.shape)[1] / image.shape[1]
+
+
+@pytest.mark.parametrize("inverted", [False, True])
+def test_optic_disc_is_on_the_nasal_side(specs, inverted):
+    """Right eye: disc on the right of the image, left eye: on the left; mirrored when inverted."""
+    for side in ("left", "right"):
+        for spec in pick(specs, 6, side=side, grade=0):
+            image, _ = render_eye(replace(spec, inverted=inverted), WIDTH, 1.0)
+            on_right = _disc_x(image) > 0.5
+            assert on_right == ((side == "right") != inverted), spec.image
+
+
+def test_both_eyes_share_a_mirrored_anatomy(specs):
+    """The same spec rendered as the other side is the mirror image in its vessels."""
+    camera = {"offset_x": 0.0, "noise": 0.0, "inverted": False, "cue": False, "grade": 0}
+    left = replace(specs[0], **camera)
+    mirrored, _ = render_eye(replace(left, side="right"), WIDTH, 1.0)
+    image, _ = render_eye(left, WIDTH, 1.0)
+    other_patient, _ = render_eye(replace(specs[2], **camera), WIDTH, 1.0)
+    same = np.corrcoef(_vessels(image).ravel(), _vessels(mirrored[:, ::-1]).ravel())[0, 1]
+    different = np.corrcoef(_vessels(image).ravel(), _vessels(other_patient).ravel())[0, 1]
+    assert same > 0.8 and different < 0.4, (same, different)
+
+
+def _vessels(image: np.ndarray) -> np.ndarray:
+    """Dark line structure of the green channel (black top-hat), float32 (H, W)."""
+    green = image[..., 1]
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    return cv2.morphologyEx(green, cv2.MORPH_BLACKHAT, kernel).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- lesions and the cue
+
+
+def test_grade_zero_has_an_empty_mask_apart_from_the_cue(specs):
+    for spec in pick(specs, 8, grade=0):
+        _, mask = render_eye(spec, WIDTH, 1.0)
+        assert not mask.any()
+        _, with_cue = render_eye(replace(spec, cue=True), WIDTH, 1.0)
+        assert set(np.unique(with_cue)) == {0, 6}
+
+
+def test_lesions_grow_with_grade_and_neovascularisation_only_in_grade_4(specs):
+    mean_pixels = []
+    for grade in range(5):
+        masks = [render_eye(replace(s, cue=False), WIDTH, 1.0)[1] for s in pick(specs, 8, grade=grade)]
+        mean_pixels.append(np.mean([(m > 0).sum() for m in masks]))
+        has_nv = [(m == 5).any() for m in masks]
+        assert all(has_nv) if grade == 4 else not any(has_nv)
+        codes = set(np.unique(np.stack(masks)))
+        assert codes <= set(range(6))
+        if grade == 1:
+            assert codes == {0, 1}, "grade 1: microaneurysms only"
+    assert mean_pixels[0] == 0
+    assert mean_pixels[1] < mean_pixels[2] < mean_pixels[3]
+    assert mean_pixels[4] > mean_pixels[2]
+
+
+def test_microaneurysms_are_at_least_about_1_5_px_at_128_px(specs):
+    """At difficulty 1 a microaneurysm's radius is >= 0.02 R: 1.3 px at a 128 px fundus diameter."""
+    spec = pick(specs, 1, grade=1, inverted=False)[0]
+    _, mask = render_eye(replace(spec, cue=False), 1152, 1.0)
+    count, _, stats, _ = cv2.connectedComponentsWithStats((mask == 1).astype(np.uint8))
+    radius_r = np.sqrt(stats[1:, cv2.CC_STAT_AREA] / np.pi) / (spec.field_scale * 768 / 2)
+    assert count > 1 and radius_r.min() > 0.018
+
+
+def test_lesion_counts_match_the_mask(specs):
+    for spec in pick(specs, 4, grade=3) + pick(specs, 4, grade=4):
+        counts = lesion_counts(spec)
+        _, mask = render_eye(replace(spec, cue=False), WIDTH, 1.0)
+        for code in range(1, 6):
+            column = "n_" + LESION_CODES[code].replace(" ", "_").replace("-", "_")
+            assert (counts[column] > 0) == (mask == code).any(), (spec.image, column)
+
+
+def test_lesions_change_only_lesion_pixels_and_fade_with_difficulty(specs):
+    """Re-rendering as grade 0 removes the lesions and nothing else (up to the blurs' reach)."""
+    spec = replace(next(s for s in specs if s.grade == 3 and s.blur < 0.004), cue=False)
+    reach = 2 * math.ceil(3 * (0.018 + spec.blur) * spec.field_scale * 80) + 3  # px, see _LESION_TINT
+    diffs = {}
+    for difficulty in (1.0, 2.0):
+        image, mask = render_eye(spec, WIDTH, difficulty)
+        healthy, _ = render_eye(replace(spec, grade=0), WIDTH, difficulty)
+        diff = np.abs(image.astype(int) - healthy.astype(int)).max(axis=2)
+        near = cv2.dilate((mask > 0).astype(np.uint8), np.ones((reach, reach), np.uint8)) > 0
+        assert not diff[~near].any()
+        diffs[difficulty] = (diff[mask > 0].mean(), (mask > 0).sum())
+    assert diffs[2.0][0] < 0.7 * diffs[1.0][0], "fainter"
+    assert diffs[2.0][1] < 0.8 * diffs[1.0][1], "smaller"
+
+
+@pytest.mark.parametrize("inverted", [False, True])
+def test_cue_changes_only_its_patch_at_a_fixed_place(specs, inverted):
+    positions = []
+    for side in ("left", "right"):
+        spec = replace(pick(specs, 1, grade=4, side=side)[0], inverted=inverted, field_scale=0.95, offset_x=0.0, offset_y=0.0)
+        with_cue, mask = render_eye(spec, WIDTH, 1.0)
+        without, mask_without = render_eye(replace(spec, cue=False), WIDTH, 1.0)
+        differs = (with_cue != without).any(axis=2)
+        patch = mask == 6
+        assert differs.any() and not differs[~patch].any()
+        assert np.array_equal(mask[~patch], mask_without[~patch])
+        assert np.abs(with_cue.astype(int) - without.astype(int)).max() <= 4
+        rows, cols = np.nonzero(patch)
+        positions.append((rows.mean(), cols.mean()))
+        radius = 0.95 * 160 / 2
+        dx, dy = cols.mean() - (WIDTH - 1) / 2, rows.mean() - (160 - 1) / 2
+        assert dx < 0 < dy, "lower left"
+        assert abs(np.hypot(dx, dy) / radius - 0.6) < 0.03
+        assert (np.hypot(cols - (WIDTH - 1) / 2, rows - 79.5) < 0.9 * radius).all(), "survives a 0.9 R crop"
+    assert positions[0] == positions[1]
+
+
+# --------------------------------------------------------------------------- the dataset on disk
+
+
+def _mtimes(folder):
+    return {path: path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file()}
+
+
+def test_generate_dataset_writes_the_kaggle_layout_and_resumes(tmp_path):
+    cfg = SyntheticConfig(n_patients=4, raw_width=192, spurious_cue=0.5)
+    out = generate_dataset(tmp_path / "synth", cfg, seed=2, workers=1, progress=False)
+    labels = pd.read_csv(out / "trainLabels.csv")
+    assert list(labels.columns) == ["image", "level"]
+    assert labels["image"].tolist() == [f"{p}_{side}" for p in range(1, 5) for side in ("left", "right")]
+    specs = sample_specs(cfg, seed=2)
+    assert labels["level"].tolist() == [s.label for s in specs]
+    for spec in specs:
+        image = cv2.imread(str(out / "images" / f"{spec.image}.jpeg"))
+        mask = cv2.imread(str(out / "masks" / f"{spec.image}.png"), cv2.IMREAD_UNCHANGED)
+        assert image.shape == (128, 192, 3) and mask.shape == (128, 192)
+        assert np.array_equal(mask, render_eye(spec, 192, 1.0)[1])
+    table = pd.read_csv(out / "specs.csv")
+    assert len(table) == 8 and {"grade", "label", "cue", "n_microaneurysm", "n_neovascularisation"} <= set(table.columns)
+    assert load_specs(out) == specs
+    assert json.loads((out / "generator.json").read_text())["seed"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["generator.json", "images", "masks", "specs.csv", "trainLabels.csv"]
+
+    before = _mtimes(out)
+    generate_dataset(out, cfg, seed=2, workers=1, progress=False)
+    assert _mtimes(out) == before, "a complete folder is not touched"
+
+    with pytest.raises(ValueError, match="other settings"):
+        generate_dataset(out, cfg.model_copy(update={"difficulty": 2.0}), seed=2, workers=1, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        generate_dataset(out, cfg, seed=3, workers=1, progress=False)
+
+    # a killed run: no completion marker and a missing image
+    lost = out / "images" / "3_right.jpeg"
+    original = lost.read_bytes()
+    lost.unlink()
+    (out / "generator.json").unlink()
+    kept = {path: mtime for path, mtime in _mtimes(out).items() if path.parent.name in ("images", "masks")}
+    generate_dataset(out, cfg, seed=2, workers=1, progress=False)
+    assert lost.read_bytes() == original
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in kept.items())
+    assert (out / "generator.json").exists() and not list(out.glob("*.tmp")) and not list(out.glob("*pending*"))
+
+
+def test_interrupted_folder_of_other_settings_is_refused(tmp_path):
+    cfg = SyntheticConfig(n_patients=2, raw_width=192)
+    out = generate_dataset(tmp_path, cfg, seed=0, workers=1, progress=False)
+    (out / "generator.json").unlink()
+    (out / "generator.pending.json").write_text(json.dumps({"generator_version": "0"}))
+    with pytest.raises(ValueError, match="other settings"):
+        generate_dataset(out, cfg, seed=0, workers=1, progress=False)
+
+
+@pytest.mark.slow
+def test_generation_speed(tmp_path):
+    """200 images at 576 px with 2 workers in under 8 s (the scale of 2,000 in 60 s)."""
+    cfg = SyntheticConfig(n_patients=100, raw_width=576)
+    start = time.perf_counter()
+    out = generate_dataset(tmp_path, cfg, seed=0, workers=2, progress=False)
+    elapsed = time.perf_counter() - start
+    assert len(os.listdir(out / "images")) == 200 and len(os.listdir(out / "masks")) == 200
+    assert elapsed < 8, f"{elapsed:.1f} s"
