@@ -1,0 +1,65 @@
+# One entry point: `make book` builds the book, `make test` runs every check.
+# Variables: PARAMS (a params file), VENV (the virtual environment), TORCH (the torch pins for
+# this platform; the defaults come from this machine's local wheels: on aarch64 use
+# TORCH="torch==2.9.1 torchvision==0.24.1").
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PARAMS ?= params/demo.yaml
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+BOOK_OUT ?= _build
+JB_FLAGS := -W -n --keep-going
+
+.DEFAULT_GOAL := help
+.PHONY: help venv data chapters html book test lab clean clean-all
+
+help:
+	@echo "make book            build the book with PARAMS=$(PARAMS) (venv, data, chapters, HTML)"
+	@echo "make test            run the whole test suite (includes a smoke build of the book)"
+	@echo "make chapter-01      execute one chapter with PARAMS into book/generated/"
+	@echo "make data            generate / cache / split the data of PARAMS"
+	@echo "make html            render book/generated/ to HTML without executing anything"
+	@echo "make lab             open the notebooks in JupyterLab"
+	@echo "make clean           remove the built book and executed chapters (keeps data and runs)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@# torchattacks pins requests~=2.25 (clashes with Sphinx); it runs with a newer one.
+	$(BIN)/python -m pip install --quiet --no-deps "torchattacks==3.5.1"
+	@touch $@
+
+venv: $(STAMP)
+
+data: venv
+	$(BIN)/fundus data $(PARAMS)
+
+chapters: venv
+	$(BIN)/fundus run all --params $(PARAMS)
+
+chapter-%: venv
+	$(BIN)/fundus run $* --params $(PARAMS)
+
+html: venv
+	$(BIN)/jupyter-book build book --config _config.yml --toc _toc.yml --path-output $(BOOK_OUT) $(JB_FLAGS)
+	@echo "The book is at $(abspath $(BOOK_OUT))/_build/html/index.html"
+
+book: chapters html
+
+test: venv
+	$(BIN)/python -m pytest
+
+lab: venv
+	$(BIN)/python -m pip install --quiet "jupyterlab>=4"
+	$(BIN)/jupyter lab notebooks
+
+clean:
+	rm -rf $(BOOK_OUT) book/generated notebooks/*.ipynb
+
+clean-all: clean
+	rm -rf data runs

@@ -1,0 +1,80 @@
+"""Executing the book's chapters: jupytext sources in ``notebooks/`` run by papermill.
+
+Each chapter is a py:percent file (``notebooks/01_data.py``) whose ``parameters`` cell holds
+``params_file``. Executing it writes ``book/generated/<name>.ipynb``, which Jupyter Book renders
+without executing anything again (``execute_notebooks: off``).
+
+Example::
+
+    execute_chapter("01_data", "params/smoke.yaml")
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jupytext
+import papermill
+
+from fundus_lib.config import load_params, resolve_path
+from fundus_lib.paths import project_root
+
+KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+def notebooks_dir() -> Path:
+    return project_root() / "notebooks"
+
+
+def generated_dir() -> Path:
+    """Where executed chapters go (git-ignored)."""
+    return project_root() / "book" / "generated"
+
+
+def list_chapters() -> list[str]:
+    """Chapter names in reading order: the stems of ``notebooks/NN_*.py``."""
+    return sorted(path.stem for path in notebooks_dir().glob("[0-9][0-9]_*.py"))
+
+
+def resolve_chapters(names: list[str]) -> list[str]:
+    """Expand ``all`` and number prefixes (``01`` -> ``01_data``); an unknown name is a LookupError."""
+    chapters = list_chapters()
+    if not names or names == ["all"]:
+        return chapters
+    resolved = []
+    for name in names:
+        matches = [chapter for chapter in chapters if chapter == name or chapter.split("_")[0] == name]
+        if len(matches) != 1:
+            raise LookupError(f"unknown chapter {name!r}; chapters: {', '.join(chapters)} (or 'all')")
+        resolved.extend(matches)
+    return resolved
+
+
+def to_notebook(chapter: str):
+    """The chapter's jupytext source as an nbformat notebook with a python3 kernel."""
+    notebook = jupytext.read(notebooks_dir() / f"{chapter}.py")
+    notebook.metadata["kernelspec"] = KERNEL
+    return notebook
+
+
+def execute_chapter(chapter: str, params_file: str | Path, out_dir: Path | None = None, progress: bool = True) -> float:
+    """Execute one chapter with a params file; returns the seconds it took.
+
+    The params file is validated first, so a wrong key fails before any work. Cells run with
+    the project root as working directory. A failing cell raises papermill's execution error;
+    the partly executed notebook is still written, for inspection.
+    """
+    load_params(params_file)
+    out_dir = Path(out_dir or generated_dir())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    papermill.execute_notebook(
+        to_notebook(chapter),
+        str(out_dir / f"{chapter}.ipynb"),
+        parameters={"params_file": str(resolve_path(params_file))},
+        cwd=str(project_root()),
+        kernel_name=KERNEL["name"],
+        progress_bar=progress,
+    )
+    return time.perf_counter() - start

@@ -1,0 +1,67 @@
+"""Figure helpers shared by the chapters. Each returns a closed matplotlib Figure (shown once
+when it is a cell's last expression).
+
+Example::
+
+    image_grid([original, preprocessed], titles=["original", "Graham"], ncols=2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Patch
+
+from fundus_lib.data.synthetic import LESION_CODES
+
+#: RGB colour per lesion code of the synthetic masks.
+LESION_COLOURS = {
+    1: (255, 40, 40),     # microaneurysm
+    2: (255, 0, 255),     # haemorrhage
+    3: (255, 230, 0),     # hard exudate
+    4: (0, 220, 255),     # cotton-wool spot
+    5: (0, 255, 60),      # neovascularisation
+    6: (80, 80, 255),     # spurious cue
+}
+
+
+def image_grid(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str] | None = None,
+    ncols: int = 5,
+    cell_inches: float = 2.4,
+    suptitle: str | None = None,
+) -> plt.Figure:
+    """Images (uint8 or [0, 1] float, (H, W, 3)) in a grid with optional titles."""
+    nrows = max(1, -(-len(images) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell_inches * ncols, cell_inches * nrows + 0.3 * bool(suptitle)), squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if index < len(images):
+            ax.imshow(images[index])
+            if titles is not None:
+                ax.set_title(titles[index], fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def overlay_lesions(image: np.ndarray, mask: np.ndarray, alpha: float = 0.7) -> np.ndarray:
+    """uint8 (H, W, 3): ``image`` with each lesion pixel tinted in its code's colour."""
+    out = image.astype(np.float32).copy()
+    for code, colour in LESION_COLOURS.items():
+        where = mask == code
+        out[where] = (1 - alpha) * out[where] + alpha * np.array(colour, dtype=np.float32)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def lesion_legend(fig: plt.Figure, codes: Sequence[int] = tuple(LESION_COLOURS)) -> plt.Figure:
+    """Add a legend of lesion colours below the figure."""
+    handles = [Patch(color=np.array(LESION_COLOURS[code]) / 255, label=LESION_CODES[code]) for code in codes]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.subplots_adjust(bottom=0.12)
+    return fig

@@ -1,0 +1,48 @@
+"""Tables of the book: this run's numbers beside the report's, always labelled.
+
+Example::
+
+    beside_report(report_table("table1"), grade_distribution(levels), key="grade",
+                  ours_label=run_label(params))
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from fundus_lib.config import Params
+
+REPORT_LABEL = "report (EyePACS)"
+
+
+def run_label(params: Params) -> str:
+    """Column label for this run's numbers, naming the data they were measured on."""
+    source = "synthetic" if params.data.source == "synthetic" else "EyePACS"
+    return f"this run ({source}, {params.name})"
+
+
+def grade_distribution(levels: pd.Series) -> pd.DataFrame:
+    """Images and share per grade 0-4 (grades with no image get 0)."""
+    counts = levels.value_counts().reindex(range(5), fill_value=0)
+    return pd.DataFrame({"grade": range(5), "images": counts.to_numpy(), "share": (counts / max(1, counts.sum())).to_numpy()})
+
+
+def beside_report(report: pd.DataFrame, ours: pd.DataFrame, key: str | list[str], ours_label: str) -> pd.DataFrame:
+    """One row per key; the report's columns, then this run's, under two labelled headers."""
+    keys = [key] if isinstance(key, str) else key
+    left = report.set_index(keys)
+    right = ours.set_index(keys)
+    return pd.concat({REPORT_LABEL: left, ours_label: right}, axis=1)
+
+
+def styled(frame: pd.DataFrame, percent: tuple[str, ...] = (), decimals: int = 3, caption: str | None = None):
+    """A Styler for the book: columns whose last level is in ``percent`` as %, floats rounded."""
+    formats = {}
+    for column in frame.columns:
+        name = column[-1] if isinstance(column, tuple) else column
+        if name in percent:
+            formats[column] = "{:.1%}"
+        elif pd.api.types.is_float_dtype(frame[column]):
+            formats[column] = f"{{:.{decimals}f}}"
+    style = frame.style.format(formats, na_rep="–")
+    return style.set_caption(caption) if caption else style

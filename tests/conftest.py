@@ -1,0 +1,38 @@
+"""Shared fixtures: a private data folder per test session, and the real EyePACS sample."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fundus_lib.paths import project_root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_dir(tmp_path_factory):
+    """Generated data, caches and runs of the tests go to a temporary folder, not ./data."""
+    os.environ["FUNDUS_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
+    os.environ["FUNDUS_RUNS_DIR"] = str(tmp_path_factory.mktemp("runs"))
+    yield
+
+
+def _real_dir() -> Path:
+    return Path(os.environ.get("FUNDUS_REAL_SAMPLE", project_root().parent / "shared" / "data" / "fundus_real"))
+
+
+@pytest.fixture(scope="session")
+def real_sample() -> Path:
+    """../shared/data/fundus_real: 503 real labelled EyePACS photographs (images/ + labels.csv).
+
+    Present on every developer machine and in CI (where its absence is a failure); elsewhere the
+    tests that need it are skipped with the reason.
+    """
+    folder = _real_dir()
+    if not (folder / "labels.csv").is_file():
+        message = f"the real EyePACS sample is missing at {folder} (set FUNDUS_REAL_SAMPLE)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder

@@ -1,0 +1,85 @@
+"""The params schema: every params file validates; bad keys are errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from fundus_lib.config import ParamsError, load_params, validate_params
+from fundus_lib.paths import project_root
+
+PARAMS_FILES = sorted((project_root() / "params").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PARAMS_FILES, ids=lambda path: path.name)
+def test_every_params_file_validates(path):
+    params = load_params(path)
+    assert params.name == path.stem
+
+
+def test_the_four_parameter_sets_exist():
+    assert {path.stem for path in PARAMS_FILES} >= {"smoke", "demo", "eyepacs-256", "eyepacs-512"}
+
+
+def test_unknown_key_is_named_with_the_allowed_keys():
+    with pytest.raises(ParamsError) as error:
+        validate_params({"name": "x", "data": {"synthetic": {"n_patient": 3}}})
+    message = str(error.value)
+    assert "data.synthetic.n_patient" in message
+    assert "n_patients" in message and "raw_width" in message
+
+
+def test_unknown_top_level_key_is_named():
+    with pytest.raises(ParamsError, match="unknown key 'dat'"):
+        validate_params({"name": "x", "dat": {}})
+
+
+def test_wrong_type_names_key_and_value():
+    with pytest.raises(ParamsError) as error:
+        validate_params({"name": "x", "data": {"image_size": "big"}})
+    assert "data.image_size" in str(error.value) and "'big'" in str(error.value)
+
+
+def test_out_of_range_value_says_what_is_allowed():
+    with pytest.raises(ParamsError) as error:
+        validate_params({"name": "x", "data": {"graham_circle": 1.5}})
+    assert "data.graham_circle" in str(error.value) and "less than or equal to 1" in str(error.value)
+
+
+def test_literal_lists_the_choices():
+    with pytest.raises(ParamsError, match="'synthetic' or 'eyepacs'"):
+        validate_params({"name": "x", "data": {"source": "kaggle"}})
+
+
+def test_class_balance_must_sum_to_one():
+    with pytest.raises(ParamsError, match="class_balance"):
+        validate_params({"name": "x", "data": {"synthetic": {"class_balance": [0.5, 0.5, 0.5, 0, 0]}}})
+
+
+def test_split_must_leave_training_data():
+    with pytest.raises(ParamsError, match="valid \\+ test"):
+        validate_params({"name": "x", "data": {"split": {"valid": 0.5, "test": 0.5}}})
+
+
+def test_eyepacs_source_needs_paths():
+    with pytest.raises(ParamsError, match="eyepacs"):
+        validate_params({"name": "x", "data": {"source": "eyepacs"}})
+
+
+def test_missing_name_is_reported():
+    with pytest.raises(ParamsError, match="missing key 'name'"):
+        validate_params({})
+
+
+def test_overrides_merge_into_nested_sections():
+    params = load_params(project_root() / "params" / "demo.yaml", {"data": {"image_size": 64}})
+    assert params.data.image_size == 64
+    assert params.data.synthetic.n_patients == load_params(project_root() / "params" / "demo.yaml").data.synthetic.n_patients
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
