@@ -1,0 +1,1 @@
+"""The data path: readers, the synthetic generator, preprocessing, the cache, splits, datasets."""

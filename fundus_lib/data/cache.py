@@ -1,0 +1,254 @@
+"""The preprocessed cache: Graham-preprocessed uint8 arrays (memory-mapped) plus a manifest.
+
+Decoding and preprocessing a 3888 x 2592 photograph costs tens of milliseconds; training reads
+each image 20 times or more. So every image is decoded (DCT-scaled), preprocessed and stored
+once. A cache folder holds:
+
+- ``cache.json``: the settings it was built with and the item list's hash; ``"complete": true``
+  once finished. Opening a folder with other settings is an error, never a silent reuse.
+- ``images.npy``: uint8 (N, S, S, 3), row i = manifest row i (zeros for skipped rows).
+- ``masks.npy``: uint8 (N, S, S) lesion codes, when the items have masks (synthetic data).
+- ``records.jsonl``: one line per processed image, appended as workers finish: what makes an
+  interrupted build resume without redoing finished images.
+- ``manifest.csv``: the items with status (ok / skipped), reason, content hash, file size,
+  the JPEG reduction used and any conversion note.
+
+Example::
+
+    cache = build_cache(items, Path("data/cache/x"), CacheSettings(image_size=512))
+    cache.images[cache.manifest.index[cache.manifest.status == "ok"]]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from numpy.lib.format import open_memmap
+from tqdm import tqdm
+
+from fundus_lib.data.decode import UnusableImage, decode_fundus
+from fundus_lib.data.preprocess import circle_mask, crop_to_fundus, preprocess
+
+CACHE_VERSION = 1
+ITEM_COLUMNS = ["image", "patient", "side", "level", "path", "mask_path"]
+RECORD_COLUMNS = ["status", "reason", "sha1", "width", "height", "reduction", "note"]
+
+
+class CacheMismatchError(RuntimeError):
+    """A cache folder exists but was built with other settings or other items."""
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """How each image is turned into a cache row.
+
+    image_size: side S of the cached square (px); circle: share of the radius Graham keeps;
+    allow_grayscale: use grayscale files (replicated) instead of skipping them.
+    """
+
+    image_size: int
+    circle: float = 0.95
+    allow_grayscale: bool = False
+
+
+def items_hash(items: pd.DataFrame) -> str:
+    """Hash of the item list: names, labels, file paths and sizes (not contents: too slow)."""
+    sizes = [os.path.getsize(path) if path and os.path.isfile(path) else -1 for path in items["path"]]
+    listing = items[ITEM_COLUMNS].assign(size=sizes).to_csv(index=False)
+    return hashlib.sha1(listing.encode()).hexdigest()
+
+
+def cache_key(items: pd.DataFrame, settings: CacheSettings) -> str:
+    """Short key for the folder name: changes whenever the items or the settings change."""
+    text = json.dumps({"version": CACHE_VERSION, "settings": asdict(settings), "items": items_hash(items)})
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+class Cache:
+    """A finished cache folder, opened read-only (arrays are memory-mapped)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        info = _read_json(self.root / "cache.json")
+        if not info.get("complete"):
+            raise CacheMismatchError(f"{self.root} is not a finished cache (build it with build_cache)")
+        self.info = info
+        self.settings = CacheSettings(**info["build"]["settings"])
+        self.manifest = pd.read_csv(
+            self.root / "manifest.csv", index_col="index", keep_default_na=False,
+            dtype={"patient": str, "path": str, "mask_path": str, "reason": str, "note": str, "sha1": str},
+        )
+        self.images = np.load(self.root / "images.npy", mmap_mode="r")
+        masks = self.root / "masks.npy"
+        self.masks = np.load(masks, mmap_mode="r") if masks.exists() else None
+
+    def __repr__(self) -> str:
+        counts = self.manifest["status"].value_counts().to_dict()
+        return f"Cache({self.root}, size={self.settings.image_size}, {counts})"
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        raise CacheMismatchError(f"no cache at {path.parent} ({path.name} missing)")
+    return json.loads(path.read_text())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+# --- one image: runs in worker processes ---------------------------------------------------
+
+_WORKER: dict = {}
+
+
+def _init_worker(root: str, items: list[dict], settings: CacheSettings, has_masks: bool) -> None:
+    cv2.setNumThreads(1)
+    _WORKER.update(
+        items=items,
+        settings=settings,
+        images=np.load(Path(root) / "images.npy", mmap_mode="r+"),
+        masks=np.load(Path(root) / "masks.npy", mmap_mode="r+") if has_masks else None,
+    )
+
+
+def _cached_mask(mask_path: str, decoded_shape: tuple[int, ...], fov, size: int, circle: float) -> np.ndarray:
+    mask = cv2.imread(mask_path, cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        raise UnusableImage(f"lesion mask missing or unreadable: {mask_path}")
+    factor = mask.shape[1] / decoded_shape[1]
+    cropped = crop_to_fundus(mask, fov.scaled(factor), size, interpolation=cv2.INTER_NEAREST)
+    cropped[~circle_mask(size, circle)] = 0
+    return cropped
+
+
+def _process(index: int) -> dict:
+    item, settings = _WORKER["items"][index], _WORKER["settings"]
+    size = settings.image_size
+    try:
+        decoded = decode_fundus(item["path"], size / 2, settings.allow_grayscale)
+        if _WORKER["masks"] is not None:
+            _WORKER["masks"][index] = _cached_mask(item["mask_path"], decoded.rgb.shape, decoded.fov, size, settings.circle)
+    except UnusableImage as exc:
+        return {"index": index, "status": "skipped", "reason": str(exc)}
+    except Exception as exc:  # a bug, not a bad file: fail loudly, naming the file
+        raise RuntimeError(f"preprocessing {item['path']} failed: {exc!r}") from exc
+    _WORKER["images"][index] = preprocess(decoded.rgb, decoded.fov, size, settings.circle)
+    return {
+        "index": index,
+        "status": "ok",
+        "reason": "",
+        "sha1": decoded.sha1,
+        "width": decoded.width,
+        "height": decoded.height,
+        "reduction": decoded.reduction,
+        "note": decoded.note,
+    }
+
+
+# --- the build ---------------------------------------------------------------------------------
+
+
+def _read_records(path: Path) -> dict[int, dict]:
+    """Finished records; a last line cut by an interruption is ignored (that image is redone)."""
+    records: dict[int, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            records[record["index"]] = record
+    return records
+
+
+def _prepare_folder(root: Path, items: pd.DataFrame, settings: CacheSettings, has_masks: bool) -> None:
+    build = {"version": CACHE_VERSION, "settings": asdict(settings), "items": items_hash(items), "n": len(items)}
+    info_path = root / "cache.json"
+    if info_path.exists():
+        stored = _read_json(info_path)
+        if stored["build"] != build:
+            raise CacheMismatchError(
+                f"{root} holds a cache built with {stored['build']}, not {build}; "
+                "use another folder or delete this one"
+            )
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    size = settings.image_size
+    open_memmap(root / "images.npy", mode="w+", dtype=np.uint8, shape=(len(items), size, size, 3)).flush()
+    if has_masks:
+        open_memmap(root / "masks.npy", mode="w+", dtype=np.uint8, shape=(len(items), size, size)).flush()
+    (root / "records.jsonl").unlink(missing_ok=True)
+    _write_atomic(info_path, json.dumps({"build": build, "complete": False}, indent=2))
+
+
+def _run(todo: list[int], init_args: tuple, workers: int, progress: bool, log) -> None:
+    """Process ``todo`` (inline, or in spawned worker processes), logging each record as it ends."""
+    bar = tqdm(total=len(todo), desc="preprocessing", unit="img", disable=not progress)
+    executor = None
+    if workers == 1 or len(todo) < 2 * workers:
+        _init_worker(*init_args)
+        results = map(_process, todo)
+    else:
+        context = multiprocessing.get_context("spawn")
+        executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=init_args)
+        results = executor.map(_process, todo, chunksize=8)
+    try:
+        for record in results:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            bar.update()
+    finally:
+        bar.close()
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+        _WORKER.clear()
+
+
+def build_cache(
+    items: pd.DataFrame,
+    root: str | Path,
+    settings: CacheSettings,
+    workers: int = 0,
+    progress: bool = True,
+) -> Cache:
+    """Preprocess every item into the cache at ``root`` (resuming a partial build) and open it.
+
+    items: frame with columns image, patient, side, level, path and mask_path ("" when there is
+    no mask), e.g. from :func:`fundus_lib.data.eyepacs.list_images`. Unusable files become
+    ``skipped`` rows with their reason; nothing is dropped. workers: processes (0 = all cores).
+    """
+    root = Path(root)
+    items = items.reset_index(drop=True)
+    if (root / "cache.json").exists() and _read_json(root / "cache.json").get("complete"):
+        _prepare_folder(root, items, settings, has_masks=False)  # only checks that settings match
+        return Cache(root)
+    has_masks = bool((items["mask_path"] != "").any())
+    _prepare_folder(root, items, settings, has_masks)
+    records_path = root / "records.jsonl"
+    done = _read_records(records_path)
+    todo = [index for index in range(len(items)) if index not in done]
+    workers = workers or os.cpu_count() or 1
+    init_args = (str(root), items[ITEM_COLUMNS].to_dict("records"), settings, has_masks)
+    with records_path.open("a") as log:
+        _run(todo, init_args, workers, progress, log)
+    records = pd.DataFrame.from_records(list(_read_records(records_path).values())).set_index("index")
+    records = records.reindex(columns=RECORD_COLUMNS).astype({"width": "Int64", "height": "Int64", "reduction": "Int64"})
+    manifest = items.join(records).fillna({"reason": "", "note": "", "sha1": ""})
+    manifest.index.name = "index"
+    _write_atomic(root / "manifest.csv", manifest.to_csv())
+    info = _read_json(root / "cache.json")
+    info.update(complete=True, counts=manifest["status"].value_counts().to_dict())
+    _write_atomic(root / "cache.json", json.dumps(info, indent=2))
+    return Cache(root)

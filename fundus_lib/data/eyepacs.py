@@ -1,0 +1,111 @@
+"""Reader for the Kaggle EyePACS layout: a folder of ``<patient>_<left|right>.jpeg`` and a labels csv.
+
+The images folder and the labels file are given separately (Kaggle ships ``train/`` and
+``trainLabels.csv``). Problems with the csv are errors that list the offending rows; problems
+with single image files are left to the cache builder, which records them as skips.
+
+Example::
+
+    items = list_images("data/eyepacs/train", "data/eyepacs/trainLabels.csv")
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+#: File name stem -> patient id and eye side. The patient id may carry a prefix
+#: (``eyepacs256_1000_left`` -> patient ``eyepacs256_1000``).
+STEM_PATTERN = re.compile(r"^(?P<patient>.+)_(?P<side>left|right)$")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".tif", ".tiff")
+GRADES = range(5)
+_MAX_LISTED = 10
+
+
+class LabelsError(ValueError):
+    """The labels csv cannot be used; the message names the file and the offending rows."""
+
+
+def _rows(frame: pd.DataFrame) -> str:
+    lines = [f"line {index + 2}: {row.to_dict()}" for index, row in frame.head(_MAX_LISTED).iterrows()]
+    more = len(frame) - _MAX_LISTED
+    return "\n  ".join(lines + ([f"... and {more} more"] if more > 0 else []))
+
+
+def _fail(path: Path, problem: str, rows: pd.DataFrame) -> None:
+    raise LabelsError(f"{path}: {problem} ({len(rows)} rows):\n  {_rows(rows)}")
+
+
+def read_labels(labels_csv: str | Path) -> pd.DataFrame:
+    """Read and check a Kaggle labels csv.
+
+    Returns a frame with columns ``image`` (file stem), ``patient`` (str), ``side``
+    (``left``/``right``) and ``level`` (int 0-4), in file order. Raises LabelsError for a
+    missing file, missing columns, empty or malformed names, duplicate names and levels that
+    are not integers in 0-4, listing the offending lines (line 1 is the header).
+    """
+    path = Path(labels_csv)
+    if not path.is_file():
+        raise LabelsError(f"labels file not found: {path}")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise LabelsError(f"{path} is not a readable csv: {exc}") from None
+    missing = [column for column in ("image", "level") if column not in frame.columns]
+    if missing:
+        raise LabelsError(
+            f"{path}: missing column(s) {missing}; found columns {list(frame.columns)}; "
+            "expected at least 'image' and 'level' (Kaggle's trainLabels.csv)"
+        )
+    frame = frame[["image", "level"]].apply(lambda column: column.str.strip())
+    parts = frame["image"].str.extract(STEM_PATTERN)
+    bad_name = parts["patient"].isna()
+    if bad_name.any():
+        _fail(path, "image names must look like <patient>_left or <patient>_right", frame[bad_name])
+    duplicated = frame["image"].duplicated(keep=False)
+    if duplicated.any():
+        _fail(path, "duplicate image names", frame[duplicated])
+    level = pd.to_numeric(frame["level"], errors="coerce")
+    bad_level = ~level.isin(list(GRADES))
+    if bad_level.any():
+        _fail(path, "level must be an integer 0-4", frame[bad_level])
+    return pd.DataFrame(
+        {
+            "image": frame["image"],
+            "patient": parts["patient"],
+            "side": parts["side"],
+            "level": level.astype(int),
+        }
+    )
+
+
+def _find_file(images_dir: Path, stem: str, present: set[str]) -> str:
+    for suffix in IMAGE_SUFFIXES:
+        if stem + suffix in present:
+            return str(images_dir / (stem + suffix))
+    return ""
+
+
+def list_images(
+    images_dir: str | Path, labels_csv: str | Path, max_images: int | None = None
+) -> pd.DataFrame:
+    """Join the labels with the image files.
+
+    Returns the frame of :func:`read_labels` plus ``path`` (the image file, or ``""`` when no
+    file exists: the cache builder records those as skipped, never drops them). Image files
+    without a label are not used; their number is reported in a warning.
+    """
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"images folder not found: {images_dir}")
+    all_labels = read_labels(labels_csv)
+    labels = all_labels.head(max_images) if max_images is not None else all_labels.copy()
+    present = {entry.name for entry in images_dir.iterdir() if entry.suffix.lower() in IMAGE_SUFFIXES}
+    labels["path"] = [_find_file(images_dir, stem, present) for stem in labels["image"]]
+    unlabelled = len({Path(name).stem for name in present} - set(all_labels["image"]))
+    if unlabelled:
+        warnings.warn(f"{unlabelled} image file(s) in {images_dir} have no row in {labels_csv}; not used")
+    return labels.reset_index(drop=True)

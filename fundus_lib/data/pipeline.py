@@ -1,0 +1,96 @@
+"""From a params file's ``data`` section to a split, cached dataset: the whole data path.
+
+``prepare_data`` generates the synthetic default (or lists the real Kaggle-layout data), builds
+or reopens the preprocessed cache, and assigns the patient-level split. Every step is keyed by
+its settings, so a second call with the same params returns at once.
+
+Example::
+
+    data = prepare_data(load_params("params/demo.yaml"))
+    data.manifest.groupby(["split", "level"]).size()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fundus_lib.config import DataConfig, Params, resolve_path
+from fundus_lib.data import synthetic
+from fundus_lib.data.cache import Cache, CacheSettings, build_cache, cache_key
+from fundus_lib.data.eyepacs import list_images
+from fundus_lib.data.split import assign_split
+from fundus_lib.paths import data_dir
+
+MANIFEST_HASH_COLUMNS = ["image", "patient", "side", "level", "split", "status", "sha1"]
+
+
+@dataclass
+class FundusData:
+    """A cached dataset with its split.
+
+    cache: the preprocessed arrays; manifest: the cache manifest plus a ``split`` column
+    (index = array row); manifest_hash: identifies the data for the run store;
+    images_dir: where the raw photographs are (for figures).
+    """
+
+    config: DataConfig
+    cache: Cache
+    manifest: pd.DataFrame
+    manifest_hash: str
+    images_dir: Path
+
+    def rows(self, split: str) -> np.ndarray:
+        """Array rows (= manifest index) of one split, in manifest order."""
+        if split not in ("train", "valid", "test"):
+            raise ValueError(f"split must be train, valid or test, not {split!r}")
+        return self.manifest.index[self.manifest["split"] == split].to_numpy()
+
+    @property
+    def skipped(self) -> pd.DataFrame:
+        """Images that could not be used, with the reason."""
+        return self.manifest.loc[self.manifest["status"] != "ok", ["image", "path", "reason"]]
+
+
+def _settings_key(settings: dict) -> str:
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def synthetic_dir(config: DataConfig) -> Path:
+    """Folder of the generated dataset for these generator settings."""
+    settings = {"generator": synthetic.GENERATOR_VERSION, **config.synthetic.model_dump()}
+    return data_dir() / "synthetic" / _settings_key(settings)
+
+
+def list_items(config: DataConfig, progress: bool = True) -> tuple[pd.DataFrame, Path]:
+    """The labelled images (generating the synthetic default first) and their folder."""
+    if config.source == "synthetic":
+        folder = synthetic_dir(config)
+        synthetic.generate_dataset(folder, config.synthetic, config.synthetic.seed, config.workers, progress)
+        items = list_images(folder / "images", folder / "trainLabels.csv")
+        items["mask_path"] = [str(folder / "masks" / f"{image}.png") for image in items["image"]]
+        return items, folder / "images"
+    images_dir = resolve_path(config.eyepacs.images_dir)
+    items = list_images(images_dir, resolve_path(config.eyepacs.labels_csv), config.eyepacs.max_images)
+    items["mask_path"] = ""
+    return items, images_dir
+
+
+def manifest_hash(manifest: pd.DataFrame) -> str:
+    """Content hash of the dataset as used: names, labels, split, status and image hashes."""
+    return hashlib.sha1(manifest[MANIFEST_HASH_COLUMNS].to_csv(index=False).encode()).hexdigest()
+
+
+def prepare_data(params: Params, progress: bool = True) -> FundusData:
+    """Generate or list, cache and split the data of ``params.data``."""
+    config = params.data
+    items, images_dir = list_items(config, progress)
+    settings = CacheSettings(config.image_size, config.graham_circle, config.allow_grayscale)
+    cache = build_cache(items, data_dir() / "cache" / cache_key(items, settings), settings, config.workers, progress)
+    manifest = cache.manifest.assign(split=assign_split(cache.manifest, config.split))
+    return FundusData(config, cache, manifest, manifest_hash(manifest), images_dir)
