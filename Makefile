@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 PARAMS ?= params/demo.yaml
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
-BOOK_OUT ?= _build
+BOOK_OUT ?= .
 JB_FLAGS := -W -n --keep-going
 
 .DEFAULT_GOAL := help
@@ -46,7 +46,7 @@ chapter-%: venv
 	$(BIN)/fundus run $* --params $(PARAMS)
 
 html: venv
-	$(BIN)/jupyter-book build book --config _config.yml --toc _toc.yml --path-output $(BOOK_OUT) $(JB_FLAGS)
+	$(BIN)/jupyter-book build book --config $(CURDIR)/_config.yml --toc $(CURDIR)/_toc.yml --path-output $(BOOK_OUT) $(JB_FLAGS)
 	@echo "The book is at $(abspath $(BOOK_OUT))/_build/html/index.html"
 
 book: chapters html
@@ -59,7 +59,7 @@ lab: venv
 	$(BIN)/jupyter lab notebooks
 
 clean:
-	rm -rf $(BOOK_OUT) book/generated notebooks/*.ipynb
+	rm -rf $(BOOK_OUT)/_build book/generated notebooks/*.ipynb
 
 clean-all: clean
 	rm -rf data runs

@@ -66,13 +66,16 @@ def execute_chapter(chapter: str, params_file: str | Path, out_dir: Path | None 
     the partly executed notebook is still written, for inspection.
     """
     load_params(params_file)
+    params_path = resolve_path(params_file)
+    if params_path.is_relative_to(project_root()):
+        params_path = params_path.relative_to(project_root())
     out_dir = Path(out_dir or generated_dir())
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     papermill.execute_notebook(
         to_notebook(chapter),
         str(out_dir / f"{chapter}.ipynb"),
-        parameters={"params_file": str(resolve_path(params_file))},
+        parameters={"params_file": str(params_path)},
         cwd=str(project_root()),
         kernel_name=KERNEL["name"],
         progress_bar=progress,

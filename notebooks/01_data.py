@@ -26,7 +26,7 @@
 # Every table and figure below is computed by the run that built this page; the report's own
 # numbers come from one data file and are labelled as the report's.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 params_file = "params/demo.yaml"
 
 # %% tags=["hide-input"]
@@ -51,7 +51,6 @@ ours = run_label(params)
 data = prepare_data(params, progress=False)
 manifest = data.manifest
 usable = manifest[manifest["status"] == "ok"]
-print(data.cache)
 
 # %% [markdown]
 # ## The data

@@ -359,6 +359,11 @@ def _anatomy(anatomy_seed: int) -> _Anatomy:
 # --------------------------------------------------------------------------- lesions
 
 
+#: Lesion strength (contrast at difficulty 1, 0-1) ranges per code: the calibration of how
+#: visible each kind is (with these, a small CNN at 128 px reaches a kappa of about 0.7-0.8).
+_STRENGTH = {1: (0.2, 0.45), 2: (0.35, 0.65), 3: (0.35, 0.7), 4: (0.35, 0.6), 5: (0.45, 0.7)}
+
+
 @dataclass(frozen=True)
 class _Lesion:
     """One lesion: mask code, strength (contrast at difficulty 1, 0-1) and its shapes.
@@ -382,13 +387,13 @@ def _counts_for_grade(grade: int, rng: np.random.Generator) -> dict[str, int]:
     if grade == 1:
         counts["ma"] = 1 + rng.poisson(1.0)
     elif grade == 2:
-        counts.update(ma=2 + rng.poisson(4), haem=rng.poisson(2.5), ex=rng.poisson(1.2))
-        counts["cws"] = int(rng.random() < 0.25)
+        counts.update(ma=1 + rng.poisson(3), haem=rng.poisson(1.5), ex=rng.poisson(0.8))
+        counts["cws"] = int(rng.random() < 0.2)
         if counts["haem"] + counts["ex"] == 0:
             counts["haem"] = 1
     elif grade >= 3:
-        counts.update(ma=6 + rng.poisson(8), haem=8 + rng.poisson(10), ex=rng.poisson(2.5))
-        counts["cws"] = 1 + rng.poisson(1.5)
+        counts.update(ma=4 + rng.poisson(6), haem=5 + rng.poisson(8), ex=rng.poisson(1.8))
+        counts["cws"] = 1 + rng.poisson(1.0)
     if grade == 4:
         counts["nv"] = 1 + rng.poisson(0.8)
         counts["preretinal"] = int(rng.random() < 0.2)
@@ -433,7 +438,7 @@ class _Placer:
 
 def _microaneurysm(placer: _Placer, rng: np.random.Generator, posterior: float) -> _Lesion:
     x, y = placer.place(posterior)
-    return _Lesion(1, rng.uniform(0.3, 0.55), (("circle", x, y, rng.uniform(0.02, 0.027)),))
+    return _Lesion(1, rng.uniform(*_STRENGTH[1]), (("circle", x, y, rng.uniform(0.02, 0.027)),))
 
 
 def _haemorrhage(placer: _Placer, rng: np.random.Generator, posterior: float) -> _Lesion:
@@ -452,14 +457,14 @@ def _haemorrhage(placer: _Placer, rng: np.random.Generator, posterior: float) ->
         angle = math.degrees(math.atan2(y - placer.disc[1], x - placer.disc[0]))
         length = rng.uniform(0.05, 0.09)
         shapes = (("ellipse", x, y, length, length * rng.uniform(0.3, 0.45), angle),)
-    return _Lesion(2, rng.uniform(0.45, 0.75), shapes)
+    return _Lesion(2, rng.uniform(*_STRENGTH[2]), shapes)
 
 
 def _preretinal(placer: _Placer, rng: np.random.Generator) -> _Lesion:
     """A large boat-shaped pre-retinal haemorrhage (grade 4)."""
     x, y = placer.place(0.7)
     size = rng.uniform(0.1, 0.16)
-    return _Lesion(2, rng.uniform(0.6, 0.8), (("ellipse", x, y, size, size * 0.7, rng.uniform(-20, 20)),))
+    return _Lesion(2, rng.uniform(*_STRENGTH[2]), (("ellipse", x, y, size, size * 0.7, rng.uniform(-20, 20)),))
 
 
 def _exudate_cluster(placer: _Placer, rng: np.random.Generator) -> list[_Lesion]:
@@ -473,7 +478,7 @@ def _exudate_cluster(placer: _Placer, rng: np.random.Generator) -> list[_Lesion]
     else:
         points = centre + rng.normal(0, 0.05, (count, 2))
     return [
-        _Lesion(3, rng.uniform(0.55, 0.85), (("circle", x, y, rng.uniform(0.013, 0.028)),))
+        _Lesion(3, rng.uniform(*_STRENGTH[3]), (("circle", x, y, rng.uniform(0.013, 0.028)),))
         for x, y in points
         if placer.visible(np.array([x, y]))
     ]
@@ -486,7 +491,7 @@ def _cotton_wool_spot(placer: _Placer, rng: np.random.Generator) -> _Lesion:
         x, y = placer.place(0.8)
     size = rng.uniform(0.05, 0.085)
     shape = ("ellipse", x, y, size, size * rng.uniform(0.55, 0.85), rng.uniform(0, 180))
-    return _Lesion(4, rng.uniform(0.45, 0.7), (shape,))
+    return _Lesion(4, rng.uniform(*_STRENGTH[4]), (shape,))
 
 
 def _neovascular_tuft(placer: _Placer, rng: np.random.Generator, anatomy: _Anatomy, mirror: float) -> _Lesion:
@@ -505,7 +510,7 @@ def _neovascular_tuft(placer: _Placer, rng: np.random.Generator, anatomy: _Anato
         steps = 0.28 * size * np.stack([np.cos(headings), np.sin(headings)], axis=1)
         start = centre + rng.normal(0, size * 0.4, 2)
         loops.append(("line", start + np.cumsum(steps, axis=0), rng.uniform(0.009, 0.013)))
-    return _Lesion(5, rng.uniform(0.55, 0.8), tuple(loops))
+    return _Lesion(5, rng.uniform(*_STRENGTH[5]), tuple(loops))
 
 
 def _sample_lesions(spec: EyeSpec) -> list[_Lesion]:
@@ -578,10 +583,10 @@ class _Frame:
     def grid(self, x: float, y: float, extent: float) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
         """The image window covering a square of half-side ``extent`` (R) around (x, y), and its
         coordinates in units of R: (rows, cols) slices, xs (1, w), ys (h, 1) float32."""
-        x0 = max(0, int(self.cx + (x - extent) * self.radius))
-        x1 = min(self.width, int(self.cx + (x + extent) * self.radius) + 2)
-        y0 = max(0, int(self.cy + (y - extent) * self.radius))
-        y1 = min(self.height, int(self.cy + (y + extent) * self.radius) + 2)
+        x0 = min(self.width, max(0, int(self.cx + (x - extent) * self.radius)))
+        x1 = max(x0, min(self.width, int(self.cx + (x + extent) * self.radius) + 2))
+        y0 = min(self.height, max(0, int(self.cy + (y - extent) * self.radius)))
+        y1 = max(y0, min(self.height, int(self.cy + (y + extent) * self.radius) + 2))
         xs = ((np.arange(x0, x1, dtype=np.float32) - self.cx) / self.radius)[None, :]
         ys = ((np.arange(y0, y1, dtype=np.float32) - self.cy) / self.radius)[:, None]
         return (slice(y0, y1), slice(x0, x1)), xs, ys
@@ -635,11 +640,35 @@ def _background(spec: EyeSpec, frame: _Frame, anatomy: _Anatomy) -> np.ndarray:
         gx, gy = 0.85 * math.cos(angle), 0.85 * math.sin(angle)
         glare = rng.uniform(0.06, 0.16) * np.exp(-((xs - gx) ** 2 + (ys - gy) ** 2) / (2 * 0.25**2))
         rgb += glare[..., None] * np.float32([0.9, 0.9, 1.0])
+    _draw_blobs(rgb, small, rng)
     _draw_macula(rgb, small, anatomy)
     _draw_disc(rgb, small, anatomy, rng)
     if small.width == frame.width:
         return rgb
     return cv2.resize(rgb, (frame.width, frame.height), interpolation=cv2.INTER_LINEAR)
+
+
+def _random_points(rng: np.random.Generator, count: int, radius: float = 0.9) -> np.ndarray:
+    """``count`` points uniform over the disc of ``radius`` (units of R): (count, 2)."""
+    r = radius * np.sqrt(rng.random(count))
+    angle = rng.uniform(0, 2 * math.pi, count)
+    return np.stack([r * np.cos(angle), r * np.sin(angle)], axis=1)
+
+
+def _draw_blobs(rgb: np.ndarray, frame: _Frame, rng: np.random.Generator) -> None:
+    """Soft distractors that are not lesions (in place): grey shadows of dust on the optics and
+    small whitish nerve-fibre reflexes, anywhere in the field (sizes in units of R)."""
+    for kind, mean_count, sigmas, strengths in (("dust", 1.2, (0.015, 0.04), (0.1, 0.25)), ("reflex", 1.0, (0.008, 0.02), (0.1, 0.25))):
+        count = rng.poisson(mean_count)
+        for (x, y), sigma, strength in zip(
+            _random_points(rng, count), rng.uniform(*sigmas, count), rng.uniform(*strengths, count)
+        ):
+            window, xs, ys = frame.grid(x, y, 3 * sigma)
+            alpha = strength * np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma**2))[..., None]
+            if kind == "dust":
+                rgb[window] *= 1 - alpha
+            else:
+                rgb[window] += alpha * (np.float32([0.95, 0.95, 0.9]) - rgb[window])
 
 
 def _draw_macula(rgb: np.ndarray, frame: _Frame, anatomy: _Anatomy) -> None:
@@ -712,7 +741,9 @@ def _draw_shape(canvas: np.ndarray, shape: tuple, frame: _Frame, size: float, co
         cv2.ellipse(canvas, centre, axes, shape[5], 0, 360, colour, -1, line_type, _SHIFT)
 
 
-#: Per-channel absorption (share of light removed at full strength) of vessels and dark lesions.
+#: Per-channel absorption (share of light removed at full strength) of vessels, dark lesions and
+#: pigment speckles (brown, not lesions: distractors that look like microaneurysms).
+_PIGMENT_ABSORPTION = (0.45, 0.55, 0.55)
 _VEIN_ABSORPTION = (0.38, 0.62, 0.58)
 _ARTERY_ABSORPTION = (0.2, 0.42, 0.38)
 _LESION_ABSORPTION = {1: (0.55, 0.9, 0.85), 2: (0.6, 0.92, 0.88), 5: (0.45, 0.85, 0.8)}
@@ -722,11 +753,20 @@ _LESION_TINT = {3: (0.003, (1.0, 0.92, 0.45)), 4: (0.018, (0.95, 0.92, 0.82))}
 _TRANSMISSION = 1 - np.arange(256, dtype=np.float32) / 255
 
 
-def _draw_absorbers(rgb: np.ndarray, frame: _Frame, anatomy: _Anatomy, lesions: list[_Lesion], contrast: float, size: float) -> None:
-    """Darken ``rgb`` (in place) along the vessels (veins darker and wider than arteries) and
-    under the dark lesions (microaneurysms, haemorrhages, neovascularisation), all drawn
-    anti-aliased on one (H, W, 3) absorption canvas that is slightly blurred."""
+def _draw_absorbers(
+    rgb: np.ndarray, spec: EyeSpec, frame: _Frame, anatomy: _Anatomy, lesions: list[_Lesion], contrast: float, size: float
+) -> None:
+    """Darken ``rgb`` (in place) under pigment speckles, along the vessels (veins darker and wider
+    than arteries) and under the dark lesions (microaneurysms, haemorrhages, neovascularisation),
+    all drawn anti-aliased on one (H, W, 3) absorption canvas that is slightly blurred."""
     canvas = np.zeros((frame.height, frame.width, 3), np.uint8)
+    rng = np.random.default_rng([spec.seed, 4])
+    count = rng.poisson(1.5)
+    for (x, y), radius, strength in zip(
+        _random_points(rng, count), rng.uniform(0.012, 0.022, count), rng.uniform(0.2, 0.5, count)
+    ):
+        colour = tuple(255 * strength * a for a in _PIGMENT_ABSORPTION)
+        _draw_shape(canvas, ("circle", x, y, radius), frame, 1.0, colour, anti_alias=True)
     for vein, absorption in ((False, _ARTERY_ABSORPTION), (True, _VEIN_ABSORPTION)):
         lines = [(v.points * [frame.mirror, 1.0], v.widths) for v in anatomy.vessels if v.vein == vein]
         _draw_lines(canvas, lines, frame, tuple(255 * a for a in absorption))
@@ -825,7 +865,7 @@ def render_eye(spec: EyeSpec, width: int, difficulty: float) -> tuple[np.ndarray
     lesions = _sample_lesions(spec)
     size, contrast = difficulty**-0.5, 1 / difficulty
     rgb = _background(spec, frame, anatomy)
-    _draw_absorbers(rgb, frame, anatomy, lesions, contrast, size)
+    _draw_absorbers(rgb, spec, frame, anatomy, lesions, contrast, size)
     _draw_tints(rgb, frame, lesions, contrast, size)
     image = _acquire(rgb, spec, frame)
     mask = _lesion_mask(frame, lesions, size)
