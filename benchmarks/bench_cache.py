@@ -59,7 +59,7 @@ def ours_preprocess(path: str, size: int) -> np.ndarray:
 def make_photographs(folder: Path, count: int) -> list[str]:
     """Full-size synthetic fundus JPEGs (quality 92), generated once."""
     folder.mkdir(parents=True, exist_ok=True)
-    specs = sample_specs(SyntheticConfig(n_patients=(count + 1) // 2, raw_width=FULL_WIDTH), seed=7)[:count]
+    specs = sample_specs(SyntheticConfig(n_patients=(count + 1) // 2, raw_width=FULL_WIDTH, seed=7))[:count]
     paths = []
     for spec in specs:
         path = folder / f"{spec.image}.jpeg"

@@ -41,10 +41,14 @@ class SyntheticConfig(_Section):
         1.0, gt=0, le=5, description="1 = calibrated default; larger = fainter, smaller lesions"
     )
     label_noise: float = Field(
-        0.1, ge=0, le=1, description="probability that a grader's label moves to a neighbouring grade"
+        0.1, ge=0, le=1,
+        description="probability that the grader's label differs from the drawn grade (a neighbouring "
+        "grade up to about 0.18 under the report's balance; the balance is kept)",
     )
     eye_agreement: float = Field(
-        0.75, ge=0, le=1, description="probability that both eyes of a patient get the same grade"
+        0.75, ge=0, le=1,
+        description="probability that both eyes of a patient get the same grade (values below the "
+        "independent-eyes level, about 0.57 under the report's balance, give that level)",
     )
     class_balance: tuple[float, float, float, float, float] = Field(
         REPORT_CLASS_BALANCE, description="shares of grades 0-4 (default: the report's Table 1)"

@@ -30,13 +30,13 @@ WIDTH = 240  # small renders keep the file fast; geometry is in units of the fun
 @pytest.fixture(scope="module")
 def specs():
     """Specs of 400 patients with the cue on (P = grade / 4), the report's class balance."""
-    return sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0), seed=11)
+    return sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0, seed=11))
 
 
 @pytest.fixture(scope="module")
 def many_specs():
     """Specs of 5,000 patients with default settings (for the statistics of grades and labels)."""
-    return sample_specs(SyntheticConfig(n_patients=5000), seed=3)
+    return sample_specs(SyntheticConfig(n_patients=5000, seed=3))
 
 
 def pick(specs, n, **fields):
@@ -57,8 +57,8 @@ def test_specs_are_kaggle_named_sorted_and_pair_patients(specs):
     for left, right in zip(specs[::2], specs[1::2]):
         assert left.anatomy_seed == right.anatomy_seed
         assert left.seed != right.seed
-    assert sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0), seed=11) == specs
-    assert sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0), seed=12) != specs
+    assert sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0, seed=11)) == specs
+    assert sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0, seed=12)) != specs
 
 
 def test_image_level_grades_follow_class_balance(many_specs):
@@ -69,16 +69,16 @@ def test_image_level_grades_follow_class_balance(many_specs):
 
 def test_first_eye_quotas_are_exact():
     """With full eye agreement both eyes copy the first eye: counts are exactly 2 x the quotas."""
-    cfg = SyntheticConfig(n_patients=1001, eye_agreement=1.0, label_noise=0.0)
-    grades = np.array([s.grade for s in sample_specs(cfg, seed=5)])
+    cfg = SyntheticConfig(n_patients=1001, eye_agreement=1.0, label_noise=0.0, seed=5)
+    grades = np.array([s.grade for s in sample_specs(cfg)])
     quotas = [736, 69, 151, 25, 20]  # round(share * 1001) = 736, 69, 151, 25, 20 (sum 1001)
     assert np.bincount(grades, minlength=5).tolist() == [2 * q for q in quotas]
-    assert [s.label for s in sample_specs(cfg, seed=5)] == grades.tolist()
+    assert [s.label for s in sample_specs(cfg)] == grades.tolist()
 
 
 @pytest.mark.parametrize("agreement", [0.75, 0.9])
 def test_eye_agreement_matches_config(agreement):
-    specs = sample_specs(SyntheticConfig(n_patients=5000, eye_agreement=agreement), seed=1)
+    specs = sample_specs(SyntheticConfig(n_patients=5000, eye_agreement=agreement, seed=1))
     same = np.mean([left.grade == right.grade for left, right in zip(specs[::2], specs[1::2])])
     assert abs(same - agreement) < 0.025
 
@@ -89,7 +89,8 @@ def test_label_noise_rate_and_marginal(many_specs):
     moved = labels != grades
     assert abs(moved.mean() - 0.1) < 0.015
     assert np.all(np.abs(labels - grades)[moved] == 1), "10 % noise moves to a neighbouring grade"
-    np.testing.assert_allclose(np.bincount(labels, minlength=5) / len(labels), REPORT_CLASS_BALANCE, atol=0.015)
+    label_shares = np.bincount(labels, minlength=5) / len(labels)
+    np.testing.assert_allclose(label_shares, REPORT_CLASS_BALANCE, atol=0.015)
 
 
 def test_spurious_cue_off_by_default_and_grows_with_grade(many_specs, specs):
@@ -235,7 +236,8 @@ def test_lesions_change_only_lesion_pixels_and_fade_with_difficulty(specs):
 def test_cue_changes_only_its_patch_at_a_fixed_place(specs, inverted):
     positions = []
     for side in ("left", "right"):
-        spec = replace(pick(specs, 1, grade=4, side=side)[0], inverted=inverted, field_scale=0.95, offset_x=0.0, offset_y=0.0)
+        centred = {"inverted": inverted, "field_scale": 0.95, "offset_x": 0.0, "offset_y": 0.0}
+        spec = replace(pick(specs, 1, grade=4, side=side)[0], **centred)
         with_cue, mask = render_eye(spec, WIDTH, 1.0)
         without, mask_without = render_eye(replace(spec, cue=False), WIDTH, 1.0)
         differs = (with_cue != without).any(axis=2)
@@ -261,12 +263,12 @@ def _mtimes(folder):
 
 
 def test_generate_dataset_writes_the_kaggle_layout_and_resumes(tmp_path):
-    cfg = SyntheticConfig(n_patients=4, raw_width=192, spurious_cue=0.5)
-    out = generate_dataset(tmp_path / "synth", cfg, seed=2, workers=1, progress=False)
+    cfg = SyntheticConfig(n_patients=4, raw_width=192, spurious_cue=0.5, seed=2)
+    out = generate_dataset(tmp_path / "synth", cfg, workers=1, progress=False)
     labels = pd.read_csv(out / "trainLabels.csv")
     assert list(labels.columns) == ["image", "level"]
     assert labels["image"].tolist() == [f"{p}_{side}" for p in range(1, 5) for side in ("left", "right")]
-    specs = sample_specs(cfg, seed=2)
+    specs = sample_specs(cfg)
     assert labels["level"].tolist() == [s.label for s in specs]
     for spec in specs:
         image = cv2.imread(str(out / "images" / f"{spec.image}.jpeg"))
@@ -274,19 +276,21 @@ def test_generate_dataset_writes_the_kaggle_layout_and_resumes(tmp_path):
         assert image.shape == (128, 192, 3) and mask.shape == (128, 192)
         assert np.array_equal(mask, render_eye(spec, 192, 1.0)[1])
     table = pd.read_csv(out / "specs.csv")
-    assert len(table) == 8 and {"grade", "label", "cue", "n_microaneurysm", "n_neovascularisation"} <= set(table.columns)
+    assert len(table) == 8
+    assert {"grade", "label", "cue", "n_microaneurysm", "n_neovascularisation"} <= set(table.columns)
     assert load_specs(out) == specs
-    assert json.loads((out / "generator.json").read_text())["seed"] == 2
-    assert sorted(p.name for p in out.iterdir()) == ["generator.json", "images", "masks", "specs.csv", "trainLabels.csv"]
+    assert json.loads((out / "generator.json").read_text())["config"]["seed"] == 2
+    files = ["generator.json", "images", "masks", "specs.csv", "trainLabels.csv"]
+    assert sorted(p.name for p in out.iterdir()) == files
 
     before = _mtimes(out)
-    generate_dataset(out, cfg, seed=2, workers=1, progress=False)
+    generate_dataset(out, cfg, workers=1, progress=False)
     assert _mtimes(out) == before, "a complete folder is not touched"
 
     with pytest.raises(ValueError, match="other settings"):
-        generate_dataset(out, cfg.model_copy(update={"difficulty": 2.0}), seed=2, workers=1, progress=False)
+        generate_dataset(out, cfg.model_copy(update={"difficulty": 2.0}), workers=1, progress=False)
     with pytest.raises(ValueError, match="other settings"):
-        generate_dataset(out, cfg, seed=3, workers=1, progress=False)
+        generate_dataset(out, cfg.model_copy(update={"seed": 3}), workers=1, progress=False)
 
     # a killed run: no completion marker and a missing image
     lost = out / "images" / "3_right.jpeg"
@@ -294,19 +298,21 @@ def test_generate_dataset_writes_the_kaggle_layout_and_resumes(tmp_path):
     lost.unlink()
     (out / "generator.json").unlink()
     kept = {path: mtime for path, mtime in _mtimes(out).items() if path.parent.name in ("images", "masks")}
-    generate_dataset(out, cfg, seed=2, workers=1, progress=False)
+    (out / "images" / ".3_right.jpeg.999.tmp").write_bytes(b"half a file")
+    generate_dataset(out, cfg, workers=1, progress=False)
     assert lost.read_bytes() == original
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in kept.items())
-    assert (out / "generator.json").exists() and not list(out.glob("*.tmp")) and not list(out.glob("*pending*"))
+    assert (out / "generator.json").exists()
+    assert not list(out.rglob("*.tmp")) and not list(out.glob("*pending*"))
 
 
 def test_interrupted_folder_of_other_settings_is_refused(tmp_path):
     cfg = SyntheticConfig(n_patients=2, raw_width=192)
-    out = generate_dataset(tmp_path, cfg, seed=0, workers=1, progress=False)
+    out = generate_dataset(tmp_path, cfg, workers=1, progress=False)
     (out / "generator.json").unlink()
     (out / "generator.pending.json").write_text(json.dumps({"generator_version": "0"}))
     with pytest.raises(ValueError, match="other settings"):
-        generate_dataset(out, cfg, seed=0, workers=1, progress=False)
+        generate_dataset(out, cfg, workers=1, progress=False)
 
 
 @pytest.mark.slow
@@ -314,7 +320,7 @@ def test_generation_speed(tmp_path):
     """200 images at 576 px with 2 workers in under 8 s (the scale of 2,000 in 60 s)."""
     cfg = SyntheticConfig(n_patients=100, raw_width=576)
     start = time.perf_counter()
-    out = generate_dataset(tmp_path, cfg, seed=0, workers=2, progress=False)
+    out = generate_dataset(tmp_path, cfg, workers=2, progress=False)
     elapsed = time.perf_counter() - start
     assert len(os.listdir(out / "images")) == 200 and len(os.listdir(out / "masks")) == 200
     assert elapsed < 8, f"{elapsed:.1f} s"

@@ -71,7 +71,7 @@ def list_items(config: DataConfig, progress: bool = True) -> tuple[pd.DataFrame,
     """The labelled images (generating the synthetic default first) and their folder."""
     if config.source == "synthetic":
         folder = synthetic_dir(config)
-        synthetic.generate_dataset(folder, config.synthetic, config.synthetic.seed, config.workers, progress)
+        synthetic.generate_dataset(folder, config.synthetic, config.workers, progress)
         items = list_images(folder / "images", folder / "trainLabels.csv")
         items["mask_path"] = [str(folder / "masks" / f"{image}.png") for image in items["image"]]
         return items, folder / "images"
