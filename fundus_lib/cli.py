@@ -33,9 +33,12 @@ def _data(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     from fundus_lib.chapters import execute_chapter, resolve_chapters
+    from fundus_lib.data.pipeline import prepare_data
 
+    chapters = resolve_chapters(args.chapters)
+    prepare_data(load_params(args.params), progress=not args.quiet)  # long work here, with progress bars
     timings = {}
-    for chapter in resolve_chapters(args.chapters):
+    for chapter in chapters:
         print(f"== {chapter} with {args.params}", flush=True)
         timings[chapter] = execute_chapter(chapter, args.params, args.out, progress=not args.quiet)
     for chapter, seconds in timings.items():

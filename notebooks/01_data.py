@@ -48,7 +48,7 @@ from fundus_lib.tables import beside_report, grade_distribution, run_label, styl
 
 params = load_params(params_file)
 ours = run_label(params)
-data = prepare_data(params, progress=False)
+data = prepare_data(params)
 manifest = data.manifest
 usable = manifest[manifest["status"] == "ok"]
 
