@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from fundus_lib.paths import project_root
 
@@ -36,3 +37,8 @@ def real_sample() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return folder
+
+
+# The same examples on every run, so a property test cannot pass today and fail tomorrow.
+settings.register_profile("reproducible", derandomize=True, deadline=None, database=None)
+settings.load_profile("reproducible")
