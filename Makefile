@@ -14,7 +14,7 @@ BOOK_OUT ?= .
 JB_FLAGS := -W -n --keep-going
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data chapters html book test lab clean clean-all
+.PHONY: help venv data chapters html book test bench lab clean clean-all
 
 help:
 	@echo "make book            build the book with PARAMS=$(PARAMS) (venv, data, chapters, HTML)"
@@ -22,6 +22,7 @@ help:
 	@echo "make chapter-01      execute one chapter with PARAMS into book/generated/"
 	@echo "make data            generate / cache / split the data of PARAMS"
 	@echo "make html            render book/generated/ to HTML without executing anything"
+	@echo "make bench           run the benchmarks (ratios measured in one run)"
 	@echo "make lab             open the notebooks in JupyterLab"
 	@echo "make clean           remove the built book and executed chapters (keeps data and runs)"
 
@@ -53,6 +54,9 @@ book: chapters html
 
 test: venv
 	$(BIN)/python -m pytest
+
+bench: venv
+	$(BIN)/python benchmarks/bench_cache.py
 
 lab: venv
 	$(BIN)/python -m pip install --quiet "jupyterlab>=4"

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from fundus_lib.data.decode import UnusableImage, decode_fundus
 from fundus_lib.data.preprocess import circle_mask, crop_to_fundus, preprocess
+from fundus_lib.files import write_atomic
 
 CACHE_VERSION = 1
 ITEM_COLUMNS = ["image", "patient", "side", "level", "path", "mask_path"]
@@ -100,12 +101,6 @@ def _read_json(path: Path) -> dict:
     if not path.exists():
         raise CacheMismatchError(f"no cache at {path.parent} ({path.name} missing)")
     return json.loads(path.read_text())
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 # --- one image: runs in worker processes ---------------------------------------------------
@@ -190,7 +185,7 @@ def _prepare_folder(root: Path, items: pd.DataFrame, settings: CacheSettings, ha
     if has_masks:
         open_memmap(root / "masks.npy", mode="w+", dtype=np.uint8, shape=(len(items), size, size)).flush()
     (root / "records.jsonl").unlink(missing_ok=True)
-    _write_atomic(info_path, json.dumps({"build": build, "complete": False}, indent=2))
+    write_atomic(info_path, json.dumps({"build": build, "complete": False}, indent=2))
 
 
 def _run(todo: list[int], init_args: tuple, workers: int, progress: bool, log) -> None:
@@ -247,8 +242,8 @@ def build_cache(
     records = records.reindex(columns=RECORD_COLUMNS).astype({"width": "Int64", "height": "Int64", "reduction": "Int64"})
     manifest = items.join(records).fillna({"reason": "", "note": "", "sha1": ""})
     manifest.index.name = "index"
-    _write_atomic(root / "manifest.csv", manifest.to_csv())
+    write_atomic(root / "manifest.csv", manifest.to_csv())
     info = _read_json(root / "cache.json")
     info.update(complete=True, counts=manifest["status"].value_counts().to_dict())
-    _write_atomic(root / "cache.json", json.dumps(info, indent=2))
+    write_atomic(root / "cache.json", json.dumps(info, indent=2))
     return Cache(root)

@@ -25,6 +25,7 @@ from fundus_lib.data import synthetic
 from fundus_lib.data.cache import Cache, CacheSettings, build_cache, cache_key
 from fundus_lib.data.eyepacs import list_images
 from fundus_lib.data.split import assign_split
+from fundus_lib.files import write_atomic
 from fundus_lib.paths import data_dir
 
 MANIFEST_HASH_COLUMNS = ["image", "patient", "side", "level", "split", "status", "sha1"]
@@ -35,7 +36,8 @@ class FundusData:
     """A cached dataset with its split.
 
     cache: the preprocessed arrays; manifest: the cache manifest plus a ``split`` column
-    (index = array row); manifest_hash: identifies the data for the run store;
+    (index = array row; also written as ``manifest-<hash>.csv`` in the cache folder);
+    manifest_hash: identifies the data for the run store;
     images_dir: where the raw photographs are (for figures).
     """
 
@@ -93,4 +95,8 @@ def prepare_data(params: Params, progress: bool = True) -> FundusData:
     settings = CacheSettings(config.image_size, config.graham_circle, config.allow_grayscale)
     cache = build_cache(items, data_dir() / "cache" / cache_key(items, settings), settings, config.workers, progress)
     manifest = cache.manifest.assign(split=assign_split(cache.manifest, config.split))
-    return FundusData(config, cache, manifest, manifest_hash(manifest), images_dir)
+    digest = manifest_hash(manifest)
+    split_manifest = cache.root / f"manifest-{digest[:12]}.csv"  # the dataset as used, for provenance
+    if not split_manifest.exists():
+        write_atomic(split_manifest, manifest.to_csv())
+    return FundusData(config, cache, manifest, digest, images_dir)

@@ -40,6 +40,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from fundus_lib.config import SyntheticConfig
+from fundus_lib.files import write_atomic
 
 #: Bump whenever a change alters the rendered images, the specs or the files written.
 GENERATOR_VERSION = "1"
@@ -900,13 +901,6 @@ def render_eye(spec: EyeSpec, width: int, difficulty: float) -> tuple[np.ndarray
 # --------------------------------------------------------------------------- the dataset on disk
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and os.replace, so a killed run never leaves a half file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
 def _encode(extension: str, array: np.ndarray, params: list[int]) -> bytes:
     ok, buffer = cv2.imencode(extension, array, params)
     if not ok:
@@ -925,10 +919,10 @@ def _render_chunk(job: tuple[list[EyeSpec], Path, int, float, int]) -> list[dict
             continue
         image, mask = render_eye(spec, width, difficulty)
         if not png.exists():
-            _write_atomic(png, _encode(".png", mask, [cv2.IMWRITE_PNG_COMPRESSION, 3]))
+            write_atomic(png, _encode(".png", mask, [cv2.IMWRITE_PNG_COMPRESSION, 3]))
         if not jpeg.exists():
             bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-            _write_atomic(jpeg, _encode(".jpeg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality]))
+            write_atomic(jpeg, _encode(".jpeg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality]))
     return [lesion_counts(spec) for spec in specs]
 
 
@@ -999,14 +993,14 @@ def generate_dataset(out_dir: Path, cfg: SyntheticConfig, workers: int = 0, prog
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*/.*.tmp"):  # left by a killed run
         stale.unlink()
-    _write_atomic(pending, json.dumps(marker, indent=2).encode())
+    write_atomic(pending, json.dumps(marker, indent=2).encode())
     specs = sample_specs(cfg)
     counts = _render_all(specs, out_dir, cfg, workers or os.cpu_count() or 1, progress)
     table = pd.DataFrame([{**asdict(spec), **count} for spec, count in zip(specs, counts)])
-    _write_atomic(out_dir / "specs.csv", table.to_csv(index=False).encode())
+    write_atomic(out_dir / "specs.csv", table.to_csv(index=False).encode())
     labels = table[["image", "label"]].rename(columns={"label": "level"})
-    _write_atomic(out_dir / "trainLabels.csv", labels.to_csv(index=False).encode())
-    _write_atomic(out_dir / "generator.json", json.dumps(marker, indent=2).encode())
+    write_atomic(out_dir / "trainLabels.csv", labels.to_csv(index=False).encode())
+    write_atomic(out_dir / "generator.json", json.dumps(marker, indent=2).encode())
     pending.unlink()
     return out_dir
 
