@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torchvision import tv_tensors
@@ -60,6 +61,8 @@ def test_real_data_path_end_to_end(real_data):
     assert (manifest["status"] == "skipped").sum() == 10  # the ten grayscale originals
     assert manifest.groupby("patient")["split"].nunique().max() == 1
     assert set(manifest.loc[manifest["status"] == "ok", "split"]) == {"train", "valid", "test"}
+    written = pd.read_csv(real_data.cache.root / f"manifest-{real_data.manifest_hash[:12]}.csv", keep_default_na=False)
+    assert written["split"].tolist() == manifest["split"].tolist()
 
 
 def test_dataset_items(real_data):

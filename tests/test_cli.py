@@ -1,0 +1,53 @@
+"""The fundus command: user errors are one clear line and exit code 2, not a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from fundus_lib.cli import main
+from fundus_lib.paths import project_root
+
+
+def test_check_accepts_the_params_files(capsys):
+    files = sorted(str(path) for path in (project_root() / "params").glob("*.yaml"))
+    assert main(["check", *files]) == 0
+    assert capsys.readouterr().out.count(": ok") == len(files)
+
+
+def test_check_names_a_bad_key(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ndata: {image_sise: 64}\n")
+    assert main(["check", str(bad)]) == 2
+    assert "data.image_sise" in capsys.readouterr().err
+
+
+def test_data_reports_a_broken_labels_file(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels.csv").write_text("image,level\n1_left,7\n")
+    params = tmp_path / "p.yaml"
+    params.write_text(f"name: p\ndata:\n  source: eyepacs\n  eyepacs: {{images_dir: {tmp_path / 'images'}, "
+                      f"labels_csv: {tmp_path / 'labels.csv'}}}\n")
+    assert main(["data", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert "level must be an integer 0-4" in err and "line 2" in err
+
+
+def test_unknown_chapter_lists_the_chapters(capsys):
+    assert main(["run", "99", "--params", "params/smoke.yaml", "--quiet"]) == 2
+    assert "01_data" in capsys.readouterr().err
+
+
+def test_data_prints_the_split(capsys, real_sample, tmp_path):
+    params = tmp_path / "real.yaml"
+    params.write_text(f"name: real\ndata:\n  source: eyepacs\n  image_size: 32\n  workers: 1\n"
+                      f"  eyepacs: {{images_dir: {real_sample / 'images'}, labels_csv: {real_sample / 'labels.csv'}}}\n")
+    assert main(["data", str(params)]) == 0
+    out = capsys.readouterr().out
+    assert "manifest hash" in out and "10 image(s) skipped" in out and "grayscale" in out
+
+
+@pytest.mark.parametrize("argv", [[], ["nonsense"]])
+def test_usage_errors_exit_non_zero(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code != 0
