@@ -18,7 +18,13 @@ import jupytext
 import papermill
 
 from fundus_lib.config import load_params, resolve_path
+from fundus_lib.errors import UserError
 from fundus_lib.paths import project_root
+
+
+class UnknownChapter(UserError, LookupError):
+    """A chapter name or number that is not in notebooks/."""
+
 
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
@@ -38,7 +44,7 @@ def list_chapters() -> list[str]:
 
 
 def resolve_chapters(names: list[str]) -> list[str]:
-    """Expand ``all`` and number prefixes (``01`` -> ``01_data``); an unknown name is a LookupError."""
+    """Expand ``all`` and number prefixes (``01`` -> ``01_data``); an unknown name is UnknownChapter."""
     chapters = list_chapters()
     if not names or names == ["all"]:
         return chapters
@@ -46,7 +52,7 @@ def resolve_chapters(names: list[str]) -> list[str]:
     for name in names:
         matches = [chapter for chapter in chapters if chapter == name or chapter.split("_")[0] == name]
         if len(matches) != 1:
-            raise LookupError(f"unknown chapter {name!r}; chapters: {', '.join(chapters)} (or 'all')")
+            raise UnknownChapter(f"unknown chapter {name!r}; chapters: {', '.join(chapters)} (or 'all')")
         resolved.extend(matches)
     return resolved
 

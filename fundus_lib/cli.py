@@ -1,6 +1,9 @@
-"""The ``fundus`` command: prepare data, execute chapters, check params files.
+"""The ``fundus`` command: prepare data, train runs, execute chapters, check params files.
 
     fundus data params/demo.yaml              # generate / cache / split the data, print a summary
+    fundus train params/demo.yaml             # train every run the chapters need into the run store
+    torchrun --nproc_per_node=3 -m fundus_lib.cli train params/eyepacs-512.yaml   # on 3 GPUs
+    fundus runs                               # list the run store
     fundus run all --params params/demo.yaml  # execute every chapter into book/generated/
     fundus run 01 --params params/eyepacs-512.yaml
     fundus check params/*.yaml                # validate params files against the schema
@@ -11,12 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fundus_lib.config import ParamsError, load_params
-from fundus_lib.data.cache import CacheMismatchError
-from fundus_lib.data.eyepacs import LabelsError
+from fundus_lib.config import load_params
+from fundus_lib.errors import UserError
 
 #: Errors that are the user's to fix: printed as one message, without a traceback.
-USER_ERRORS = (ParamsError, LabelsError, CacheMismatchError, FileNotFoundError, LookupError)
+USER_ERRORS = (UserError, FileNotFoundError)
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -45,6 +47,29 @@ def _run(args: argparse.Namespace) -> None:
         print(f"{chapter}: {seconds:.0f} s")
 
 
+def _train(args: argparse.Namespace) -> None:
+    from fundus_lib.experiments import all_runs
+    from fundus_lib.runs import get_run
+
+    params = load_params(args.params)
+    runs = {label: config for label, config in all_runs(params).items()
+            if not args.only or any(part in label for part in args.only)}
+    if not runs:
+        raise UserError(f"no run matches {args.only}; runs: {', '.join(all_runs(params))}")
+    for label, config in runs.items():
+        run = get_run(params, config, progress=not args.quiet)
+        test = run.metrics("test")
+        print(f"{label}: run {run.key}, test kappa {test['kappa']:.3f}, balanced accuracy "
+              f"{test['balanced_accuracy']:.3f}, {run.train_seconds / 60:.1f} min", flush=True)
+
+
+def _runs(args: argparse.Namespace) -> None:
+    from fundus_lib.runs import list_runs
+
+    table = list_runs()
+    print(table.to_string(index=False) if len(table) else "the run store is empty")
+
+
 def _check(args: argparse.Namespace) -> None:
     for path in args.files:
         params = load_params(path)
@@ -58,6 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     data = commands.add_parser("data", help="generate or list, cache and split the data of a params file")
     data.add_argument("params")
     data.set_defaults(handler=_data)
+
+    train = commands.add_parser("train", help="train every run the chapters need (resumes, skips finished ones)")
+    train.add_argument("params")
+    train.add_argument("--only", nargs="*", help="train only runs whose label contains one of these")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(handler=_train)
+
+    runs = commands.add_parser("runs", help="list the run store")
+    runs.set_defaults(handler=_runs)
 
     run = commands.add_parser("run", help="execute chapters with papermill")
     run.add_argument("chapters", nargs="*", default=["all"], help="chapter names or numbers, or 'all'")

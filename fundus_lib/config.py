@@ -17,13 +17,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fundus_lib.errors import UserError
 from fundus_lib.paths import project_root
 
 #: The report's Table 1 class shares for grades 0-4 (25,810 / 2,443 / 5,292 / 873 / 708 images).
 REPORT_CLASS_BALANCE = (0.735, 0.069, 0.151, 0.025, 0.020)
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """A params file (or override) does not match the schema; the message names the keys."""
 
 
@@ -136,14 +137,64 @@ class AugmentConfig(_Section):
         return self
 
 
+#: The registered models (``fundus_lib.models.list_models()``; a test keeps the two equal).
+MODEL_NAMES = ("efficientnet-b0", "efficientnet-b1", "efficientnet-b2", "efficientnet-b3",
+               "inception_v3", "resnet18", "resnet50", "small-cnn")
+ModelName = Literal[MODEL_NAMES]
+
+
+class TrainConfig(_Section):
+    """How every model is trained (the report's section 2.4); a row of a table may override parts."""
+
+    epochs: int = Field(20, ge=1, le=1000, description="the report: 20")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="the original code: Adam")
+    lr: float = Field(1e-3, gt=0, le=10, description="learning rate (the original code: 1e-3)")
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    schedule: Literal["constant", "cosine"] = Field("constant", description="learning-rate schedule over the epochs")
+    select_on: Literal["balanced_accuracy", "accuracy", "kappa", "loss"] = Field(
+        "balanced_accuracy", description="validation metric that picks the best epoch (the report: balanced accuracy)"
+    )
+    patience: int | None = Field(None, ge=1, description="stop after this many epochs without improvement")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the classification layer")
+    pretrained: bool = Field(False, description="start from ImageNet weights (a local file, see runtime.weights_dir)")
+    augment: bool = Field(True, description="apply the augment section during training")
+
+
+class RuntimeConfig(_Section):
+    """Where and how runs execute: never part of a run's identity (the run store's key)."""
+
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto = cuda if available")
+    loader_workers: int = Field(2, ge=0, le=64, description="data loader processes")
+    amp: bool = Field(True, description="mixed precision on CUDA")
+    channels_last: bool = Field(True, description="channels-last memory format on CUDA")
+    eval_batch_size: int = Field(128, ge=1)
+    weights_dir: Path = Field(Path("weights"), description="folder of ImageNet weight files for pretrained: true")
+
+
+class ModelRow(_Section):
+    """One row of a results table: a model at an image size with its batch size."""
+
+    model: ModelName
+    image_size: int = Field(ge=32, le=1024)
+    batch_size: int = Field(ge=1, le=4096)
+    epochs: int | None = Field(None, ge=1, description="overrides train.epochs for this row")
+    lr: float | None = Field(None, gt=0, le=10, description="overrides train.lr for this row")
+
+
 class Params(_Section):
     """A whole params file."""
 
     name: str = Field(description="short name of this parameter set, e.g. demo")
     description: str = ""
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="training seed (data seeds are in the data section)")
     data: DataConfig = DataConfig()
     augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    baselines: tuple[ModelRow, ...] = Field(
+        (ModelRow(model="small-cnn", image_size=128, batch_size=32),),
+        description="Table 4: the models trained on the imbalanced data; the first is the baseline of later chapters",
+    )
 
 
 def _describe_error(error: dict[str, Any], model: type[BaseModel], source: str) -> str:
@@ -158,11 +209,18 @@ def _describe_error(error: dict[str, Any], model: type[BaseModel], source: str) 
     return f"'{key}' in {source}: {error['msg']} (got {value!r})"
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The section class inside an annotation (``X``, ``X | None``, ``tuple[X, ...]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((found for arg in getattr(annotation, "__args__", ()) if (found := _model_in(arg))), None)
+
+
 def _fields_at(model: type[BaseModel], location: list[str]) -> list[str]:
+    """The keys allowed at ``location`` (list indices are skipped)."""
     for part in location:
-        annotation = model.model_fields[part].annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        model = next(c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel))
+        if not part.isdigit():
+            model = _model_in(model.model_fields[part].annotation)
     return list(model.model_fields)
 
 
@@ -209,3 +267,39 @@ def load_params(path: str | Path, overrides: dict | None = None) -> Params:
     if overrides:
         raw = _merge(raw, overrides)
     return validate_params(raw, source=str(path))
+
+
+class RunConfig(_Section):
+    """Everything that defines one training run; its hash (with the data's) keys the run store.
+
+    Built from a params file by :func:`run_config`; a chapter changes single fields with
+    ``run_config(params, row, dropout=0.5)``.
+    """
+
+    model: ModelName
+    image_size: int = Field(ge=32, le=1024)
+    batch_size: int = Field(ge=1, le=4096)
+    epochs: int = Field(ge=1, le=1000)
+    optimizer: Literal["adam", "adamw", "sgd"]
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    schedule: Literal["constant", "cosine"]
+    select_on: Literal["balanced_accuracy", "accuracy", "kappa", "loss"]
+    patience: int | None
+    dropout: float = Field(ge=0, lt=1)
+    pretrained: bool
+    augment: AugmentConfig | None = Field(description="None = no augmentation")
+    seed: int = Field(ge=0)
+
+
+def run_config(params: Params, row: ModelRow, **changes: Any) -> RunConfig:
+    """The run of ``row`` (model, image size, batch size) under the params' training settings."""
+    train = params.train
+    fields = dict(
+        model=row.model, image_size=row.image_size, batch_size=row.batch_size, epochs=row.epochs or train.epochs,
+        optimizer=train.optimizer, lr=row.lr or train.lr, weight_decay=train.weight_decay, schedule=train.schedule,
+        select_on=train.select_on, patience=train.patience, dropout=train.dropout, pretrained=train.pretrained,
+        augment=params.augment if train.augment else None, seed=params.seed,
+    )
+    fields.update(changes)
+    return RunConfig(**fields)

@@ -65,3 +65,34 @@ def lesion_legend(fig: plt.Figure, codes: Sequence[int] = tuple(LESION_COLOURS))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.subplots_adjust(bottom=0.12)
     return fig
+
+
+def confusion_heatmaps(matrices: dict[str, np.ndarray], cell_inches: float = 3.4) -> plt.Figure:
+    """Row-normalised confusion matrices side by side (title -> (5, 5) counts), with counts shown."""
+    import seaborn as sns
+
+    from fundus_lib.metrics import row_normalised
+
+    fig, axes = plt.subplots(1, len(matrices), figsize=(cell_inches * len(matrices), cell_inches), squeeze=False)
+    for ax, (title, matrix) in zip(axes.flat, matrices.items()):
+        shares = row_normalised(np.asarray(matrix))
+        labels = np.vectorize(lambda share, count: f"{share:.0%}\n({count})")(shares, np.asarray(matrix))
+        sns.heatmap(shares, vmin=0, vmax=1, cmap="Blues", annot=labels, fmt="", cbar=False, ax=ax,
+                    annot_kws={"fontsize": 7}, square=True)
+        ax.set(title=title, xlabel="predicted grade", ylabel="true grade")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def learning_curves(histories: dict, metrics: Sequence[str]) -> plt.Figure:
+    """Validation metrics per epoch, one panel per metric, one line per run (label -> history)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        for label, history in histories.items():
+            ax.plot(history.index, history[metric], marker=".", label=label)
+        ax.set(xlabel="epoch", title=metric.replace("_", " "))
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

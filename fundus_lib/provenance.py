@@ -62,13 +62,19 @@ def hardware() -> dict[str, str]:
             "platform": platform.platform(), "python": platform.python_version()}
 
 
-def provenance(params_file: str | Path, params: Params, data=None) -> pd.DataFrame:
-    """A two-column frame (item, value): params, data identity, code version, packages, hardware, time."""
+def provenance(params_file: str | Path, params: Params, data=None, runs: dict | None = None) -> pd.DataFrame:
+    """A two-column frame (item, value): params, data identity, runs, code version, packages, hardware, time.
+
+    data: a FundusData; runs: label -> Run (their store keys, data hashes and training devices).
+    """
     rows = {"params file": str(params_file), "params name": params.name, "seed": params.seed,
             "code version (git)": _git_commit()}
     if data is not None:
         rows.update({"data source": params.data.source, "data manifest hash": data.manifest_hash,
                      "cache": data.cache.root.name})
+    for label, run in (runs or {}).items():
+        rows[f"run {label}"] = (f"{run.key} (data {run.record['data']['manifest_hash'][:12]}, "
+                                f"trained on {run.record['runtime']['device']})")
     rows.update(hardware())
     rows.update({f"package {name}": _package_version(name) for name in PACKAGES})
     rows["executed at"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")

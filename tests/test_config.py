@@ -83,3 +83,15 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_full_scale_params_list_every_row_of_table_4():
+    from fundus_lib.report import report_table
+
+    rows = set()
+    for name in ("eyepacs-256", "eyepacs-512"):
+        params = load_params(project_root() / "params" / f"{name}.yaml")
+        assert params.data.source == "eyepacs" and params.train.epochs == 20 and params.train.pretrained
+        rows |= {(row.model, row.image_size, row.batch_size) for row in params.baselines}
+    report = report_table("table4")
+    assert rows == set(zip(report["model"], report["image_size"], report["batch_size"]))

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from fundus_lib.data.decode import UnusableImage, decode_fundus
 from fundus_lib.data.preprocess import circle_mask, crop_to_fundus, preprocess
+from fundus_lib.errors import UserError
 from fundus_lib.files import write_atomic
 
 CACHE_VERSION = 1
@@ -44,7 +45,7 @@ ITEM_COLUMNS = ["image", "patient", "side", "level", "path", "mask_path"]
 RECORD_COLUMNS = ["status", "reason", "sha1", "width", "height", "reduction", "note"]
 
 
-class CacheMismatchError(RuntimeError):
+class CacheMismatchError(UserError, RuntimeError):
     """A cache folder exists but was built with other settings or other items."""
 
 

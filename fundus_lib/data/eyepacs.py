@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fundus_lib.errors import UserError
+
 #: File name stem -> patient id and eye side. The patient id may carry a prefix
 #: (``eyepacs256_1000_left`` -> patient ``eyepacs256_1000``).
 STEM_PATTERN = re.compile(r"^(?P<patient>.+)_(?P<side>left|right)$")
@@ -25,7 +27,7 @@ GRADES = range(5)
 _MAX_LISTED = 10
 
 
-class LabelsError(ValueError):
+class LabelsError(UserError, ValueError):
     """The labels csv cannot be used; the message names the file and the offending rows."""
 
 

@@ -29,6 +29,7 @@ import json
 import math
 import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
@@ -932,12 +933,14 @@ def _single_thread_cv2() -> None:
 
 @contextmanager
 def _mapper(workers: int):
-    """``map`` for workers=1, else the ordered ``imap`` of a pool of spawned processes."""
+    """``map`` for workers=1, else the ordered ``map`` of spawned worker processes (a worker that
+    cannot start raises BrokenProcessPool instead of hanging)."""
     if workers == 1:
         yield map
         return
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_single_thread_cv2) as pool:
-        yield pool.imap
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_thread_cv2) as pool:
+        yield pool.map
 
 
 def _render_all(

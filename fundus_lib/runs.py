@@ -1,0 +1,195 @@
+"""The run store: finished training runs, keyed by their configuration and their data.
+
+A run's key is a hash of its :class:`~fundus_lib.config.RunConfig` and the data manifest's hash,
+so asking for a run that exists returns it without training, a half-finished one resumes from
+its checkpoint, and any change of settings or data makes a new run. A GPU machine can fill the
+store (``fundus train``) and any machine can render the book from it.
+
+A run folder (``runs/<key>/``) holds ``config.json``, the checkpoints of :mod:`fundus_lib.train`,
+``predictions.csv`` (per image of the valid and test splits: label, prediction, probabilities)
+and, written last, ``record.json``: history, best epoch, metrics and confusion matrices of the
+best epoch's weights on valid and test, training time, the data and the machine.
+
+Example::
+
+    run = get_run(params, run_config(params, params.baselines[0]))
+    run.metrics("test")["kappa"]
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+
+from fundus_lib.config import Params, RunConfig
+from fundus_lib.data.dataset import FundusDataset
+from fundus_lib.data.pipeline import FundusData, prepare_data
+from fundus_lib.errors import UserError
+from fundus_lib.files import write_atomic
+from fundus_lib.metrics import confusion
+from fundus_lib.models import FundusNet
+from fundus_lib.paths import runs_dir
+from fundus_lib.provenance import hardware
+from fundus_lib.train import (
+    BEST_WEIGHTS,
+    Processes,
+    build_model,
+    evaluate,
+    fit,
+    load_weights,
+    predict,
+    resolve_device,
+    start_processes,
+)
+
+#: Bump when a change to training or evaluation makes earlier runs incomparable.
+RUN_FORMAT = 1
+RECORD = "record.json"
+
+
+class MissingRun(UserError, LookupError):
+    """A run is not in the store and training was not allowed."""
+
+
+def run_key(config: RunConfig, manifest_hash: str) -> str:
+    """16 hex digits identifying a run: its configuration, its data and the store's format."""
+    text = json.dumps({"format": RUN_FORMAT, "config": config.model_dump(mode="json"), "data": manifest_hash},
+                      sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Run:
+    """A finished run, read from its folder."""
+
+    root: Path
+    config: RunConfig
+    record: dict
+
+    @classmethod
+    def load(cls, root: str | Path) -> Run:
+        root = Path(root)
+        record = json.loads((root / RECORD).read_text())
+        return cls(root, RunConfig.model_validate(record["config"]), record)
+
+    @property
+    def key(self) -> str:
+        return self.root.name
+
+    @property
+    def history(self) -> pd.DataFrame:
+        return pd.DataFrame(self.record["history"]).set_index("epoch")
+
+    def metrics(self, split: str = "test") -> dict[str, float]:
+        return self.record["metrics"][split]
+
+    def confusion(self, split: str = "test") -> np.ndarray:
+        return np.array(self.record["confusion"][split])
+
+    @property
+    def train_seconds(self) -> float:
+        return self.record["train_seconds"]
+
+    def predictions(self) -> pd.DataFrame:
+        return pd.read_csv(self.root / "predictions.csv", dtype={"patient": str})
+
+    def load_model(self, device: str | torch.device = "cpu") -> FundusNet:
+        """The best epoch's model, in eval mode."""
+        model = build_model(self.config.model_copy(update={"pretrained": False}))
+        load_weights(model, self.root / BEST_WEIGHTS)
+        return model.to(device).eval()
+
+
+def run_data(params: Params, config: RunConfig, progress: bool = True, processes: Processes = Processes()) -> FundusData:
+    """The data of a run: the params' data section at the run's image size.
+
+    Under torchrun the first process generates and caches; the others wait, then open the cache.
+    """
+    data_config = params.data.model_copy(update={"image_size": config.image_size})
+    if not processes.main:
+        dist.barrier()
+    data = prepare_data(params.model_copy(update={"data": data_config}), progress and processes.main)
+    if processes.main and processes.world > 1:
+        dist.barrier()
+    return data
+
+
+def _finish(config: RunConfig, data: FundusData, root: Path, params: Params) -> None:
+    """Evaluate the best weights on valid and test; write predictions.csv and, last, record.json."""
+    device = resolve_device(params.runtime.device)
+    model = build_model(config.model_copy(update={"pretrained": False}))
+    load_weights(model, root / BEST_WEIGHTS)
+    model.to(device)
+    checkpoint = torch.load(root / "last.pt", map_location="cpu", weights_only=True)
+    metrics, matrices, tables = {}, {}, []
+    for split in ("valid", "test"):
+        dataset = FundusDataset(data, split)
+        probabilities = predict(model, dataset, device, params.runtime.eval_batch_size, params.runtime.loader_workers,
+                                params.runtime.amp)
+        metrics[split] = evaluate(probabilities, dataset.labels)
+        matrices[split] = confusion(dataset.labels, probabilities.argmax(axis=1)).tolist() if len(dataset) else []
+        rows = data.manifest.loc[dataset.rows, ["image", "patient", "side", "level"]].assign(split=split)
+        rows["prediction"] = probabilities.argmax(axis=1) if len(dataset) else []
+        for grade in range(probabilities.shape[1]):
+            rows[f"p{grade}"] = probabilities[:, grade]
+        tables.append(rows)
+    write_atomic(root / "predictions.csv", pd.concat(tables).to_csv(index=False))
+    record = {
+        "key": root.name, "format": RUN_FORMAT, "config": config.model_dump(mode="json"),
+        "data": {"manifest_hash": data.manifest_hash, "source": data.config.source, "cache": data.cache.root.name,
+                 "split_sizes": {split: len(data.rows(split)) for split in ("train", "valid", "test")}},
+        "history": checkpoint["history"], "best_epoch": checkpoint["best_epoch"], "epochs_run": checkpoint["epoch"],
+        "train_seconds": checkpoint["train_seconds"], "metrics": metrics, "confusion": matrices,
+        "runtime": {"device": str(device), "processes": int(dist.get_world_size()) if dist.is_initialized() else 1,
+                    "amp": params.runtime.amp, **hardware()},
+        "finished_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    write_atomic(root / RECORD, json.dumps(record, indent=1))
+
+
+def get_run(params: Params, config: RunConfig, train: bool = True, progress: bool = True) -> Run:
+    """The finished run of ``config`` on the params' data: from the store, else trained now.
+
+    train=False raises MissingRun instead of training (to render a book from a filled store).
+    Under torchrun every process trains; the first one evaluates and writes the record.
+    """
+    processes = start_processes(resolve_device(params.runtime.device))
+    data = run_data(params, config, progress, processes)
+    root = runs_dir() / run_key(config, data.manifest_hash)
+    if (root / RECORD).exists():
+        return Run.load(root)
+    if not train:
+        raise MissingRun(f"run {root.name} ({config.model}, {config.image_size} px) is not in the store {runs_dir()}; "
+                         "train it with `fundus train` or allow training")
+    if processes.main:
+        root.mkdir(parents=True, exist_ok=True)
+        write_atomic(root / "config.json", json.dumps(config.model_dump(mode="json"), indent=1))
+    fit(config, data, root, params.runtime, progress)
+    if processes.main:
+        _finish(config, data, root, params)
+    if processes.world > 1:
+        dist.barrier()
+    return Run.load(root)
+
+
+def list_runs(root: str | Path | None = None) -> pd.DataFrame:
+    """One row per run folder in the store: key, model, size, epochs, status, test metrics, time."""
+    rows = []
+    for folder in sorted(Path(root or runs_dir()).glob("*/config.json")):
+        config = json.loads(folder.read_text())
+        record_path = folder.parent / RECORD
+        record = json.loads(record_path.read_text()) if record_path.exists() else None
+        test = record["metrics"]["test"] if record else {}
+        rows.append({"key": folder.parent.name, "model": config["model"], "image_size": config["image_size"],
+                     "epochs": config["epochs"], "status": "finished" if record else "unfinished",
+                     "test_kappa": test.get("kappa"), "test_balanced_accuracy": test.get("balanced_accuracy"),
+                     "train_minutes": record["train_seconds"] / 60 if record else None})
+    return pd.DataFrame(rows)

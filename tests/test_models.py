@@ -1,0 +1,93 @@
+"""The model factory: the report's parameter counts, normalisation inside, local weights only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from fundus_lib.config import MODEL_NAMES
+from fundus_lib.models import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    WeightsError,
+    create_model,
+    list_models,
+    pretrained_weights_file,
+)
+from fundus_lib.report import report_table
+
+
+def n_parameters(model):
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+@pytest.mark.parametrize("name, expected", list(report_table("table2").itertuples(index=False)))
+def test_parameter_counts_equal_the_reports_table_2(name, expected):
+    assert n_parameters(create_model(name, num_classes=5)) == expected
+
+
+def test_config_knows_every_registered_model():
+    assert sorted(MODEL_NAMES) == list_models()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_runs_a_batch_of_pixels(name):
+    model = create_model(name, dropout=0.2).eval()
+    size = 80 if name == "inception_v3" else 64  # inception_v3 needs at least 75 px
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, size, size))
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+
+
+def test_normalisation_is_inside_the_model():
+    model = create_model("small-cnn").eval()
+    x = torch.rand(2, 3, 64, 64)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model.backbone((x - mean) / std))
+
+
+def test_dropout_is_a_parameter():
+    model = create_model("resnet18", dropout=0.5)
+    assert isinstance(model.backbone.fc[0], torch.nn.Dropout) and model.backbone.fc[0].p == 0.5
+    with pytest.raises(ValueError, match="dropout"):
+        create_model("resnet18", dropout=1.0)
+
+
+def test_unknown_model_lists_the_models():
+    with pytest.raises(KeyError, match="small-cnn"):
+        create_model("vgg16")
+
+
+def test_inception_has_its_auxiliary_head_in_training():
+    model = create_model("inception_v3").train()
+    out = model(torch.rand(2, 3, 299, 299))
+    assert out.logits.shape == (2, 5) and out.aux_logits.shape == (2, 5)
+    assert model.input_size == 299
+
+
+def test_imagenet_weights_load_from_a_local_file(tmp_path):
+    reference = torchvision.models.resnet18()  # 1000 classes, as torchvision's weight file
+    path = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(reference.state_dict(), path)
+    assert pretrained_weights_file("resnet18", tmp_path) == path
+    model = create_model("resnet18", weights=path)
+    assert torch.equal(model.backbone.conv1.weight, reference.conv1.weight)
+    assert model.backbone.fc.out_features == 5
+
+
+def test_missing_weights_say_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(WeightsError, match=str(tmp_path)) as error:
+        pretrained_weights_file("efficientnet-b0", tmp_path)
+    assert "efficientnet-b0-" in str(error.value) and "never downloads" in str(error.value)
+    with pytest.raises(WeightsError, match="no ImageNet weights"):
+        pretrained_weights_file("small-cnn", tmp_path)
+
+
+def test_weights_of_another_model_are_refused(tmp_path):
+    path = tmp_path / "resnet18-x.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    with pytest.raises(WeightsError, match="does not fit"):
+        create_model("resnet18", weights=path)

@@ -1,0 +1,87 @@
+"""The run store: a run is trained once, found again by its key, resumed when half-finished."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import fundus_lib.runs as runs_module
+import fundus_lib.train as train_module
+from fundus_lib.config import load_params, run_config
+from fundus_lib.data.dataset import FundusDataset
+from fundus_lib.paths import project_root
+from fundus_lib.runs import MissingRun, get_run, list_runs, run_data, run_key
+from fundus_lib.train import predict
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUNDUS_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_params(project_root() / "params" / "smoke.yaml", {"runtime": {"loader_workers": 0}})
+
+
+def test_a_run_is_trained_once_and_then_read_from_the_store(params, store, monkeypatch):
+    config = run_config(params, params.baselines[0])
+    run = get_run(params, config, progress=False)
+    assert run.root.parent == store and (run.root / "record.json").exists()
+    monkeypatch.setattr(runs_module, "fit", lambda *args, **kwargs: pytest.fail("trained again"))
+    again = get_run(params, config, train=False)
+    assert again.key == run.key and again.record == run.record
+
+
+def test_the_record_holds_metrics_confusions_and_predictions(params, store):
+    run = get_run(params, run_config(params, params.baselines[0]), progress=False)
+    data = run_data(params, run.config, progress=False)
+    for split in ("valid", "test"):
+        assert run.confusion(split).sum() == len(data.rows(split))
+        assert set(run.metrics(split)) == {"accuracy", "balanced_accuracy", "kappa", "loss"}
+    assert len(run.history) == run.record["epochs_run"] == run.config.epochs
+    predictions = run.predictions()
+    assert len(predictions) == len(data.rows("valid")) + len(data.rows("test"))
+    test = predictions[predictions["split"] == "test"]
+    assert np.mean(test["prediction"] == test["level"]) == pytest.approx(run.metrics("test")["accuracy"])
+    # the stored best model reproduces the stored probabilities
+    probabilities = predict(run.load_model(), FundusDataset(data, "test"), torch.device("cpu"))
+    assert np.allclose(probabilities, test[[f"p{grade}" for grade in range(5)]].to_numpy(), atol=1e-5)
+
+
+def test_keys_change_with_the_configuration_and_the_data(params):
+    config = run_config(params, params.baselines[0])
+    assert run_key(config, "a" * 40) == run_key(config, "a" * 40)
+    assert run_key(config, "a" * 40) != run_key(config.model_copy(update={"lr": 0.01}), "a" * 40)
+    assert run_key(config, "a" * 40) != run_key(config, "b" * 40)
+
+
+def test_a_missing_run_is_not_trained_when_training_is_not_allowed(params, store):
+    with pytest.raises(MissingRun, match="not in the store"):
+        get_run(params, run_config(params, params.baselines[0], lr=0.0123), train=False)
+
+
+def test_a_half_finished_run_resumes(params, store, monkeypatch):
+    config = run_config(params, params.baselines[0], epochs=3)
+    original, calls = train_module._train_epoch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        get_run(params, config, progress=False)
+    assert list_runs()["status"].tolist() == ["unfinished"]
+    monkeypatch.setattr(train_module, "_train_epoch", original)
+    resumed = get_run(params, config, progress=False)
+    assert list_runs()["status"].tolist() == ["finished"]
+    monkeypatch.setenv("FUNDUS_RUNS_DIR", str(store.parent / "straight"))
+    straight = get_run(params, config, progress=False)
+    pd.testing.assert_frame_equal(resumed.history, straight.history)
+    assert resumed.metrics("test") == straight.metrics("test")

@@ -1,0 +1,155 @@
+"""The trainer: batches, determinism, resume after an interruption, checkpoints, early stopping."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from fundus_lib.config import load_params, run_config
+from fundus_lib.data.pipeline import prepare_data
+from fundus_lib.paths import project_root
+from fundus_lib.train import (
+    CHECKPOINT,
+    CheckpointError,
+    EpochBatches,
+    Processes,
+    fit,
+    load_weights,
+    predict,
+)
+from fundus_lib.data.dataset import FundusDataset
+from fundus_lib.models import create_model
+
+SMOKE = project_root() / "params" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_params(SMOKE, {"train": {"epochs": 4}, "runtime": {"loader_workers": 0}})
+
+
+@pytest.fixture(scope="module")
+def data(params):
+    return prepare_data(params, progress=False)
+
+
+def weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def same_weights(first, second):
+    return first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_epoch_batches_are_seeded_full_and_cover_each_image_once():
+    batches = list(EpochBatches(103, 10, seed=5))
+    assert len(batches) == 10 and all(len(batch) == 10 for batch in batches)
+    flat = [index for batch in batches for index in batch]
+    assert len(set(flat)) == 100 and max(flat) < 103
+    assert batches == list(EpochBatches(103, 10, seed=5))
+    assert batches != list(EpochBatches(103, 10, seed=6))
+
+
+def test_processes_share_each_batch_like_one_process():
+    whole = list(EpochBatches(64, 8, seed=1))
+    parts = [list(EpochBatches(64, 8, seed=1, processes=Processes(rank, 2))) for rank in range(2)]
+    for batch, first, second in zip(whole, *parts):
+        assert first + second == batch and len(first) == len(second) == 4
+
+
+def test_uneven_batches_are_shared_within_one_image():
+    whole = list(EpochBatches(64, 8, seed=2))
+    parts = [list(EpochBatches(64, 8, seed=2, processes=Processes(rank, 3))) for rank in range(3)]
+    for batch, *slices in zip(whole, *parts):
+        assert sum(slices, []) == batch and {len(part) for part in slices} <= {2, 3}
+
+
+def test_batch_sizes_are_checked():
+    with pytest.raises(ValueError, match="smaller than"):
+        EpochBatches(64, 2, 0, Processes(0, 3))
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        EpochBatches(5, 8, 0)
+
+
+def test_training_is_deterministic_and_learns_the_history(params, data, tmp_path):
+    config = run_config(params, params.baselines[0])
+    fit(config, data, tmp_path / "a", params.runtime, progress=False)
+    fit(config, data, tmp_path / "b", params.runtime, progress=False)
+    assert same_weights(weights(tmp_path / "a" / CHECKPOINT), weights(tmp_path / "b" / CHECKPOINT))
+    saved = torch.load(tmp_path / "a" / CHECKPOINT, weights_only=True)
+    assert [row["epoch"] for row in saved["history"]] == [1, 2, 3, 4]
+    assert 1 <= saved["best_epoch"] <= 4 and (tmp_path / "a" / "best.pt").exists()
+
+
+_INTERRUPTED = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from fundus_lib.config import load_params, run_config
+    from fundus_lib.data.pipeline import prepare_data
+    from fundus_lib.train import fit
+    params = load_params(sys.argv[1], {"train": {"epochs": 4}, "runtime": {"loader_workers": 0}})
+    fit(run_config(params, params.baselines[0]), prepare_data(params, progress=False), Path(sys.argv[2]),
+        params.runtime, progress=False)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["kill -9", "ctrl-c"])
+def test_an_interrupted_run_resumes_to_the_same_result(params, data, tmp_path, how):
+    folder = tmp_path / "interrupted"
+    process = subprocess.Popen([sys.executable, "-c", _INTERRUPTED, str(SMOKE), str(folder)], env=os.environ.copy())
+    deadline = time.time() + 120
+    epoch = 0
+    while time.time() < deadline and epoch < 2 and process.poll() is None:
+        time.sleep(0.05)
+        try:
+            epoch = torch.load(folder / CHECKPOINT, weights_only=True)["epoch"]
+        except (FileNotFoundError, RuntimeError, EOFError):
+            continue
+    process.send_signal(how)
+    process.wait()
+    stopped_at = torch.load(folder / CHECKPOINT, weights_only=True)["epoch"]
+    assert 2 <= stopped_at < 4, "the run was not interrupted midway"
+    config = run_config(params, params.baselines[0])
+    fit(config, data, folder, params.runtime, progress=False)
+    fit(config, data, tmp_path / "straight", params.runtime, progress=False)
+    resumed, straight = (torch.load(path / CHECKPOINT, weights_only=True) for path in (folder, tmp_path / "straight"))
+    assert same_weights(resumed["model"], straight["model"])
+    pd.testing.assert_frame_equal(pd.DataFrame(resumed["history"]), pd.DataFrame(straight["history"]))
+    assert same_weights(weights(folder / "best.pt"), weights(tmp_path / "straight" / "best.pt"))
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(params, data, tmp_path):
+    config = run_config(params, params.baselines[0], epochs=1)
+    fit(config, data, tmp_path, params.runtime, progress=False)
+    with pytest.raises(CheckpointError, match="another run configuration"):
+        fit(config.model_copy(update={"lr": 0.5}), data, tmp_path, params.runtime, progress=False)
+    with pytest.raises(CheckpointError, match="not a checkpoint of this model"):
+        load_weights(create_model("resnet18"), tmp_path / CHECKPOINT)
+    with pytest.raises(CheckpointError, match="number of classes"):
+        load_weights(create_model("small-cnn", num_classes=3), tmp_path / CHECKPOINT)
+
+
+def test_early_stopping_stops_after_patience(params, data, tmp_path):
+    config = run_config(params, params.baselines[0], epochs=10, patience=1, lr=1e-9, select_on="loss")
+    fit(config, data, tmp_path, params.runtime, progress=False)
+    saved = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert saved["epoch"] < 10 and saved["stale_epochs"] >= 1
+
+
+def test_predict_gives_probabilities_and_restores_the_mode(data):
+    model = create_model("small-cnn").train()
+    probabilities = predict(model, FundusDataset(data, "valid"), torch.device("cpu"), batch_size=7)
+    assert probabilities.shape == (len(data.rows("valid")), 5)
+    assert torch.allclose(torch.tensor(probabilities.sum(axis=1)), torch.ones(len(probabilities)), atol=1e-5)
+    assert model.training
