@@ -14,13 +14,14 @@ BOOK_OUT ?= .
 JB_FLAGS := -W -n --keep-going
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data chapters html book test bench lab clean clean-all
+.PHONY: help venv data train chapters html book test bench lab clean clean-all
 
 help:
 	@echo "make book            build the book with PARAMS=$(PARAMS) (venv, data, chapters, HTML)"
 	@echo "make test            run the whole test suite (includes a smoke build of the book)"
 	@echo "make chapter-01      execute one chapter with PARAMS into book/generated/"
 	@echo "make data            generate / cache / split the data of PARAMS"
+	@echo "make train           train every run the chapters need into the run store (runs/)"
 	@echo "make html            render book/generated/ to HTML without executing anything"
 	@echo "make bench           run the benchmarks (ratios measured in one run)"
 	@echo "make lab             open the notebooks in JupyterLab"
@@ -40,6 +41,9 @@ venv: $(STAMP)
 data: venv
 	$(BIN)/fundus data $(PARAMS)
 
+train: venv
+	$(BIN)/fundus train $(PARAMS)
+
 chapters: venv
 	$(BIN)/fundus run all --params $(PARAMS)
 
@@ -57,6 +61,7 @@ test: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_cache.py
+	$(BIN)/python benchmarks/bench_training.py --params $(PARAMS) --report-sizes
 
 lab: venv
 	$(BIN)/python -m pip install --quiet "jupyterlab>=4"

@@ -85,12 +85,16 @@ def confusion_heatmaps(matrices: dict[str, np.ndarray], cell_inches: float = 3.4
     return fig
 
 
-def learning_curves(histories: dict, metrics: Sequence[str]) -> plt.Figure:
-    """Validation metrics per epoch, one panel per metric, one line per run (label -> history)."""
+def learning_curves(histories: dict, metrics: Sequence[str], best: dict | None = None) -> plt.Figure:
+    """Validation metrics per epoch, one panel per metric, one line per run (label -> history);
+    ``best`` (label -> epoch) circles the kept epoch of each run."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
         for label, history in histories.items():
-            ax.plot(history.index, history[metric], marker=".", label=label)
+            line, = ax.plot(history.index, history[metric], marker=".", label=label)
+            if best and label in best:
+                ax.plot(best[label], history.loc[best[label], metric], "o", markersize=10, fillstyle="none",
+                        color=line.get_color())
         ax.set(xlabel="epoch", title=metric.replace("_", " "))
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()

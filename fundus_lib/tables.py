@@ -36,7 +36,8 @@ def beside_report(report: pd.DataFrame, ours: pd.DataFrame, key: str | list[str]
 
 
 def styled(frame: pd.DataFrame, percent: tuple[str, ...] = (), decimals: int = 3, caption: str | None = None):
-    """A Styler for the book: columns whose last level is in ``percent`` as %, floats rounded."""
+    """A Styler for the book: columns whose last level is in ``percent`` as %, floats rounded,
+    underscores in headers shown as spaces."""
     formats = {}
     for column in frame.columns:
         name = column[-1] if isinstance(column, tuple) else column
@@ -44,5 +45,12 @@ def styled(frame: pd.DataFrame, percent: tuple[str, ...] = (), decimals: int = 3
             formats[column] = "{:.1%}"
         elif pd.api.types.is_float_dtype(frame[column]):
             formats[column] = f"{{:.{decimals}f}}"
-    style = frame.style.format(formats, na_rep="–")
+    frame = frame.rename_axis(index=[_readable(name) for name in frame.index.names],
+                              columns=[_readable(name) for name in frame.columns.names])
+    style = frame.style.format(formats, na_rep="–").format_index(_readable, axis=1).format_index(_readable, axis=0)
     return style.set_caption(caption) if caption else style
+
+
+def _readable(label):
+    """Headers read as words: ``balanced_accuracy`` -> ``balanced accuracy`` (None stays None)."""
+    return label.replace("_", " ") if isinstance(label, str) else label

@@ -74,22 +74,19 @@ styled(beside_report(report_table("table2"), counts, "model", "this project").as
 
 # %% tags=["hide-input"]
 runs = {label: get_run(params, config) for label, config in baseline_runs(params).items()}
-rows = []
-for label, run in runs.items():
-    rows.append({"model": run.config.model, "image_size": run.config.image_size,
-                 "batch_size": run.config.batch_size, "epochs": run.record["epochs_run"],
-                 "best_epoch": run.record["best_epoch"], **{k: run.metrics("test")[k] for k in METRICS},
-                 "training_hours": run.train_seconds / 3600})
-trained = pd.DataFrame(rows)
+trained = pd.DataFrame([
+    {"model": run.config.model, "image_size": run.config.image_size, "batch_size": run.config.batch_size,
+     "epochs": run.record["epochs_run"], "best_epoch": run.record["best_epoch"],
+     **{metric: run.metrics("test")[metric] for metric in METRICS}, "training_hours": run.train_seconds / 3600}
+    for run in runs.values()
+])
 report4 = report_table("table4").drop(columns="training_time")
-table4 = (report4.set_index(["model", "image_size"])
-          .join(trained.set_index(["model", "image_size"]), how="outer", lsuffix="_report", rsuffix="_run"))
-table4.columns = pd.MultiIndex.from_tuples(
-    [(REPORT_LABEL if name.endswith("_report") or name not in trained.columns else ours,
-      name.removesuffix("_report").removesuffix("_run")) for name in table4.columns])
-table4 = table4[[REPORT_LABEL, ours]]
-styled(table4, percent=("accuracy", "balanced_accuracy"),
-       caption="Table 4: validation (report) and test (this run) metrics; training time in hours on this machine")
+table4 = (pd.concat([report4.assign(measured_by=REPORT_LABEL), trained.assign(measured_by=ours)])
+          .set_index(["model", "image_size", "measured_by"]).sort_index())
+table4 = table4[["batch_size", "epochs", "best_epoch", *METRICS, "training_hours"]]
+table4[["batch_size", "epochs", "best_epoch"]] = table4[["batch_size", "epochs", "best_epoch"]].astype("Int64")
+styled(table4, percent=("accuracy", "balanced_accuracy"), decimals=2,
+       caption="Table 4: the report's validation metrics and this run's test metrics, per model and image size")
 
 # %% tags=["hide-input"]
 baseline_label, baseline = next(iter(runs.items()))
@@ -102,10 +99,11 @@ display(Markdown(
 # %% [markdown]
 # ## Learning curves
 #
-# Validation metrics after each epoch. The marked best epoch is the one kept.
+# Validation metrics after each epoch; the circled epoch of each run is the one kept.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Validation balanced accuracy and quadratic weighted kappa per epoch, for every baseline run.", "name": "fig-learning-curves"}}
-learning_curves({label: run.history for label, run in runs.items()}, ["valid_balanced_accuracy", "valid_kappa"])
+learning_curves({label: run.history for label, run in runs.items()}, ["valid_balanced_accuracy", "valid_kappa"],
+                best={label: run.record["best_epoch"] for label, run in runs.items()})
 
 # %% [markdown]
 # ## The baseline's confusion matrix (Figure 2a)
@@ -115,7 +113,7 @@ learning_curves({label: run.history for label, run in runs.items()}, ["valid_bal
 # params file is this project's baseline for the later chapters.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Row-normalised confusion matrices of the baseline on the test split (counts in brackets); the report's Figure 2a is the same plot for efficientnet-b0 at 512 px on EyePACS.", "name": "fig-baseline-confusion"}}
-confusion_heatmaps({f"{label}, test split": baseline.confusion("test")})
+confusion_heatmaps({f"{baseline_label}, test split": baseline.confusion("test")})
 
 # %% tags=["hide-input"]
 test = baseline.metrics("test")
