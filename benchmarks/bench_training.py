@@ -27,7 +27,7 @@ from fundus_lib.data.dataset import FundusDataset
 from fundus_lib.models import create_model
 from fundus_lib.report import report_table
 from fundus_lib.runs import run_data
-from fundus_lib.train import classification_loss
+from fundus_lib.losses import cross_entropy
 
 
 def step_rates(name: str, size: int, batch_size: int, steps: int = 3) -> tuple[float, float]:
@@ -39,7 +39,7 @@ def step_rates(name: str, size: int, batch_size: int, steps: int = 3) -> tuple[f
     for step in range(steps + 1):
         if step == 1:
             start = time.perf_counter()
-        loss = classification_loss(model(images), labels)
+        loss = cross_entropy(model(images), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

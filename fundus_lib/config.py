@@ -137,6 +137,9 @@ class AugmentConfig(_Section):
         return self
 
 
+#: The training losses (``fundus_lib.losses.LOSSES``; a test keeps the two equal).
+LOSS_NAMES = ("cross_entropy", "focal", "class_balanced", "inverse_frequency")
+
 #: The registered models (``fundus_lib.models.list_models()``; a test keeps the two equal).
 MODEL_NAMES = ("efficientnet-b0", "efficientnet-b1", "efficientnet-b2", "efficientnet-b3",
                "inception_v3", "resnet18", "resnet50", "small-cnn")
@@ -166,7 +169,7 @@ class RuntimeConfig(_Section):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto = cuda if available")
     loader_workers: int = Field(2, ge=0, le=64, description="data loader processes")
     amp: bool = Field(True, description="mixed precision on CUDA")
-    channels_last: bool = Field(True, description="channels-last memory format on CUDA")
+    channels_last: bool = Field(True, description="channels-last memory format (faster on CUDA and oneDNN CPUs)")
     eval_batch_size: int = Field(128, ge=1)
     weights_dir: Path = Field(Path("weights"), description="folder of ImageNet weight files for pretrained: true")
 
@@ -179,6 +182,51 @@ class ModelRow(_Section):
     batch_size: int = Field(ge=1, le=4096)
     epochs: int | None = Field(None, ge=1, description="overrides train.epochs for this row")
     lr: float | None = Field(None, gt=0, le=10, description="overrides train.lr for this row")
+
+
+class BalancingMethod(_Section):
+    """One row of Table 5: a way of countering the class imbalance, on the chapter's model row."""
+
+    name: str = Field(description="the row's name, as in the report's Table 5")
+    loss: Literal[LOSS_NAMES] = "cross_entropy"
+    gamma: float | None = Field(None, ge=0, le=10)
+    beta: float | None = Field(None, ge=0, lt=1)
+    sampling: Literal["none", "oversample", "smote"] = "none"
+    dropout: float | None = Field(None, ge=0, lt=1, description="overrides train.dropout")
+    epochs: int | None = Field(None, ge=1, description="overrides the model row's epochs")
+    batch_size: int | None = Field(None, ge=1, description="overrides the model row's batch size")
+    restart: bool = Field(False, description="fine-tune from the cross-entropy row's best weights")
+
+
+#: The report's Table 5, in its order (gamma, beta, dropout as the report).
+TABLE5_METHODS = (
+    BalancingMethod(name="cross-entropy (baseline)"),
+    *(BalancingMethod(name=f"focal loss gamma={gamma}", loss="focal", gamma=gamma) for gamma in (1, 2, 3, 4)),
+    *(BalancingMethod(name=f"class-balanced loss beta={beta}", loss="class_balanced", beta=beta)
+      for beta in (0.9, 0.99, 0.999)),
+    BalancingMethod(name="inverse frequency loss", loss="inverse_frequency"),
+    *(BalancingMethod(name=f"oversampling dropout={dropout}", sampling="oversample", dropout=dropout)
+      for dropout in (0, 0.75, 0.9)),
+    BalancingMethod(name="oversampling + restart", sampling="oversample", restart=True, epochs=5),
+    BalancingMethod(name="SMOTE", sampling="smote"),
+)
+
+
+class BalancingConfig(_Section):
+    """Chapter 3: every balancing method trained on one model row (the report: efficientnet-b0, 512 px)."""
+
+    model: ModelRow = ModelRow(model="small-cnn", image_size=128, batch_size=32)
+    methods: tuple[BalancingMethod, ...] = TABLE5_METHODS
+    smote_k: int = Field(5, ge=1, le=50)
+
+    @model_validator(mode="after")
+    def _names_are_unique_and_restart_has_a_baseline(self) -> BalancingConfig:
+        names = [method.name for method in self.methods]
+        if len(set(names)) != len(names):
+            raise ValueError(f"method names must be unique: {names}")
+        if any(method.restart for method in self.methods) and self.methods[0].loss != "cross_entropy":
+            raise ValueError("a restart row fine-tunes the first row, which must be plain cross-entropy")
+        return self
 
 
 class Params(_Section):
@@ -195,6 +243,7 @@ class Params(_Section):
         (ModelRow(model="small-cnn", image_size=128, batch_size=32),),
         description="Table 4: the models trained on the imbalanced data; the first is the baseline of later chapters",
     )
+    balancing: BalancingConfig = BalancingConfig()
 
 
 def _describe_error(error: dict[str, Any], model: type[BaseModel], source: str) -> str:
@@ -290,6 +339,18 @@ class RunConfig(_Section):
     pretrained: bool
     augment: AugmentConfig | None = Field(description="None = no augmentation")
     seed: int = Field(ge=0)
+    loss: Literal[LOSS_NAMES] = "cross_entropy"
+    gamma: float | None = Field(None, ge=0, le=10, description="focal loss exponent")
+    beta: float | None = Field(None, ge=0, lt=1, description="class-balanced loss; None = (N - 1) / N")
+    sampling: Literal["none", "oversample", "smote"] = "none"
+    smote_k: int = Field(5, ge=1, le=50, description="SMOTE's nearest neighbours")
+    init_from: RunConfig | None = Field(None, description="start from this run's best weights (fine-tuning)")
+
+    @model_validator(mode="after")
+    def _loss_has_its_parameter(self) -> RunConfig:
+        if self.loss == "focal" and self.gamma is None:
+            raise ValueError("the focal loss needs gamma")
+        return self
 
 
 def run_config(params: Params, row: ModelRow, **changes: Any) -> RunConfig:

@@ -26,4 +26,25 @@ def baseline_runs(params: Params) -> dict[str, RunConfig]:
 
 def all_runs(params: Params) -> dict[str, RunConfig]:
     """Every run of every chapter, keyed ``<chapter>: <label>``."""
-    return {f"02 baselines: {label}": config for label, config in baseline_runs(params).items()}
+    return {**{f"02 baselines: {label}": config for label, config in baseline_runs(params).items()},
+            **{f"03 balancing: {name}": config for name, config in balancing_runs(params).items()}}
+
+
+def balancing_runs(params: Params) -> dict[str, RunConfig]:
+    """Table 5: every balancing method on the chapter's model row, keyed by the method's name.
+
+    A ``restart`` row fine-tunes from the first row's run (plain cross-entropy), as the report's
+    "oversampling + restart" started from its baseline's weights.
+    """
+    settings = params.balancing
+    base = run_config(params, settings.model).model_dump()
+    runs: dict[str, RunConfig] = {}
+    for method in settings.methods:
+        changes = {"loss": method.loss, "gamma": method.gamma, "beta": method.beta, "sampling": method.sampling,
+                   "smote_k": settings.smote_k}
+        changes.update({key: value for key, value in (("dropout", method.dropout), ("epochs", method.epochs),
+                                                       ("batch_size", method.batch_size)) if value is not None})
+        if method.restart:
+            changes["init_from"] = runs[settings.methods[0].name]
+        runs[method.name] = RunConfig.model_validate({**base, **changes})
+    return runs

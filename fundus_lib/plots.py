@@ -100,3 +100,19 @@ def learning_curves(histories: dict, metrics: Sequence[str], best: dict | None =
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def prediction_shares(shares) -> plt.Figure:
+    """Horizontal stacked bars: for each row (a method), the share of predictions per grade (columns 0-4)."""
+    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(shares) + 1.2))
+    left = np.zeros(len(shares))
+    colours = plt.get_cmap("viridis")(np.linspace(0.1, 0.9, shares.shape[1]))
+    for grade, colour in zip(shares.columns, colours):
+        ax.barh(shares.index.astype(str), shares[grade], left=left, color=colour, label=f"grade {grade}")
+        left += shares[grade].to_numpy()
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1), xlabel="share of test predictions")
+    ax.legend(ncol=shares.shape[1], fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(shares) < 6 else -0.08))
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -96,7 +96,13 @@ class Run:
 
     @property
     def train_seconds(self) -> float:
+        """Wall time of the epochs run (training and validation)."""
         return self.record["train_seconds"]
+
+    @property
+    def total_seconds(self) -> float:
+        """Training time plus data generation (SMOTE), as the report's Table 5 counts it."""
+        return self.record["train_seconds"] + self.record["preparation_seconds"]
 
     def predictions(self) -> pd.DataFrame:
         return pd.read_csv(self.root / "predictions.csv", dtype={"patient": str})
@@ -147,7 +153,8 @@ def _finish(config: RunConfig, data: FundusData, root: Path, params: Params) -> 
         "data": {"manifest_hash": data.manifest_hash, "source": data.config.source, "cache": data.cache.root.name,
                  "split_sizes": {split: len(data.rows(split)) for split in ("train", "valid", "test")}},
         "history": checkpoint["history"], "best_epoch": checkpoint["best_epoch"], "epochs_run": checkpoint["epoch"],
-        "train_seconds": checkpoint["train_seconds"], "metrics": metrics, "confusion": matrices,
+        "train_seconds": checkpoint["train_seconds"], "preparation_seconds": checkpoint["preparation_seconds"],
+        "metrics": metrics, "confusion": matrices,
         "runtime": {"device": str(device), "processes": int(dist.get_world_size()) if dist.is_initialized() else 1,
                     "amp": params.runtime.amp, **hardware()},
         "finished_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -159,7 +166,8 @@ def get_run(params: Params, config: RunConfig, train: bool = True, progress: boo
     """The finished run of ``config`` on the params' data: from the store, else trained now.
 
     train=False raises MissingRun instead of training (to render a book from a filled store).
-    Under torchrun every process trains; the first one evaluates and writes the record.
+    Under torchrun every process trains; the first one evaluates and writes the record. A run
+    that starts from another (``config.init_from``) gets that run first.
     """
     processes = start_processes(resolve_device(params.runtime.device))
     data = run_data(params, config, progress, processes)
@@ -169,10 +177,11 @@ def get_run(params: Params, config: RunConfig, train: bool = True, progress: boo
     if not train:
         raise MissingRun(f"run {root.name} ({config.model}, {config.image_size} px) is not in the store {runs_dir()}; "
                          "train it with `fundus train` or allow training")
+    initial_weights = get_run(params, config.init_from, train, progress).root / BEST_WEIGHTS if config.init_from else None
     if processes.main:
         root.mkdir(parents=True, exist_ok=True)
         write_atomic(root / "config.json", json.dumps(config.model_dump(mode="json"), indent=1))
-    fit(config, data, root, params.runtime, progress)
+    fit(config, data, root, params.runtime, progress, initial_weights)
     if processes.main:
         _finish(config, data, root, params)
     if processes.world > 1:

@@ -54,3 +54,13 @@ def styled(frame: pd.DataFrame, percent: tuple[str, ...] = (), decimals: int = 3
 def _readable(label):
     """Headers read as words: ``balanced_accuracy`` -> ``balanced accuracy`` (None stays None)."""
     return label.replace("_", " ") if isinstance(label, str) else label
+
+
+def duration(hours: float) -> str:
+    """A training time for a table: ``14 h 59 min``, ``3.9 min`` or ``12 s``."""
+    if pd.isna(hours):
+        return "–"
+    if hours >= 1:
+        whole, minutes = divmod(round(hours * 60), 60)
+        return f"{whole} h {minutes:02d} min"
+    return f"{hours * 60:.1f} min" if hours * 60 >= 1 else f"{hours * 3600:.0f} s"

@@ -3,7 +3,7 @@
 ``fit`` trains one run into a folder: per-epoch validation, best-epoch selection on a chosen
 validation metric, an atomic checkpoint after every epoch (an interrupted run resumes from it and
 ends with the same weights as an uninterrupted one), early stopping, mixed precision and
-channels-last on CUDA, and data-parallel training when started by ``torchrun``.
+channels-last memory format (faster on CUDA and on CPUs with oneDNN), and data-parallel training when started by ``torchrun``.
 
 Determinism: everything random in epoch e (the batch order, augmentation in the loader workers,
 dropout) is seeded from (seed, e) at the start of the epoch, so resuming at an epoch boundary
@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,21 +32,21 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from fundus_lib.config import RunConfig, RuntimeConfig, resolve_path
 from fundus_lib.data.augment import build_augmentation
-from fundus_lib.data.dataset import FundusDataset
+from fundus_lib.data.dataset import FundusDataset, ImageDataset
 from fundus_lib.data.pipeline import FundusData
 from fundus_lib.errors import UserError
+from fundus_lib.losses import build_loss
 from fundus_lib.metrics import confusion, scores
 from fundus_lib.models import FundusNet, create_model, pretrained_weights_file
+from fundus_lib.sampling import oversample, smote_images
 
 CHECKPOINT = "last.pt"
 BEST_WEIGHTS = "best.pt"
-#: Weight of the auxiliary head's loss for inception_v3 (torchvision's reference recipe).
-AUX_LOSS_WEIGHT = 0.4
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -95,22 +96,25 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class EpochBatches(Sampler[list[int]]):
-    """Batch indices of one epoch: a seeded permutation cut into full batches of ``batch_size``;
-    process ``rank`` of ``world`` gets its contiguous slice of each batch (slices differ by at
-    most one image when the batch does not divide evenly)."""
+    """Batches of one epoch: the dataset ``positions`` (e.g. all of them, or an oversampled list)
+    in a seeded random order, cut into full batches of ``batch_size``; process ``rank`` of
+    ``world`` gets its contiguous slice of each batch (slices differ by at most one image when
+    the batch does not divide evenly)."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, processes: Processes = Processes()):
+    def __init__(self, positions, batch_size: int, seed: int, processes: Processes = Processes()):
+        positions = np.asarray(positions)
         if batch_size < processes.world:
             raise ValueError(f"batch size {batch_size} is smaller than the {processes.world} processes")
-        if n < batch_size:
-            raise ValueError(f"the training split has {n} images, fewer than one batch of {batch_size}")
-        self.n, self.batch_size, self.seed, self.processes = n, batch_size, seed, processes
+        if len(positions) < batch_size:
+            raise ValueError(f"the training set has {len(positions)} images, fewer than one batch of {batch_size}")
+        self.positions, self.batch_size, self.seed, self.processes = positions, batch_size, seed, processes
 
     def __len__(self) -> int:
-        return self.n // self.batch_size
+        return len(self.positions) // self.batch_size
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        shuffle = torch.randperm(len(self.positions), generator=torch.Generator().manual_seed(self.seed)).numpy()
+        order = self.positions[shuffle].tolist()
         rank, world = self.processes.rank, self.processes.world
         start, stop = rank * self.batch_size // world, (rank + 1) * self.batch_size // world
         for first in range(0, len(self) * self.batch_size, self.batch_size):
@@ -137,14 +141,6 @@ def build_schedule(config: RunConfig, optimizer: torch.optim.Optimizer):
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-
-
-def classification_loss(outputs, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy; inception_v3's auxiliary head (training mode) adds 0.4 x its own."""
-    if isinstance(outputs, tuple):  # torchvision's InceptionOutputs(logits, aux_logits)
-        logits, aux = outputs
-        return nn.functional.cross_entropy(logits, labels) + AUX_LOSS_WEIGHT * nn.functional.cross_entropy(aux, labels)
-    return nn.functional.cross_entropy(outputs, labels)
 
 
 # --- checkpoints -------------------------------------------------------------------------------------
@@ -217,19 +213,19 @@ def _is_better(metric: str, value: float, best: float | None) -> bool:
     return value < best if metric == "loss" else value > best
 
 
-def _train_epoch(model, loader, optimizer, scaler, device, runtime, bar, batch_size: int, world: int) -> float:
+def _train_epoch(model, loader, loss_fn, optimizer, scaler, device, runtime, bar, batch_size: int, world: int) -> float:
     """One pass over the loader. Under torchrun each process's mean loss is weighted by its share
     of the batch, so the averaged gradients are those of the whole batch's mean loss."""
     model.train()
     total, count = 0.0, 0
     cuda = device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.float16) if runtime.amp and cuda else nullcontext()
-    memory = torch.channels_last if runtime.channels_last and cuda else torch.contiguous_format
+    memory = torch.channels_last if runtime.channels_last else torch.contiguous_format
     for images, labels in loader:
         images = images.to(device, non_blocking=True, memory_format=memory)
         labels = labels.to(device, non_blocking=True)
         with autocast:
-            loss = classification_loss(model(images), labels)
+            loss = loss_fn(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss * (len(labels) * world / batch_size)).backward()
         scaler.step(optimizer)
@@ -241,47 +237,96 @@ def _train_epoch(model, loader, optimizer, scaler, device, runtime, bar, batch_s
     return total / max(count, 1)
 
 
-def fit(config: RunConfig, data: FundusData, run_dir: Path, runtime: RuntimeConfig, progress: bool = True) -> None:
-    """Train ``config`` on ``data`` into ``run_dir``, resuming from its checkpoint if there is one."""
+@dataclass
+class TrainingSet:
+    """What one run trains on.
+
+    dataset: the training images (real, plus SMOTE's synthetic ones); positions(epoch): the
+    dataset positions of that epoch (all of them, or an oversampled list); class_counts: real
+    training images per grade; preparation_seconds: time spent generating data (SMOTE).
+    """
+
+    dataset: Dataset
+    positions: Callable[[int], np.ndarray]
+    class_counts: np.ndarray
+    preparation_seconds: float = 0.0
+
+
+def training_set(config: RunConfig, data: FundusData, progress: bool = True) -> TrainingSet:
+    """The run's training data: the train split, rebalanced as ``config.sampling`` says."""
+    augment = build_augmentation(config.augment) if config.augment else None
+    real = FundusDataset(data, "train", transform=augment)
+    counts = np.bincount(real.labels, minlength=5)
+    if config.sampling == "oversample":
+        oversampled = lambda epoch: oversample(real.labels, np.random.default_rng(epoch_seed(config.seed, epoch)))  # noqa: E731
+        return TrainingSet(real, oversampled, counts)
+    if config.sampling == "smote":
+        folder = data.cache.root / f"smote-k{config.smote_k}-seed{config.seed}-{data.manifest_hash[:12]}"
+        images, labels, seconds = smote_images(data.cache.images[real.rows], real.labels, folder, config.smote_k,
+                                               config.seed, progress)
+        dataset = ConcatDataset([real, ImageDataset(images, labels, transform=augment)])
+        return TrainingSet(dataset, lambda epoch: np.arange(len(dataset)), counts, seconds)
+    return TrainingSet(real, lambda epoch: np.arange(len(real)), counts)
+
+
+def _restore(path: Path, config: RunConfig, model, optimizer, schedule, scaler) -> dict:
+    """Load a checkpoint into the training objects; returns its training state."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved["config"] != config.model_dump(mode="json"):
+        raise CheckpointError(f"{path} belongs to another run configuration")
+    load_weights(model, path)
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["schedule"])
+    scaler.load_state_dict(saved["scaler"])
+    return {key: saved[key] for key in _STATE}
+
+
+_STATE = {"epoch": 0, "history": [], "best_score": None, "best_epoch": None, "stale_epochs": 0,
+          "train_seconds": 0.0, "preparation_seconds": 0.0}
+
+
+def fit(config: RunConfig, data: FundusData, run_dir: Path, runtime: RuntimeConfig, progress: bool = True,
+        initial_weights: Path | None = None) -> None:
+    """Train ``config`` on ``data`` into ``run_dir``, resuming from its checkpoint if there is one.
+
+    initial_weights: a weights file to start from instead of the model's initialisation
+    (fine-tuning, e.g. the report's "oversampling + restart").
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(runtime.device)
     processes = start_processes(device)
     torch.manual_seed(config.seed)  # the initial weights
-    model = build_model(config, resolve_path(runtime.weights_dir)).to(device)
-    if runtime.channels_last and device.type == "cuda":
+    model = build_model(config, resolve_path(runtime.weights_dir))
+    if initial_weights is not None:
+        load_weights(model, initial_weights)
+    model.to(device)
+    if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(config, model)
     schedule = build_schedule(config, optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp and device.type == "cuda")
-    state = {"epoch": 0, "history": [], "best_score": None, "best_epoch": None, "stale_epochs": 0, "train_seconds": 0.0}
     checkpoint = run_dir / CHECKPOINT
-    if checkpoint.exists():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if saved["config"] != config.model_dump(mode="json"):
-            raise CheckpointError(f"{checkpoint} belongs to another run configuration")
-        load_weights(model, checkpoint)
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        scaler.load_state_dict(saved["scaler"])
-        state = {key: saved[key] for key in state}
+    state = (_restore(checkpoint, config, model, optimizer, schedule, scaler) if checkpoint.exists()
+             else {key: (list(value) if isinstance(value, list) else value) for key, value in _STATE.items()})
     trainable = nn.parallel.DistributedDataParallel(model) if processes.world > 1 else model
-    augment = build_augmentation(config.augment) if config.augment else None
-    train_set = FundusDataset(data, "train", transform=augment)
+    training = training_set(config, data, progress and processes.main)
+    state["preparation_seconds"] = state["preparation_seconds"] or training.preparation_seconds
+    loss_fn = build_loss(config.loss, training.class_counts, config.gamma, config.beta)
     valid_set = FundusDataset(data, "valid")
     for epoch in range(state["epoch"], config.epochs):
         if state["stale_epochs"] >= (config.patience or math.inf):
             break
         seed = epoch_seed(config.seed, epoch)
         torch.manual_seed(seed)
-        batches = EpochBatches(len(train_set), config.batch_size, seed, processes)
-        loader = DataLoader(train_set, batch_sampler=batches, num_workers=runtime.loader_workers,
+        batches = EpochBatches(training.positions(epoch), config.batch_size, seed, processes)
+        loader = DataLoader(training.dataset, batch_sampler=batches, num_workers=runtime.loader_workers,
                             generator=torch.Generator().manual_seed(seed * 7919 + processes.rank),
                             pin_memory=device.type == "cuda")
         started = time.perf_counter()
         with tqdm(total=len(batches), desc=f"{config.model} epoch {epoch + 1}/{config.epochs}", unit="batch",
                   disable=not (progress and processes.main), leave=False) as bar:
-            train_loss = _train_epoch(trainable, loader, optimizer, scaler, device, runtime, bar,
+            train_loss = _train_epoch(trainable, loader, loss_fn, optimizer, scaler, device, runtime, bar,
                                       config.batch_size, processes.world)
         schedule.step()
         if processes.main:

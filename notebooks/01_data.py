@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
-from torchvision import tv_tensors
 
 from fundus_lib.config import load_params
 from fundus_lib.data.augment import build_augmentation
@@ -152,11 +151,9 @@ display(Markdown(
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "One training image (top left) and seven random augmentations of it.", "name": "fig-augmentation"}}
 augment = build_augmentation(params.augment)
-row = data.rows("train")[0]
+image = np.array(data.cache.images[data.rows("train")[0]])
 torch.manual_seed(0)
-image = tv_tensors.Image(torch.from_numpy(np.array(data.cache.images[row])).permute(2, 0, 1))
-augmented = [image] + [augment(image) for _ in range(7)]
-image_grid([tensor.permute(1, 2, 0).numpy() for tensor in augmented],
+image_grid([image] + [augment(image) for _ in range(7)],
            ["original"] + [f"augmented {index}" for index in range(1, 8)], ncols=4)
 
 # %% [markdown]

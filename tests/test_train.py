@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -50,33 +51,33 @@ def same_weights(first, second):
 
 
 def test_epoch_batches_are_seeded_full_and_cover_each_image_once():
-    batches = list(EpochBatches(103, 10, seed=5))
+    batches = list(EpochBatches(np.arange(103), 10, seed=5))
     assert len(batches) == 10 and all(len(batch) == 10 for batch in batches)
     flat = [index for batch in batches for index in batch]
     assert len(set(flat)) == 100 and max(flat) < 103
-    assert batches == list(EpochBatches(103, 10, seed=5))
-    assert batches != list(EpochBatches(103, 10, seed=6))
+    assert batches == list(EpochBatches(np.arange(103), 10, seed=5))
+    assert batches != list(EpochBatches(np.arange(103), 10, seed=6))
 
 
 def test_processes_share_each_batch_like_one_process():
-    whole = list(EpochBatches(64, 8, seed=1))
-    parts = [list(EpochBatches(64, 8, seed=1, processes=Processes(rank, 2))) for rank in range(2)]
+    whole = list(EpochBatches(np.arange(64), 8, seed=1))
+    parts = [list(EpochBatches(np.arange(64), 8, seed=1, processes=Processes(rank, 2))) for rank in range(2)]
     for batch, first, second in zip(whole, *parts):
         assert first + second == batch and len(first) == len(second) == 4
 
 
 def test_uneven_batches_are_shared_within_one_image():
-    whole = list(EpochBatches(64, 8, seed=2))
-    parts = [list(EpochBatches(64, 8, seed=2, processes=Processes(rank, 3))) for rank in range(3)]
+    whole = list(EpochBatches(np.arange(64), 8, seed=2))
+    parts = [list(EpochBatches(np.arange(64), 8, seed=2, processes=Processes(rank, 3))) for rank in range(3)]
     for batch, *slices in zip(whole, *parts):
         assert sum(slices, []) == batch and {len(part) for part in slices} <= {2, 3}
 
 
 def test_batch_sizes_are_checked():
     with pytest.raises(ValueError, match="smaller than"):
-        EpochBatches(64, 2, 0, Processes(0, 3))
+        EpochBatches(np.arange(64), 2, 0, Processes(0, 3))
     with pytest.raises(ValueError, match="fewer than one batch"):
-        EpochBatches(5, 8, 0)
+        EpochBatches(np.arange(5), 8, 0)
 
 
 def test_training_is_deterministic_and_learns_the_history(params, data, tmp_path):
