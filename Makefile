@@ -62,6 +62,7 @@ test: venv
 bench: venv
 	$(BIN)/python benchmarks/bench_cache.py
 	$(BIN)/python benchmarks/bench_training.py --params $(PARAMS) --report-sizes
+	$(BIN)/python benchmarks/bench_adversarial.py --threads 1
 
 lab: venv
 	$(BIN)/python -m pip install --quiet "jupyterlab>=4"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -17,6 +18,14 @@ def _private_data_dir(tmp_path_factory):
     os.environ["FUNDUS_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
     os.environ["FUNDUS_RUNS_DIR"] = str(tmp_path_factory.mktemp("runs"))
     yield
+
+
+def require(module: str):
+    """Import a test-only reference library: skipped where it is not installed, a failure in CI
+    (where `make test` installs it), so a cross-check can never vanish silently there."""
+    if os.environ.get("CI"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
 
 
 def _real_dir() -> Path:
