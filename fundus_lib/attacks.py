@@ -214,7 +214,7 @@ def attack_success(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 def adversarial_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn, eps: float,
                      alpha: float | None = None, steps: int = 5, weight: float = 0.5,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, attack_model: nn.Module | None = None) -> torch.Tensor:
     """The report's adversarial-training objective for one batch (section 5):
     (1 - weight) x loss_fn(model(images)) + weight x loss_fn(model(pgd(images))).
 
@@ -231,6 +231,8 @@ def adversarial_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
             (inception_v3 in train mode: a (logits, aux_logits) tuple).
         eps, alpha, steps, generator: as in ``pgd`` ([0, 1] pixel units; the report: 5 steps).
         weight: share of the adversarial loss in [0, 1]; the report: 0.5.
+        attack_model: the model PGD attacks (default: ``model``); under data-parallel training pass
+            the unwrapped module, so the attack's input gradients bypass the wrapper.
 
     Returns:
         Scalar tensor with a graph to the parameters. weight = 0 or eps = 0 gives the clean loss
@@ -243,7 +245,7 @@ def adversarial_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     clean = loss_fn(model(images), labels)
     if weight == 0 or eps == 0:
         return clean
-    adversarials = pgd(model, images, labels, eps, alpha, steps, generator=generator)
+    adversarials = pgd(attack_model or model, images, labels, eps, alpha, steps, generator=generator)
     return (1 - weight) * clean + weight * loss_fn(model(adversarials), labels)
 
 

@@ -184,6 +184,16 @@ class ModelRow(_Section):
     lr: float | None = Field(None, gt=0, le=10, description="overrides train.lr for this row")
 
 
+class AdversarialTraining(_Section):
+    """The report's adversarial training (§5): each batch's loss is (1 - weight) x clean loss +
+    weight x loss on PGD examples made in eval mode. eps and alpha in [0, 1] pixel units x 255."""
+
+    eps_255: float = Field(gt=0, le=64, description="L-inf radius x 255 in pixel units (report: 2.5 normalised = 0.565 pixel)")
+    steps: int = Field(5, ge=1, le=100, description="PGD steps (the report: 5)")
+    alpha_255: float | None = Field(None, gt=0, description="step size x 255; None = 2.5 eps / steps")
+    weight: float = Field(0.5, ge=0, le=1, description="share of the adversarial loss (the report: 0.5)")
+
+
 class BalancingMethod(_Section):
     """One row of Table 5: a way of countering the class imbalance, on the chapter's model row."""
 
@@ -229,6 +239,37 @@ class BalancingConfig(_Section):
         return self
 
 
+class AdversarialConfig(_Section):
+    """Chapter 5's adversarially trained model: the model row it shares with its baseline, and the scheme."""
+
+    model: ModelRow = ModelRow(model="small-cnn", image_size=128, batch_size=32)
+    training: AdversarialTraining = AdversarialTraining(eps_255=0.565)
+    fine_tune_epochs: int | None = Field(
+        None, ge=1, description="None: train from scratch like the baseline (the report); n: start from the "
+        "baseline's best weights and train n epochs (cheaper, for the CPU demo)",
+    )
+
+
+class DecisionAttackConfig(_Section):
+    """The decision-based attack (HopSkipJump) of chapter 5."""
+
+    n_images: int = Field(24, ge=1, le=10_000, description="correctly classified test images attacked")
+    steps: int = Field(20, ge=1, le=1000)
+    max_queries: int = Field(3000, ge=100, le=1_000_000, description="model queries per image at most")
+
+
+class AttackConfig(_Section):
+    """How models are attacked in chapters 4 and 5 (the report: 240 validation images, PGD with 5 steps)."""
+
+    n_images: int = Field(240, ge=1, le=100_000, description="a fixed, seeded sample of test images")
+    eps_255: tuple[float, ...] = Field((0, 0.25, 0.5, 1, 2, 4), description="L-inf radii x 255, pixel units")
+    steps: int = Field(5, ge=1, le=1000)
+    restarts: int = Field(1, ge=1, le=100)
+    seed: int = Field(0, ge=0)
+    batch_size: int = Field(32, ge=1)
+    decision: DecisionAttackConfig = DecisionAttackConfig()
+
+
 class Params(_Section):
     """A whole params file."""
 
@@ -244,6 +285,8 @@ class Params(_Section):
         description="Table 4: the models trained on the imbalanced data; the first is the baseline of later chapters",
     )
     balancing: BalancingConfig = BalancingConfig()
+    adversarial: AdversarialConfig = AdversarialConfig()
+    attacks: AttackConfig = AttackConfig()
 
 
 def _describe_error(error: dict[str, Any], model: type[BaseModel], source: str) -> str:
@@ -345,6 +388,7 @@ class RunConfig(_Section):
     sampling: Literal["none", "oversample", "smote"] = "none"
     smote_k: int = Field(5, ge=1, le=50, description="SMOTE's nearest neighbours")
     init_from: RunConfig | None = Field(None, description="start from this run's best weights (fine-tuning)")
+    adversarial: AdversarialTraining | None = Field(None, description="None = clean training")
 
     @model_validator(mode="after")
     def _loss_has_its_parameter(self) -> RunConfig:

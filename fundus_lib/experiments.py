@@ -27,7 +27,8 @@ def baseline_runs(params: Params) -> dict[str, RunConfig]:
 def all_runs(params: Params) -> dict[str, RunConfig]:
     """Every run of every chapter, keyed ``<chapter>: <label>``."""
     return {**{f"02 baselines: {label}": config for label, config in baseline_runs(params).items()},
-            **{f"03 balancing: {name}": config for name, config in balancing_runs(params).items()}}
+            **{f"03 balancing: {name}": config for name, config in balancing_runs(params).items()},
+            **{f"05 adversarial: {name}": config for name, config in adversarial_runs(params).items()}}
 
 
 def balancing_runs(params: Params) -> dict[str, RunConfig]:
@@ -48,3 +49,14 @@ def balancing_runs(params: Params) -> dict[str, RunConfig]:
             changes["init_from"] = runs[settings.methods[0].name]
         runs[method.name] = RunConfig.model_validate({**base, **changes})
     return runs
+
+
+def adversarial_runs(params: Params) -> dict[str, RunConfig]:
+    """Table 9: the baseline and the adversarially trained model on chapter 5's model row
+    (trained from scratch, or fine-tuned from the baseline with ``fine_tune_epochs``)."""
+    settings = params.adversarial
+    baseline = run_config(params, settings.model)
+    changes = {"adversarial": settings.training}
+    if settings.fine_tune_epochs:
+        changes.update(init_from=baseline, epochs=settings.fine_tune_epochs)
+    return {"baseline": baseline, "adversarially trained": baseline.model_copy(update=changes)}

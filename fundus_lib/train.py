@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from fundus_lib.attacks import adversarial_loss
 from fundus_lib.config import RunConfig, RuntimeConfig, resolve_path
 from fundus_lib.data.augment import build_augmentation
 from fundus_lib.data.dataset import FundusDataset, ImageDataset
@@ -213,10 +214,21 @@ def _is_better(metric: str, value: float, best: float | None) -> bool:
     return value < best if metric == "loss" else value > best
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, scaler, device, runtime, bar, batch_size: int, world: int) -> float:
+def _batch_loss(trainable: nn.Module, model: nn.Module, images, labels, loss_fn, config: RunConfig) -> torch.Tensor:
+    """The batch's training loss: plain, or the report's clean + PGD mixture (``config.adversarial``)."""
+    scheme = config.adversarial
+    if scheme is None:
+        return loss_fn(trainable(images), labels)
+    alpha = scheme.alpha_255 / 255 if scheme.alpha_255 else None
+    return adversarial_loss(trainable, images, labels, loss_fn, scheme.eps_255 / 255, alpha, scheme.steps,
+                            scheme.weight, attack_model=model)
+
+
+def _train_epoch(trainable, model, loader, loss_fn, optimizer, scaler, device, runtime, bar, config: RunConfig,
+                 world: int) -> float:
     """One pass over the loader. Under torchrun each process's mean loss is weighted by its share
     of the batch, so the averaged gradients are those of the whole batch's mean loss."""
-    model.train()
+    trainable.train()
     total, count = 0.0, 0
     cuda = device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.float16) if runtime.amp and cuda else nullcontext()
@@ -225,9 +237,9 @@ def _train_epoch(model, loader, loss_fn, optimizer, scaler, device, runtime, bar
         images = images.to(device, non_blocking=True, memory_format=memory)
         labels = labels.to(device, non_blocking=True)
         with autocast:
-            loss = loss_fn(model(images), labels)
+            loss = _batch_loss(trainable, model, images, labels, loss_fn, config)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss * (len(labels) * world / batch_size)).backward()
+        scaler.scale(loss * (len(labels) * world / config.batch_size)).backward()
         scaler.step(optimizer)
         scaler.update()
         total += loss.item() * len(labels)
@@ -326,8 +338,8 @@ def fit(config: RunConfig, data: FundusData, run_dir: Path, runtime: RuntimeConf
         started = time.perf_counter()
         with tqdm(total=len(batches), desc=f"{config.model} epoch {epoch + 1}/{config.epochs}", unit="batch",
                   disable=not (progress and processes.main), leave=False) as bar:
-            train_loss = _train_epoch(trainable, loader, loss_fn, optimizer, scaler, device, runtime, bar,
-                                      config.batch_size, processes.world)
+            train_loss = _train_epoch(trainable, model, loader, loss_fn, optimizer, scaler, device, runtime, bar, config,
+                                      processes.world)
         schedule.step()
         if processes.main:
             probabilities = predict(model, valid_set, device, runtime.eval_batch_size, runtime.loader_workers, runtime.amp)

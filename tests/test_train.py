@@ -154,3 +154,25 @@ def test_predict_gives_probabilities_and_restores_the_mode(data):
     assert probabilities.shape == (len(data.rows("valid")), 5)
     assert torch.allclose(torch.tensor(probabilities.sum(axis=1)), torch.ones(len(probabilities)), atol=1e-5)
     assert model.training
+
+
+def test_adversarial_training_runs_and_differs_from_clean_training(params, data, tmp_path):
+    from fundus_lib.config import AdversarialTraining
+
+    clean = run_config(params, params.baselines[0], epochs=1)
+    robust = clean.model_copy(update={"adversarial": AdversarialTraining(eps_255=4, steps=2)})
+    fit(clean, data, tmp_path / "clean", params.runtime, progress=False)
+    fit(robust, data, tmp_path / "robust", params.runtime, progress=False)
+    assert not same_weights(weights(tmp_path / "clean" / CHECKPOINT), weights(tmp_path / "robust" / CHECKPOINT))
+    history = torch.load(tmp_path / "robust" / CHECKPOINT, weights_only=True)["history"]
+    assert len(history) == 1 and history[0]["train_loss"] > 0
+
+
+def test_fine_tuning_starts_from_the_given_weights(params, data, tmp_path):
+    config = run_config(params, params.baselines[0], epochs=1)
+    fit(config, data, tmp_path / "first", params.runtime, progress=False)
+    tuned = config.model_copy(update={"lr": 1e-12, "init_from": config})  # a step this small changes nothing visible
+    fit(tuned, data, tmp_path / "tuned", params.runtime, progress=False, initial_weights=tmp_path / "first" / "best.pt")
+    start, end = weights(tmp_path / "first" / "best.pt"), weights(tmp_path / "tuned" / CHECKPOINT)
+    assert all(torch.allclose(start[key].float(), end[key].float(), atol=1e-6) for key in start
+               if "running" not in key and "num_batches" not in key)

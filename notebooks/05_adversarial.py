@@ -1,0 +1,221 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (chapter-adversarial)=
+# # PGD attacks and adversarial training
+#
+# This chapter reproduces Table 9 and Figure 6 of the report (its sections 4 and 5) and answers
+# the question it left open. We will:
+#
+# - attack a baseline and an adversarially trained model with L-inf PGD, in pixel units, and
+#   measure both the report's success rate and the robust accuracy as the budget grows;
+# - compare the clean performance of the two models with the report's Table 9;
+# - attack both with a decision-based attack (HopSkipJump), which sees only the predicted
+#   grades: does PGD training also resist an attack that uses no gradients?
+
+# %% tags=["parameters", "remove-cell"]
+params_file = "params/demo.yaml"
+
+# %% tags=["hide-input"]
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from fundus_lib.attacks import pgd, predict_labels, report_eps_to_pixels
+from fundus_lib.config import load_params
+from fundus_lib.evaluation import decision_attack_sizes, pgd_curve, test_sample
+from fundus_lib.experiments import adversarial_runs
+from fundus_lib.plots import image_grid
+from fundus_lib.provenance import provenance
+from fundus_lib.report import report_table
+from fundus_lib.runs import get_run, run_data
+from fundus_lib.tables import REPORT_LABEL, duration, run_label, styled
+
+params = load_params(params_file)
+ours = run_label(params)
+METRICS = ["accuracy", "balanced_accuracy", "kappa"]
+scheme = params.adversarial.training
+settings = params.attacks
+runs = {name: get_run(params, config) for name, config in adversarial_runs(params).items()}
+data = run_data(params, runs["baseline"].config, progress=False)
+
+# %% [markdown]
+# ## Units: the report's eps and this project's
+#
+# In the report's code the images were normalised with ImageNet statistics *before* the attack, so
+# its eps (written as k/255) was measured in normalised units, and its clamp to [0, 1] cut the
+# normalised image itself. Here the normalisation is a layer inside the model and the attack works
+# on [0, 1] pixels: eps = k/255 means at most k grey levels of change. One normalised unit is
+# about 0.226 pixel units (the mean ImageNet standard deviation), so the report's eps values are
+# much smaller in pixels than they look:
+
+# %% tags=["hide-input"]
+units = pd.DataFrame({"report eps x 255 (normalised units)": [0.2, 0.4, 0.6, 2.5]})
+units["the same in pixel units x 255"] = units.iloc[:, 0].map(lambda eps: report_eps_to_pixels(eps / 255) * 255)
+styled(units.set_index(units.columns[0]), decimals=3,
+       caption="The report's eps values (Figures 5-6, adversarial training at 2.5) converted to [0, 1] pixel units")
+
+# %% [markdown]
+# ## Adversarial training (Table 9)
+#
+# As in the report, each batch's loss is the mean of the clean loss and the loss on PGD examples
+# of the same batch; unlike the report's code, the examples are made with the model in eval mode
+# (BatchNorm and dropout frozen), and the update is made in train mode.
+
+# %% tags=["hide-input"]
+row = params.adversarial.model
+fine_tune = params.adversarial.fine_tune_epochs
+display(Markdown(
+    f"Both models: **{row.model}** at **{row.image_size} px**; the baseline trained {runs['baseline'].config.epochs} "
+    f"epochs (the report: efficientnet-b0 at 512 px, 20 epochs). The adversarially trained model "
+    + (f"starts from the baseline's weights and trains **{fine_tune} more epochs** adversarially (a CPU shortcut: "
+       f"the report trained it from the start)" if fine_tune else "trains from the start, as the report's")
+    + f". PGD during training: eps = **{scheme.eps_255}/255** in pixel units, {scheme.steps} steps, weight "
+    f"{scheme.weight} (the report: 2.5/255 normalised = {report_eps_to_pixels(2.5 / 255) * 255:.3f}/255 pixels, "
+    f"5 steps, weight 0.5)."
+))
+rows = pd.DataFrame([{"model": name, **{metric: run.metrics("test")[metric] for metric in METRICS},
+                      "training_time": duration(run.train_seconds / 3600)} for name, run in runs.items()])
+report9 = report_table("table9").replace({"model": {"adversarially trained (eps 2.5/255 normalised)": "adversarially trained"}})
+table9 = pd.concat([report9.assign(measured_by=REPORT_LABEL), rows.assign(measured_by=ours)])
+table9 = table9.set_index(["model", "measured_by"]).sort_index(level=0, sort_remaining=False)
+styled(table9, percent=("accuracy", "balanced_accuracy"), caption="Table 9: clean performance (report: validation split; this run: test split)")
+
+# %% [markdown]
+# ## PGD success rate against eps (Figure 6)
+#
+# Each model is attacked on the same fixed, seeded sample of test images with L-inf PGD (random
+# start, the report's 5 steps, step size 2.5 eps / steps). The **success rate** is the report's
+# measure: the share of images whose prediction changes. The **robust accuracy** is the share still
+# graded correctly, the measure used elsewhere (e.g. RobustBench); the report did not give it.
+
+# %% tags=["hide-input"]
+curves = pd.concat({name: pgd_curve(run, data, settings, progress=False) for name, run in runs.items()},
+                   names=["model", "position"]).reset_index("position", drop=True).reset_index()
+report_points = report_table("pgd_success").query("model == 'baseline'")
+report_points = report_points.assign(eps_255_pixels=report_points["eps_255_normalised"].map(
+    lambda eps: report_eps_to_pixels(eps / 255) * 255))
+display(Markdown(f"Attacked images: **{min(settings.n_images, len(data.rows('test')))}** of the test split "
+                 f"(seed {settings.seed}); eps x 255 in pixel units: {', '.join(map(str, settings.eps_255))}."))
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "PGD success rate (left, the report's measure) and robust accuracy (right) against eps in pixel units, for the baseline and the adversarially trained model. Crosses: the report's baseline on EyePACS (its Figure 5 values), converted to pixel units.", "name": "fig-pgd-curves"}}
+fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
+for name, curve in curves.groupby("model", sort=False):
+    axes[0].plot(curve["eps_255"], curve["success_rate"], marker="o", label=f"{name} ({ours})")
+    axes[1].plot(curve["eps_255"], curve["robust_accuracy"], marker="o", label=name)
+axes[0].plot(report_points["eps_255_pixels"], report_points["success_rate"], "kx", markersize=8,
+             label="baseline, report (EyePACS)")
+axes[0].set(xlabel="eps x 255 (pixel units)", ylabel="success rate", ylim=(-0.02, 1.02))
+axes[1].set(xlabel="eps x 255 (pixel units)", ylabel="robust accuracy", ylim=(-0.02, 1.02))
+axes[0].legend(fontsize=8)
+fig.tight_layout()
+plt.close(fig)
+fig
+
+# %% tags=["hide-input"]
+wide = curves.pivot(index="eps_255", columns="model", values=["success_rate", "robust_accuracy"])
+styled(wide, percent=("baseline", "adversarially trained"), caption="PGD on the attack sample, per eps (x 255, pixel units)")
+
+# %% [markdown]
+# ## A decision-based attack
+#
+# PGD follows the model's gradients, which adversarial training is built to defend against. The
+# report asked whether the adversarially trained model also resists an attack that needs only
+# decisions. HopSkipJump (Chen et al. 2020; a faster successor of the Boundary Attack the report
+# named) starts from a misclassified image, walks along the decision boundary towards the original
+# and estimates the boundary's direction from decisions alone. It attacks the correctly graded
+# images of the sample, with a query budget per image; the table gives the median size of the
+# perturbation it needed (L2 over all pixels and channels, and L-inf, in pixel units x 255).
+
+# %% tags=["hide-input"]
+decision = {name: decision_attack_sizes(run, data, settings) for name, run in runs.items()}
+summary = pd.DataFrame({
+    name: {"images attacked": len(sizes), "adversarial found": sizes["success"].mean(),
+           "median L2 x 255": sizes["l2"].median() * 255, "median L-inf x 255": sizes["linf"].median() * 255,
+           "median queries": sizes["queries"].median()}
+    for name, sizes in decision.items()}).T.astype({"images attacked": int, "median queries": int})
+styled(summary, percent=("adversarial found",), decimals=2,
+       caption=f"HopSkipJump, at most {settings.decision.max_queries} queries and {settings.decision.steps} iterations per image")
+
+# %% tags=["hide-input"]
+base, robust = (summary.loc[name, "median L2 x 255"] for name in ("baseline", "adversarially trained"))
+pgd_base = curves.query("model == 'baseline'").set_index("eps_255")["success_rate"]
+pgd_robust = curves.query("model == 'adversarially trained'").set_index("eps_255")["success_rate"]
+# A model that answers (almost) one grade for everything is "robust" only trivially.
+top_share = {name: run.confusion("test").sum(axis=0).max() / run.confusion("test").sum() for name, run in runs.items()}
+degenerate = [name for name, share in top_share.items() if share >= 0.95]
+if degenerate:
+    verdict = (f"No conclusion: {' and '.join(degenerate)} answer(s) a single grade for at least 95 % of the test "
+               "images, so a large perturbation is needed only because the model barely depends on the image.")
+elif robust > 1.1 * base:
+    verdict = f"**{robust / base:.1f} times larger**, so in this run PGD training also resists an attack that uses no gradients."
+else:
+    verdict = "no clear difference, so this run gives no evidence that PGD training resists a gradient-free attack."
+display(Markdown(
+    f"Against the gradient-free attack the adversarially trained model needs a median L2 perturbation of "
+    f"**{robust:.2f}/255** against the baseline's **{base:.2f}/255**: {verdict}"
+    f" Under PGD at the largest eps ({settings.eps_255[-1]}/255) the success rate is {pgd_base.iloc[-1]:.0%} on the "
+    f"baseline and {pgd_robust.iloc[-1]:.0%} on the adversarially trained model."
+))
+
+# %% [markdown]
+# ## A gallery of adversarial examples
+#
+# Three test images attacked with PGD at the largest eps of the sweep that is at most 4/255: the
+# clean image, the adversarial image and the perturbation amplified to the full grey range, for
+# each model, with the grades it predicts.
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Clean image with its true grade; for each model the adversarial image with the model's prediction (clean -> attacked) and the amplified perturbation.", "name": "fig-adversarial-gallery"}}
+eps = max(value for value in settings.eps_255 if value <= 4) / 255
+rows_sample, images, labels = test_sample(data, settings.n_images, settings.seed)
+shown = torch.arange(min(3, len(labels)))
+pictures, titles = [], []
+models = {name: run.load_model() for name, run in runs.items()}
+attacked = {name: pgd(model, images[shown], labels[shown], eps, steps=settings.steps,
+                      generator=torch.Generator().manual_seed(settings.seed)) for name, model in models.items()}
+for position in range(len(shown)):
+    pictures.append(images[position].permute(1, 2, 0).numpy())
+    titles.append(f"clean, grade {labels[position].item()}")
+    for name, model in models.items():
+        adversarial = attacked[name][position : position + 1]
+        before = predict_labels(model, images[position : position + 1]).item()
+        after = predict_labels(model, adversarial).item()
+        delta = (adversarial - images[position : position + 1])[0].permute(1, 2, 0).numpy()
+        pictures += [adversarial[0].permute(1, 2, 0).numpy(), (delta / (2 * eps) + 0.5).clip(0, 1)]
+        titles += [f"{name}: {before} -> {after}", f"perturbation x {0.5 / eps:.0f}"]
+image_grid(pictures, titles, ncols=1 + 2 * len(models), cell_inches=2.0)
+
+# %% [markdown]
+# ## Summary
+#
+# In this chapter we have:
+
+# %% tags=["hide-input"]
+clean = {name: run.metrics("test") for name, run in runs.items()}
+display(Markdown(
+    f"- trained a model adversarially (PGD, eps {scheme.eps_255}/255 pixels): its test kappa is "
+    f"{clean['adversarially trained']['kappa']:.3f} against the baseline's {clean['baseline']['kappa']:.3f} "
+    f"(the report: 0.668 against 0.805 on EyePACS);\n"
+    f"- measured PGD's success rate and the robust accuracy from eps 0 to {settings.eps_255[-1]}/255 in pixel units, "
+    f"for both models;\n"
+    f"- measured the perturbation a decision-based attack needs against each model, the report's open question."
+))
+
+# %% [markdown]
+# ## Provenance
+
+# %% tags=["hide-input"]
+provenance(params_file, params, data, runs=runs)
