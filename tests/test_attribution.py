@@ -1,0 +1,178 @@
+"""Attributions and their scores, on hand-made cases whose answer is known, and against captum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fundus_lib.attribution import (
+    bootstrap_interval,
+    deletion_auc,
+    deletion_curve,
+    grad_cam,
+    integrated_gradients,
+    lesion_auc,
+    overlay,
+    pixel_map,
+    pointing_game,
+    relevance_mass,
+    saliency,
+    smoothgrad,
+)
+from fundus_lib.models import create_model
+
+
+def linear_model(weights: torch.Tensor) -> nn.Module:
+    """logit 1 = sum(w * x), logit 0 = 0: IG is exact, (x - baseline) * w."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(weights.numel(), 2, bias=False))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].weight[1] = weights.flatten()
+    return model
+
+
+def original_code_ig(model, x, target, baseline, steps):
+    """The report's vendored IG: gradients at steps + 1 points on the straight path, averaged in
+    adjacent pairs (trapezoid rule), times (x - baseline). Written out here as the reference."""
+    alphas = torch.linspace(0, 1, steps + 1).view(-1, 1, 1, 1, 1)
+    path = (baseline + alphas * (x - baseline)).reshape(-1, *x.shape[1:]).requires_grad_(True)
+    outputs = model(path)[torch.arange(len(path)), target.repeat(steps + 1)]
+    grads = torch.autograd.grad(outputs.sum(), path)[0].view(steps + 1, *x.shape)
+    return (x - baseline) * ((grads[:-1] + grads[1:]) / 2).mean(dim=0)
+
+
+def test_report_setting_matches_the_original_codes_formula():
+    """captum's trapezoid weights sum to (n - 1) / n; with the correction, our IG equals the
+    original code's trapezoid over ``steps`` intervals."""
+    model = create_model("small-cnn").eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    baseline = torch.rand(x.shape, generator=torch.Generator().manual_seed(6))
+    target = torch.tensor([1, 3])
+    ours = integrated_gradients(model, x, target, baseline=baseline, steps=10, method="riemann_trapezoid")
+    reference = original_code_ig(model, x, target, baseline, steps=10)
+    assert torch.allclose(ours, reference, atol=1e-5, rtol=1e-4)
+
+
+def test_ig_is_exact_and_complete_on_a_linear_model():
+    weights = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    model = linear_model(weights)
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    attributions, delta = integrated_gradients(model, x, torch.tensor([1, 1]), baseline="zero", steps=20,
+                                               return_delta=True)
+    assert torch.allclose(attributions, x * weights, atol=1e-5)
+    assert delta.abs().max() < 1e-4
+    assert torch.allclose(attributions.sum(dim=(1, 2, 3)), model(x)[:, 1], atol=1e-4)
+
+
+def test_ig_with_the_reports_settings_is_complete_on_a_cnn():
+    model = create_model("small-cnn").eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    generator = torch.Generator().manual_seed(3)
+    attributions, delta = integrated_gradients(model, x, torch.tensor([0, 3]), generator=generator, return_delta=True)
+    assert attributions.shape == x.shape
+    with torch.no_grad():
+        gap = (model(x) - model(torch.rand(x.shape, generator=torch.Generator().manual_seed(3))))[[0, 1], [0, 3]]
+    assert (delta.abs() <= 0.05 * gap.abs() + 1e-3).all()  # completeness within 5 % of f(x) - f(baseline)
+
+
+def test_batch_equals_one_image_at_a_time():
+    model = create_model("small-cnn").eval()
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    target = torch.tensor([1, 2, 4])
+    together = integrated_gradients(model, x, target, baseline="grey", steps=16)
+    apart = torch.cat([integrated_gradients(model, x[i : i + 1], target[i : i + 1], baseline="grey", steps=16)
+                       for i in range(3)])
+    assert torch.allclose(together, apart, atol=1e-5)
+
+
+def test_other_methods_have_the_image_shape_and_leave_the_mode():
+    model = create_model("small-cnn").train()
+    x = torch.rand(2, 3, 32, 32)
+    target = torch.tensor([0, 1])
+    for method in (saliency, smoothgrad, grad_cam):
+        result = method(model, x, target)
+        assert result.shape == x.shape and torch.isfinite(result).all(), method.__name__
+    assert model.training
+
+
+def test_saliency_marks_the_only_pixel_that_matters():
+    weights = torch.zeros(3, 8, 8)
+    weights[:, 2, 5] = 1.0
+    attribution = pixel_map(saliency(linear_model(weights), torch.rand(1, 3, 8, 8), torch.tensor([1])))[0]
+    assert np.unravel_index(attribution.argmax(), attribution.shape) == (2, 5)
+
+
+@pytest.fixture
+def lesion():
+    mask = np.zeros((20, 20), bool)
+    mask[5:10, 5:10] = True
+    return mask
+
+
+def test_scores_on_a_perfect_map(lesion):
+    perfect = lesion.astype(float)
+    assert relevance_mass(perfect, lesion) == 1.0
+    assert pointing_game(perfect, lesion)
+    assert lesion_auc(perfect, lesion) == 1.0
+
+
+def test_scores_on_a_wrong_map(lesion):
+    wrong = (~lesion).astype(float)
+    assert relevance_mass(wrong, lesion) == 0.0
+    assert not pointing_game(wrong, lesion)
+    assert lesion_auc(wrong, lesion) == 0.0
+
+
+def test_relevance_mass_counts_only_positive_attribution(lesion):
+    attribution = np.zeros((20, 20))
+    attribution[lesion] = 1.0
+    attribution[15:, 15:] = 1.0  # 25 more positive pixels outside
+    attribution[0, 0] = -100  # negative attribution does not count
+    assert relevance_mass(attribution, lesion) == pytest.approx(25 / 50)
+
+
+def test_pointing_game_tolerance(lesion):
+    attribution = np.zeros((20, 20))
+    attribution[11, 7] = 1.0  # two pixels below the lesion
+    assert not pointing_game(attribution, lesion)
+    assert pointing_game(attribution, lesion, tolerance_px=2)
+
+
+def test_random_map_has_chance_auc(lesion):
+    rng = np.random.default_rng(0)
+    values = [lesion_auc(rng.random((20, 20)), lesion) for _ in range(50)]
+    assert 0.45 < np.mean(values) < 0.55
+    assert np.isnan(lesion_auc(rng.random((20, 20)), np.zeros((20, 20), bool)))
+
+
+def test_deletion_removes_the_evidence_first_for_a_faithful_map():
+    """The model's class-1 score is the mean of a 4 x 4 patch: deleting that patch first (a
+    faithful map) must lower the probability faster than deleting in random order."""
+    weights = torch.zeros(3, 16, 16)
+    weights[:, 4:8, 4:8] = 0.05  # logit 2.4 on a white image, 1.2 once the patch is grey
+    model = linear_model(weights)
+    image = torch.ones(3, 16, 16)
+    faithful = (weights.sum(dim=0) > 0).numpy().astype(float)
+    random_map = np.random.default_rng(0).random((16, 16))
+    fractions = np.linspace(0, 0.5, 11)
+    curve = deletion_curve(model, image, 1, faithful, fractions)
+    assert curve[0] > curve[-1] and np.all(np.diff(curve) <= 1e-6)
+    assert deletion_auc(curve, fractions) < deletion_auc(deletion_curve(model, image, 1, random_map, fractions), fractions)
+
+
+def test_overlay_colours():
+    image = np.full((4, 4, 3), 0.5)
+    attribution = np.zeros((4, 4))
+    attribution[0, 0], attribution[3, 3] = 1.0, -1.0
+    picture = overlay(image, attribution, percentile=100)
+    assert picture[0, 0, 1] > picture[0, 0, 0] and picture[3, 3, 0] > picture[3, 3, 1]
+    assert np.allclose(picture[1, 1], picture[1, 1, 0])  # no attribution: grey
+
+
+def test_bootstrap_interval_brackets_the_mean():
+    values = np.random.default_rng(0).normal(0.3, 0.1, 200)
+    mean, low, high = bootstrap_interval(values)
+    assert low < mean < high and high - low < 0.05
+    assert np.isnan(bootstrap_interval([np.nan])[0])
