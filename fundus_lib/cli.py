@@ -52,12 +52,12 @@ def _train(args: argparse.Namespace) -> None:
     from fundus_lib.runs import get_run
 
     params = load_params(args.params)
-    runs = {label: config for label, config in all_runs(params).items()
+    runs = {label: pair for label, pair in all_runs(params).items()
             if not args.only or any(part in label for part in args.only)}
     if not runs:
         raise UserError(f"no run matches {args.only}; runs: {', '.join(all_runs(params))}")
-    for label, config in runs.items():
-        run = get_run(params, config, progress=not args.quiet)
+    for label, (run_params, config) in runs.items():
+        run = get_run(run_params, config, progress=not args.quiet)
         test = run.metrics("test")
         print(f"{label}: run {run.key}, test kappa {test['kappa']:.3f}, balanced accuracy "
               f"{test['balanced_accuracy']:.3f}, {run.train_seconds / 60:.1f} min", flush=True)

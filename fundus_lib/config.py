@@ -270,6 +270,21 @@ class AttackConfig(_Section):
     decision: DecisionAttackConfig = DecisionAttackConfig()
 
 
+class AttributionConfig(_Section):
+    """Chapter 6: integrated gradients and the other methods, scored against the lesion masks."""
+
+    n_images: int = Field(40, ge=1, le=100_000, description="test images with lesions, a fixed seeded sample")
+    seed: int = Field(0, ge=0)
+    ig_steps: int = Field(100, ge=2, le=10_000, description="the report: 100")
+    ig_baseline: Literal["uniform", "zero", "grey"] = Field("uniform", description="the report: uniform random")
+    ig_method: Literal["riemann_trapezoid", "gausslegendre"] = Field("riemann_trapezoid", description="the report: trapezoid")
+    internal_batch_size: int = Field(50, ge=1, description="images x steps evaluated at once (memory bound)")
+    adversarial_baseline_eps_255: float = Field(2.0, gt=0, le=64, description="PGD example as IG baseline")
+    spurious_cue: float = Field(
+        1.0, ge=0, le=1, description="cue strength of the spurious-cue experiment (synthetic data only; 0 = skip)"
+    )
+
+
 class Params(_Section):
     """A whole params file."""
 
@@ -287,6 +302,7 @@ class Params(_Section):
     balancing: BalancingConfig = BalancingConfig()
     adversarial: AdversarialConfig = AdversarialConfig()
     attacks: AttackConfig = AttackConfig()
+    attribution: AttributionConfig = AttributionConfig()
 
 
 def _describe_error(error: dict[str, Any], model: type[BaseModel], source: str) -> str:

@@ -1,6 +1,7 @@
-"""Evaluations of finished runs beyond their test metrics: attacks on a fixed, seeded sample of
-test images. Results are cached in the run's folder (``evaluations/``), keyed by the settings,
-so re-running a chapter repeats no attack.
+"""Evaluations of finished runs beyond their test metrics, on fixed, seeded samples of test
+images: attacks (chapters 4-5), attributions scored against lesion masks and the spurious cue
+(chapter 6). Results are cached in the run's folder (``evaluations/``), keyed by the settings and
+the data, so re-running a chapter repeats no attack and no attribution.
 
 Example::
 
@@ -18,10 +19,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fundus_lib.attacks import attack_success, hop_skip_jump, perturbation_sizes, predict_labels
-from fundus_lib.config import AttackConfig
+from fundus_lib.attacks import attack_success, hop_skip_jump, perturbation_sizes, pgd, predict_labels
+from fundus_lib.attribution import (
+    CAPTUM_IG,
+    deletion_auc,
+    deletion_curve,
+    grad_cam,
+    integrated_gradients,
+    lesion_auc,
+    pixel_map,
+    pointing_game,
+    relevance_mass,
+    saliency,
+    smoothgrad,
+)
+from fundus_lib.config import AttackConfig, AttributionConfig
+from fundus_lib.data.counterfactual import rerender
 from fundus_lib.data.dataset import to_tensor
 from fundus_lib.data.pipeline import FundusData
+from fundus_lib.data.preprocess import circle_mask
+from fundus_lib.data.synthetic import load_specs
 from fundus_lib.files import write_atomic
 from fundus_lib.runs import Run
 
@@ -77,3 +94,110 @@ def decision_attack_sizes(run: Run, data: FundusData, settings: AttackConfig) ->
     keys = settings.model_dump(mode="json")
     return cached(run, "decision", {**keys, "data": data.manifest_hash}, compute)
 
+
+
+# --- attributions (chapter 6) ----------------------------------------------------------------------
+
+
+def lesion_sample(data: FundusData, n_images: int, seed: int) -> np.ndarray:
+    """Array rows of a fixed, seeded sample of test images whose mask holds a lesion (codes 1-5)."""
+    if data.cache.masks is None:
+        raise ValueError("lesion scores need lesion masks (the synthetic data)")
+    rows = data.rows("test")
+    masks = np.asarray(data.cache.masks[rows])
+    with_lesion = rows[((masks >= 1) & (masks <= 5)).any(axis=(1, 2))]
+    return np.sort(np.random.default_rng(seed).choice(with_lesion, size=min(n_images, len(with_lesion)), replace=False))
+
+
+def _images(data: FundusData, rows) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.stack([to_tensor(np.array(data.cache.images[row])) for row in rows])
+    return images, torch.as_tensor(data.manifest.loc[rows, "level"].to_numpy(), dtype=torch.int64)
+
+
+def attribution_maps(run: Run, data: FundusData, rows, settings: AttributionConfig) -> dict[str, np.ndarray]:
+    """Per method, the pixel maps (N, S, S) of the true grade for the images of ``rows``."""
+    model = run.load_model()
+    images, labels = _images(data, rows)
+    generator = torch.Generator().manual_seed(settings.seed)
+    report = integrated_gradients(model, images, labels, settings.ig_baseline, settings.ig_steps, settings.ig_method,
+                                  settings.internal_batch_size, generator)
+    adversarial = pgd(model, images, labels, settings.adversarial_baseline_eps_255 / 255, steps=10, generator=generator)
+    return {
+        "integrated gradients (report)": pixel_map(report),
+        "integrated gradients (captum defaults)": pixel_map(integrated_gradients(
+            model, images, labels, CAPTUM_IG["baseline"], CAPTUM_IG["steps"], CAPTUM_IG["method"],
+            settings.internal_batch_size)),
+        "integrated gradients (adversarial baseline)": pixel_map(integrated_gradients(
+            model, images, labels, adversarial, settings.ig_steps, settings.ig_method, settings.internal_batch_size)),
+        "saliency": pixel_map(saliency(model, images, labels)),
+        "smoothgrad": pixel_map(smoothgrad(model, images, labels)),
+        "grad-cam": pixel_map(grad_cam(model, images, labels)),
+    }
+
+
+def attribution_scores(run: Run, data: FundusData, settings: AttributionConfig) -> pd.DataFrame:
+    """Per test image with lesions and per method: relevance mass on the lesions, pointing game,
+    lesion AUC (inside the field of view) and, for every method, the deletion score (mean class
+    probability as the most attributed pixels are greyed, lower = more faithful)."""
+    def compute() -> pd.DataFrame:
+        rows = lesion_sample(data, settings.n_images, settings.seed)
+        maps = attribution_maps(run, data, rows, settings)
+        model = run.load_model()
+        images, labels = _images(data, rows)
+        lesions = (np.asarray(data.cache.masks[rows]) >= 1) & (np.asarray(data.cache.masks[rows]) <= 5)
+        field = circle_mask(data.config.image_size, data.config.graham_circle)
+        records = []
+        for method, method_maps in maps.items():
+            for index, row in enumerate(rows):
+                curve = deletion_curve(model, images[index], int(labels[index]), method_maps[index])
+                records.append({"row": row, "method": method, "grade": int(labels[index]),
+                                "relevance_mass": relevance_mass(method_maps[index], lesions[index]),
+                                "pointing_game": pointing_game(method_maps[index], lesions[index]),
+                                "lesion_auc": lesion_auc(method_maps[index], lesions[index], field),
+                                "deletion": deletion_auc(curve)})
+        return pd.DataFrame(records)
+
+    return cached(run, "attribution", {**settings.model_dump(mode="json"), "data": data.manifest_hash}, compute)
+
+
+# --- the spurious cue (chapter 6) --------------------------------------------------------------------
+
+
+def cue_reliance(run: Run, data: FundusData) -> pd.DataFrame:
+    """Per test image: grade, whether it carries the cue, and the prediction as generated, with
+    the cue removed from every image and with the cue flipped (added where absent, removed where present)."""
+    def compute() -> pd.DataFrame:
+        rows = data.rows("test")
+        specs = {spec.image: spec for spec in load_specs(data.images_dir.parent)}
+        cue = np.array([specs[image].cue for image in data.manifest.loc[rows, "image"]])
+        model = run.load_model()
+        variants = {"as generated": np.asarray(data.cache.images[rows]), "cue removed": rerender(data, rows, False),
+                    "cue flipped": rerender(data, rows, ~cue)}
+        table = pd.DataFrame({"row": rows, "grade": data.manifest.loc[rows, "level"].to_numpy(), "cue": cue})
+        for name, images in variants.items():
+            tensors = torch.stack([to_tensor(image) for image in images])
+            table[name] = torch.cat([predict_labels(model, chunk) for chunk in tensors.split(64)]).numpy()
+        return table
+
+    return cached(run, "cue-reliance", {"data": data.manifest_hash}, compute)
+
+
+def cue_attribution(run: Run, data: FundusData, settings: AttributionConfig) -> pd.DataFrame:
+    """Per test image carrying the cue (at most ``settings.n_images``): the share of positive IG
+    (the report's settings) on the cue patch and on the lesions, and the patch's share of the field."""
+    def compute() -> pd.DataFrame:
+        rows = data.rows("test")
+        masks = np.asarray(data.cache.masks[rows])
+        rows = rows[(masks == 6).any(axis=(1, 2))][: settings.n_images]
+        masks = np.asarray(data.cache.masks[rows])
+        images, labels = _images(data, rows)
+        maps = pixel_map(integrated_gradients(run.load_model(), images, labels, settings.ig_baseline, settings.ig_steps,
+                                              settings.ig_method, settings.internal_batch_size,
+                                              torch.Generator().manual_seed(settings.seed)))
+        field = circle_mask(data.config.image_size, data.config.graham_circle)
+        return pd.DataFrame({"row": rows, "grade": labels.numpy(),
+                             "mass_on_cue": [relevance_mass(m, mask == 6) for m, mask in zip(maps, masks)],
+                             "mass_on_lesions": [relevance_mass(m, (mask >= 1) & (mask <= 5)) for m, mask in zip(maps, masks)],
+                             "cue_area_share": [(mask == 6).sum() / field.sum() for mask in masks]})
+
+    return cached(run, "cue-attribution", {**settings.model_dump(mode="json"), "data": data.manifest_hash}, compute)

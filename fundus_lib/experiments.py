@@ -24,11 +24,16 @@ def baseline_runs(params: Params) -> dict[str, RunConfig]:
     return {row_label(row): run_config(params, row) for row in params.baselines}
 
 
-def all_runs(params: Params) -> dict[str, RunConfig]:
-    """Every run of every chapter, keyed ``<chapter>: <label>``."""
-    return {**{f"02 baselines: {label}": config for label, config in baseline_runs(params).items()},
-            **{f"03 balancing: {name}": config for name, config in balancing_runs(params).items()},
-            **{f"05 adversarial: {name}": config for name, config in adversarial_runs(params).items()}}
+def all_runs(params: Params) -> dict[str, tuple[Params, RunConfig]]:
+    """Every run of every chapter, keyed ``<chapter>: <label>``, with the params whose data it uses."""
+    runs = {f"02 baselines: {label}": config for label, config in baseline_runs(params).items()}
+    runs |= {f"03 balancing: {name}": config for name, config in balancing_runs(params).items()}
+    runs |= {f"05 adversarial: {name}": config for name, config in adversarial_runs(params).items()}
+    every = {label: (params, config) for label, config in runs.items()}
+    if has_spurious_experiment(params):
+        cue_params = spurious_params(params)
+        every |= {f"06 spurious cue: {name}": (cue_params, config) for name, config in adversarial_runs(cue_params).items()}
+    return every
 
 
 def balancing_runs(params: Params) -> dict[str, RunConfig]:
@@ -60,3 +65,14 @@ def adversarial_runs(params: Params) -> dict[str, RunConfig]:
     if settings.fine_tune_epochs:
         changes.update(init_from=baseline, epochs=settings.fine_tune_epochs)
     return {"baseline": baseline, "adversarially trained": baseline.model_copy(update=changes)}
+
+
+def has_spurious_experiment(params: Params) -> bool:
+    """The spurious-cue experiment needs the synthetic data (it plants the cue) and a cue strength."""
+    return params.data.source == "synthetic" and params.attribution.spurious_cue > 0
+
+
+def spurious_params(params: Params) -> Params:
+    """The params with the synthetic data regenerated with the spurious cue switched on."""
+    synthetic = params.data.synthetic.model_copy(update={"spurious_cue": params.attribution.spurious_cue})
+    return params.model_copy(update={"data": params.data.model_copy(update={"synthetic": synthetic})})

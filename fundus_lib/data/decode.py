@@ -104,7 +104,11 @@ def decode_fundus(path: str | Path, target_radius: float, allow_grayscale: bool 
     Grayscale files are unusable unless ``allow_grayscale`` (then the channel is replicated and
     the note says so).
     """
-    data = read_bytes(path)
+    return decode_fundus_bytes(read_bytes(path), target_radius, allow_grayscale)
+
+
+def decode_fundus_bytes(data: bytes, target_radius: float, allow_grayscale: bool = False) -> Decoded:
+    """:func:`decode_fundus` on a file's bytes."""
     header = _open(data, allow_grayscale)
     width, height = header.size
     reduction = choose_reduction(width, height, target_radius)

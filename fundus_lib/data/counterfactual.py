@@ -1,0 +1,49 @@
+"""Counterfactual versions of synthetic test images: the same eye re-rendered with the spurious
+cue switched on or off, then put through the cache's own path (JPEG at the generator's quality,
+field-of-view estimate, Graham preprocessing at the cache size). Everything else about the image
+(anatomy, lesions, camera) stays the same, because ``render_eye`` is a pure function of its spec.
+
+Example::
+
+    without_cue = rerender(data, data.rows("test"), cue=False)     # uint8 (N, S, S, 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import cv2
+import numpy as np
+
+from fundus_lib.data.decode import decode_fundus_bytes
+from fundus_lib.data.pipeline import FundusData
+from fundus_lib.data.preprocess import preprocess
+from fundus_lib.data.synthetic import load_specs, render_eye
+
+
+def _as_cached(rgb: np.ndarray, size: int, circle: float, quality: int) -> np.ndarray:
+    """A rendered photograph encoded as the generator encodes it and decoded and preprocessed as
+    the cache builder does: uint8 (size, size, 3)."""
+    ok, buffer = cv2.imencode(".jpeg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    decoded = decode_fundus_bytes(buffer.tobytes(), size / 2)
+    return preprocess(decoded.rgb, decoded.fov, size, circle)
+
+
+def rerender(data: FundusData, rows, cue: bool | np.ndarray) -> np.ndarray:
+    """The images of manifest ``rows`` with the cue forced on/off (a bool, or one bool per row).
+
+    Only for synthetic data (it needs the generator's specs). Returns uint8 (len(rows), S, S, 3).
+    """
+    if data.config.source != "synthetic":
+        raise ValueError("counterfactual images exist only for the synthetic data")
+    generator = data.config.synthetic
+    specs = {spec.image: spec for spec in load_specs(data.images_dir.parent)}
+    cues = np.broadcast_to(np.asarray(cue, dtype=bool), (len(rows),))
+    out = np.empty((len(rows), data.config.image_size, data.config.image_size, 3), np.uint8)
+    for position, (row, with_cue) in enumerate(zip(rows, cues)):
+        spec = specs[data.manifest.at[row, "image"]]
+        rgb, _ = render_eye(replace(spec, cue=bool(with_cue)), generator.raw_width, generator.difficulty)
+        out[position] = _as_cached(rgb, data.config.image_size, data.config.graham_circle, generator.jpeg_quality)
+    return out

@@ -1,0 +1,237 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (chapter-attribution)=
+# # Integrated gradients: does adversarial training make attributions meaningful?
+#
+# This chapter reproduces Figures 7 and 8 of the report (its section 5) and tests, with numbers,
+# the hypothesis the report could only illustrate: adversarial training penalises non-robust
+# features, so the model's attributions move to real structures such as lesions. We will:
+#
+# - show integrated-gradients overlays of a grade-0 and a grade-4 image for the baseline and the
+#   adversarially trained model of chapter 5 (Figures 7 and 8);
+# - score the attributions of both models against the lesion masks of the synthetic images
+#   (relevance mass, pointing game, lesion AUC, deletion), with bootstrap confidence intervals,
+#   for integrated gradients and three other methods;
+# - plant a spurious cue correlated with the grade, train both kinds of model on it, and measure
+#   how much each relies on the cue and how much attribution it puts there;
+# - state, from these numbers, whether this run supports the report's hypothesis.
+
+# %% tags=["parameters", "remove-cell"]
+params_file = "params/demo.yaml"
+
+# %% tags=["hide-input"]
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from fundus_lib.attribution import bootstrap_interval, integrated_gradients, overlay, pixel_map
+from fundus_lib.config import load_params
+from fundus_lib.data.dataset import to_tensor
+from fundus_lib.evaluation import attribution_maps, attribution_scores, cue_attribution, cue_reliance
+from fundus_lib.experiments import adversarial_runs, has_spurious_experiment, spurious_params
+from fundus_lib.plots import image_grid
+from fundus_lib.provenance import provenance
+from fundus_lib.runs import get_run, run_data
+from fundus_lib.tables import styled
+
+params = load_params(params_file)
+settings = params.attribution
+runs = {name: get_run(params, config) for name, config in adversarial_runs(params).items()}
+data = run_data(params, runs["baseline"].config, progress=False)
+has_masks = data.cache.masks is not None
+
+# %% [markdown]
+# ## Figures 7 and 8
+#
+# Integrated gradients with the report's settings: 100 steps on the straight path from a baseline
+# image of uniform random pixels to the image, trapezoid rule, for the true grade. The attribution
+# is summed over the colour channels and drawn over the faded image, positive in green and
+# negative in red, as in the report.
+
+# %% tags=["hide-input"]
+test_rows = data.rows("test")
+levels = data.manifest.loc[test_rows, "level"].to_numpy()
+rng = np.random.default_rng(settings.seed)
+picked = {grade: rng.choice(test_rows[levels == grade]) for grade in (0, 4) if (levels == grade).any()}
+figure_rows = list(picked.values())
+images = torch.stack([to_tensor(np.array(data.cache.images[row])) for row in figure_rows])
+labels = torch.as_tensor(data.manifest.loc[figure_rows, "level"].to_numpy())
+ig = {}
+for name, run in runs.items():
+    attributions, delta = integrated_gradients(run.load_model(), images, labels, settings.ig_baseline, settings.ig_steps,
+                                               settings.ig_method, settings.internal_batch_size,
+                                               torch.Generator().manual_seed(settings.seed), return_delta=True)
+    ig[name] = (pixel_map(attributions), delta)
+display(Markdown("Completeness check, sum of attributions - (f(x) - f(baseline)) per image: " + "; ".join(
+    f"{name}: " + ", ".join(f"{value:+.4f}" for value in delta.tolist()) for name, (_, delta) in ig.items())))
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Figures 7 (top, grade 0) and 8 (bottom, grade 4): the image and the integrated gradients of the baseline and of the adversarially trained model (green positive, red negative).", "name": "fig-ig-overlays"}}
+pictures, titles = [], []
+for position, row in enumerate(figure_rows):
+    image = images[position].permute(1, 2, 0).numpy()
+    pictures.append(image)
+    titles.append(f"grade {labels[position].item()} ({data.manifest.at[row, 'image']})")
+    for name, (maps, _) in ig.items():
+        pictures.append(overlay(image, maps[position]))
+        titles.append(name)
+image_grid(pictures, titles, ncols=1 + len(ig), cell_inches=2.8)
+
+# %% [markdown]
+# ## Do attributions land on lesions?
+#
+# For a fixed sample of test images that contain lesions, each method's attribution map is
+# compared with the lesion mask:
+#
+# - **relevance mass**: the share of the positive attribution that falls on lesion pixels (lesions
+#   cover a few per cent of the image, so chance is small);
+# - **pointing game**: how often the most attributed pixel is a lesion pixel;
+# - **lesion AUC**: the map used as a pixel-wise lesion detector inside the field of view (0.5 is
+#   chance);
+# - **deletion**: the model's probability for the true grade, averaged while the most attributed
+#   pixels (up to half the image) are greyed out first; lower means the map found what the model
+#   uses (faithfulness).
+#
+# Intervals are 95 % bootstrap intervals over images.
+
+# %% tags=["hide-input"]
+if not has_masks:
+    display(Markdown("*This data has no lesion masks (real photographs): only the pictures above.*"))
+else:
+    scores = pd.concat({name: attribution_scores(run, data, settings) for name, run in runs.items()}, names=["model"])
+    scores = scores.reset_index("model").reset_index(drop=True)
+    summary = []
+    for (method, model), group in scores.groupby(["method", "model"], sort=False):
+        entry = {"method": method, "model": model, "images": len(group)}
+        for measure in ("relevance_mass", "pointing_game", "lesion_auc", "deletion"):
+            mean, low, high = bootstrap_interval(group[measure].astype(float), seed=settings.seed)
+            entry[measure] = f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+        summary.append(entry)
+    display(styled(pd.DataFrame(summary).set_index(["method", "model"]),
+                   caption="Attribution scores against the lesion masks: mean [95 % bootstrap interval]"))
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Every method on one test image with lesions (top row: baseline; bottom row: adversarially trained), next to the lesion mask.", "name": "fig-methods"}}
+if has_masks:
+    row = scores["row"].iloc[0]
+    image = to_tensor(np.array(data.cache.images[row])).permute(1, 2, 0).numpy()
+    lesion_picture = np.repeat(((np.asarray(data.cache.masks[row]) >= 1) & (np.asarray(data.cache.masks[row]) <= 5))[..., None], 3, axis=2).astype(float)
+    pictures, titles = [], []
+    for name, run in runs.items():
+        maps = attribution_maps(run, data, [row], settings)
+        pictures += [image if name == "baseline" else lesion_picture] + [overlay(image, method_map[0]) for method_map in maps.values()]
+        titles += ["image" if name == "baseline" else "lesion mask"] + [f"{name}: {method}" for method in maps]
+    display(image_grid(pictures, [title.replace("integrated gradients", "IG") for title in titles], ncols=1 + len(maps),
+                       cell_inches=2.2))
+
+# %% [markdown]
+# ## The spurious cue
+#
+# The report's hypothesis is about non-robust features. The synthetic generator can plant one: a
+# faint checkerboard patch, a few grey levels strong, at a fixed place in the image, present with
+# probability (strength x grade / 4). A model can use it to guess the grade. Both kinds of model
+# are trained on data with the cue; then each test image is shown as generated, with the cue
+# removed, and with the cue flipped (added where it was absent, removed where present). A model
+# that relies on the cue changes its answers when the cue changes.
+
+# %% tags=["hide-input"]
+if not has_spurious_experiment(params):
+    display(Markdown("*The spurious-cue experiment needs the synthetic data and `attribution.spurious_cue` > 0.*"))
+else:
+    cue_params = spurious_params(params)
+    cue_runs = {name: get_run(cue_params, config) for name, config in adversarial_runs(cue_params).items()}
+    cue_data = run_data(cue_params, cue_runs["baseline"].config, progress=False)
+    reliance_rows, attribution_rows, reliance_tables, mass_tables = [], [], {}, {}
+    for name, run in cue_runs.items():
+        table = cue_reliance(run, cue_data)
+        reliance_tables[name] = table
+        correct = {variant: (table[variant] == table["grade"]).mean() for variant in ("as generated", "cue removed", "cue flipped")}
+        reliance_rows.append({"model": name, "images": len(table), "with cue": table["cue"].mean(),
+                              **{f"accuracy, {variant}": value for variant, value in correct.items()},
+                              "predictions changed by flipping the cue": (table["cue flipped"] != table["as generated"]).mean()})
+        masses = cue_attribution(run, cue_data, settings)
+        mass_tables[name] = masses
+        attribution_rows.append({"model": name, "images with the cue": len(masses),
+                                 "IG mass on the cue": masses["mass_on_cue"].mean(),
+                                 "cue's share of the field": masses["cue_area_share"].mean(),
+                                 "IG mass on lesions": masses["mass_on_lesions"].mean()})
+    display(styled(pd.DataFrame(reliance_rows).set_index("model"), percent=tuple(
+        column for column in pd.DataFrame(reliance_rows).columns if column not in ("model", "images")),
+        caption=f"Reliance on the spurious cue (strength {settings.spurious_cue}), test split"))
+    display(styled(pd.DataFrame(attribution_rows).set_index("model"),
+                   percent=("IG mass on the cue", "cue's share of the field", "IG mass on lesions"),
+                   caption="Where the positive integrated gradients go, on test images carrying the cue"))
+
+# %% [markdown]
+# ## Does this run support the report's hypothesis?
+#
+# The hypothesis predicts two things: the adversarially trained model puts **more** of its
+# attribution on lesions, and it relies **less** on the non-robust cue. Each is judged by a paired
+# 95 % bootstrap interval of the difference (adversarially trained minus baseline) over the same
+# images: an interval that excludes 0, for a difference of at least one percentage point, counts
+# as evidence, for or against.
+
+# %% tags=["hide-input"]
+MIN_EFFECT = 0.01  # shares: a difference below one percentage point is no evidence either way
+
+
+def verdict(differences, more_is_support: bool, what: str) -> tuple[str, str]:
+    mean, low, high = bootstrap_interval(differences, seed=settings.seed)
+    if np.isnan(mean):
+        return "no data", f"- {what}: no data."
+    if (low > 0 or high < 0) and abs(mean) >= MIN_EFFECT:
+        supports = (low > 0) == more_is_support
+        word = "supports" if supports else "refutes"
+    else:
+        word = "neither"
+    return word, f"- {what}: difference {mean:+.3f} [{low:+.3f}, {high:+.3f}] → **{word}**."
+
+findings = []
+if has_masks:
+    report_ig = scores[scores["method"] == "integrated gradients (report)"].pivot(index="row", columns="model", values="relevance_mass")
+    findings.append(verdict((report_ig["adversarially trained"] - report_ig["baseline"]).to_numpy(), True,
+                            "IG relevance mass on lesions, adversarially trained minus baseline"))
+if has_spurious_experiment(params):
+    flips = {name: (table["cue flipped"] != table["as generated"]).astype(float).to_numpy() for name, table in reliance_tables.items()}
+    findings.append(verdict(flips["adversarially trained"] - flips["baseline"], False,
+                            "share of predictions changed by flipping the cue, adversarially trained minus baseline"))
+    cue_mass = {name: table.set_index("row")["mass_on_cue"] for name, table in mass_tables.items()}
+    findings.append(verdict((cue_mass["adversarially trained"] - cue_mass["baseline"]).dropna().to_numpy(), False,
+                            "IG mass on the cue, adversarially trained minus baseline"))
+words = [word for word, _ in findings if word != "no data"]
+overall = ("supports the hypothesis" if words and all(word == "supports" for word in words) else
+           "refutes the hypothesis" if words and all(word == "refutes" for word in words) else
+           "neither supports nor refutes the hypothesis as a whole" if words else "cannot test the hypothesis")
+display(Markdown("\n".join(line for _, line in findings)
+                 + f"\n\nOn the {params.data.source} data of this run ({params.name}), the evidence **{overall}**."))
+
+# %% [markdown]
+# ## Summary
+#
+# In this chapter we have:
+
+# %% tags=["hide-input"]
+display(Markdown(
+    "- drawn the report's integrated-gradients overlays (Figures 7 and 8) for both models;\n"
+    + ("- scored six attribution maps against the lesion masks with bootstrap intervals;\n" if has_masks else "")
+    + ("- planted a spurious cue and measured how much each model relies on it;\n" if has_spurious_experiment(params) else "")
+    + f"- found that this run {overall}."
+))
+
+# %% [markdown]
+# ## Provenance
+
+# %% tags=["hide-input"]
+all_runs_used = dict(runs) | ({f"spurious cue, {name}": run for name, run in cue_runs.items()} if has_spurious_experiment(params) else {})
+provenance(params_file, params, data, runs=all_runs_used)
