@@ -194,6 +194,24 @@ class AdversarialTraining(_Section):
     weight: float = Field(0.5, ge=0, le=1, description="share of the adversarial loss (the report: 0.5)")
 
 
+class CorruptionTraining(_Section):
+    """Training on corrupted images (the report's §4): each training image gets one of the four
+    corruptions at a random level in ``levels``."""
+
+    levels: tuple[int, int] = Field(description="level range, e.g. (1, 2); the report: (1,1), (1,2), (1,3), (1,4)")
+    on_the_fly: bool = Field(False, description="False: a corrupted cache made once (the report); "
+                             "True: a new random corruption every time an image is used (its proposed improvement)")
+    clean_share: float = Field(0.0, ge=0, le=0.95, description="share of images left clean (its other proposal)")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _levels_are_a_range(self) -> CorruptionTraining:
+        low, high = self.levels
+        if not 1 <= low <= high <= 4:
+            raise ValueError(f"levels must be (low, high) with 1 <= low <= high <= 4, got {self.levels}")
+        return self
+
+
 class BalancingMethod(_Section):
     """One row of Table 5: a way of countering the class imbalance, on the chapter's model row."""
 
@@ -270,6 +288,20 @@ class AttackConfig(_Section):
     decision: DecisionAttackConfig = DecisionAttackConfig()
 
 
+class CorruptionConfig(_Section):
+    """Chapter 4: the models trained on corrupted images, on one model row (the report:
+    efficientnet-b0 at 512 px, batch 48, no dropout)."""
+
+    model: ModelRow = ModelRow(model="small-cnn", image_size=128, batch_size=32)
+    level_ranges: tuple[tuple[int, int], ...] = Field(((1, 1), (1, 2), (1, 3), (1, 4)), description="Tables 6-7 rows")
+    oversampled: bool = Field(True, description="also train on the oversampled set (Table 7)")
+    oversampled_epochs: int | None = Field(None, ge=1, description="epochs of the oversampled rows (default: the row's)")
+    improvements: bool = Field(True, description="add the report's two proposals: mixed clean + corrupted, on the fly")
+    clean_share: float = Field(0.5, ge=0, le=0.95, description="clean share of the mixed rows")
+    test_levels: tuple[int, int] = Field((1, 4), description="corruption of the test set of Table 8 (the report: 1-4)")
+    seed: int = Field(0, ge=0)
+
+
 class AttributionConfig(_Section):
     """Chapter 6: integrated gradients and the other methods, scored against the lesion masks."""
 
@@ -300,6 +332,7 @@ class Params(_Section):
         description="Table 4: the models trained on the imbalanced data; the first is the baseline of later chapters",
     )
     balancing: BalancingConfig = BalancingConfig()
+    corruption: CorruptionConfig = CorruptionConfig()
     adversarial: AdversarialConfig = AdversarialConfig()
     attacks: AttackConfig = AttackConfig()
     attribution: AttributionConfig = AttributionConfig()
@@ -405,6 +438,7 @@ class RunConfig(_Section):
     smote_k: int = Field(5, ge=1, le=50, description="SMOTE's nearest neighbours")
     init_from: RunConfig | None = Field(None, description="start from this run's best weights (fine-tuning)")
     adversarial: AdversarialTraining | None = Field(None, description="None = clean training")
+    corruption: CorruptionTraining | None = Field(None, description="None = clean images")
 
     @model_validator(mode="after")
     def _loss_has_its_parameter(self) -> RunConfig:

@@ -35,12 +35,13 @@ from fundus_lib.attribution import (
 )
 from fundus_lib.config import AttackConfig, AttributionConfig
 from fundus_lib.data.counterfactual import rerender
-from fundus_lib.data.dataset import to_tensor
-from fundus_lib.data.pipeline import FundusData
+from fundus_lib.data.dataset import FundusDataset, to_tensor
+from fundus_lib.data.pipeline import FundusData, data_variant
 from fundus_lib.data.preprocess import circle_mask
 from fundus_lib.data.synthetic import load_specs
 from fundus_lib.files import write_atomic
 from fundus_lib.runs import Run
+from fundus_lib.train import evaluate, predict
 
 
 def cached(run: Run, name: str, settings: dict, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
@@ -201,3 +202,18 @@ def cue_attribution(run: Run, data: FundusData, settings: AttributionConfig) -> 
                              "cue_area_share": [(mask == 6).sum() / field.sum() for mask in masks]})
 
     return cached(run, "cue-attribution", {**settings.model_dump(mode="json"), "data": data.manifest_hash}, compute)
+
+
+# --- corrupted test images (chapter 4) -------------------------------------------------------------
+
+
+def corrupted_test_metrics(run: Run, data: FundusData, levels: tuple[int, int], seed: int) -> pd.DataFrame:
+    """The run's best model on the test split with every image corrupted (a random type and a level
+    in ``levels``, seeded): one row with accuracy, balanced_accuracy, kappa and loss."""
+    def compute() -> pd.DataFrame:
+        corrupted = data_variant(data, False, corruption_levels=tuple(levels), corruption_seed=seed)
+        dataset = FundusDataset(corrupted, "test")
+        probabilities = predict(run.load_model(), dataset, torch.device("cpu"))
+        return pd.DataFrame([evaluate(probabilities, dataset.labels)])
+
+    return cached(run, "corrupted-test", {"levels": list(levels), "seed": seed, "data": data.manifest_hash}, compute)

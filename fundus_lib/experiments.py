@@ -11,7 +11,7 @@ Example::
 
 from __future__ import annotations
 
-from fundus_lib.config import ModelRow, Params, RunConfig, run_config
+from fundus_lib.config import CorruptionTraining, ModelRow, Params, RunConfig, run_config
 
 
 def row_label(row: ModelRow) -> str:
@@ -28,6 +28,8 @@ def all_runs(params: Params) -> dict[str, tuple[Params, RunConfig]]:
     """Every run of every chapter, keyed ``<chapter>: <label>``, with the params whose data it uses."""
     runs = {f"02 baselines: {label}": config for label, config in baseline_runs(params).items()}
     runs |= {f"03 balancing: {name}": config for name, config in balancing_runs(params).items()}
+    runs |= {f"04 corruption: {table}, {name}": config for table, rows in corruption_runs(params).items()
+             for name, config in rows.items()}
     runs |= {f"05 adversarial: {name}": config for name, config in adversarial_runs(params).items()}
     every = {label: (params, config) for label, config in runs.items()}
     if has_spurious_experiment(params):
@@ -76,3 +78,39 @@ def spurious_params(params: Params) -> Params:
     """The params with the synthetic data regenerated with the spurious cue switched on."""
     synthetic = params.data.synthetic.model_copy(update={"spurious_cue": params.attribution.spurious_cue})
     return params.model_copy(update={"data": params.data.model_copy(update={"synthetic": synthetic})})
+
+
+def level_label(levels: tuple[int, int]) -> str:
+    """``(1, 1)`` -> ``1``, ``(1, 3)`` -> ``1-3`` (the report's row names)."""
+    return str(levels[0]) if levels[0] == levels[1] else f"{levels[0]}-{levels[1]}"
+
+
+def corruption_runs(params: Params) -> dict[str, dict[str, RunConfig]]:
+    """Tables 6 and 7 and the report's two proposals, on chapter 4's model row.
+
+    ``table6``: the clean baseline and one model per level range (imbalanced data);
+    ``table7``: the same on the oversampled set; ``improvements``: mixed clean + corrupted images
+    and corruption on the fly, at the widest level range. Corrupted models train without
+    augmentation, as the report's ("No other data augmentation is added").
+    """
+    settings = params.corruption
+    baseline = run_config(params, settings.model)
+
+    def corrupted(base: RunConfig, levels, **options) -> RunConfig:
+        scheme = CorruptionTraining(levels=levels, seed=settings.seed, **options)
+        return base.model_copy(update={"corruption": scheme, "augment": None})
+
+    tables = {"table6": {"baseline": baseline} | {level_label(levels): corrupted(baseline, levels)
+                                                   for levels in settings.level_ranges}}
+    if settings.oversampled:
+        oversampled = baseline.model_copy(update={"sampling": "oversample",
+                                                  "epochs": settings.oversampled_epochs or baseline.epochs})
+        tables["table7"] = {"baseline": oversampled} | {level_label(levels): corrupted(oversampled, levels)
+                                                        for levels in settings.level_ranges}
+    if settings.improvements:
+        widest = settings.level_ranges[-1]
+        tables["improvements"] = {
+            f"mixed clean + corrupted {level_label(widest)}": corrupted(baseline, widest, clean_share=settings.clean_share),
+            f"on the fly {level_label(widest)}": corrupted(baseline, widest, on_the_fly=True),
+        }
+    return tables

@@ -39,7 +39,9 @@ from fundus_lib.attacks import adversarial_loss
 from fundus_lib.config import RunConfig, RuntimeConfig, resolve_path
 from fundus_lib.data.augment import build_augmentation
 from fundus_lib.data.dataset import FundusDataset, ImageDataset
-from fundus_lib.data.pipeline import FundusData
+from fundus_lib.data.corruptions import RandomCorruption
+from fundus_lib.data.pipeline import FundusData, data_variant
+from fundus_lib.data.preprocess import graham
 from fundus_lib.errors import UserError
 from fundus_lib.losses import build_loss
 from fundus_lib.metrics import confusion, scores
@@ -264,10 +266,38 @@ class TrainingSet:
     preparation_seconds: float = 0.0
 
 
-def training_set(config: RunConfig, data: FundusData, progress: bool = True) -> TrainingSet:
-    """The run's training data: the train split, rebalanced as ``config.sampling`` says."""
+class _CorruptThenGraham:
+    """Training transform for corruption on the fly: corrupt the fundus square, Graham-filter it,
+    then the augmentation (if any)."""
+
+    def __init__(self, corruption: RandomCorruption, circle: float, augment=None):
+        self.corruption, self.circle, self.augment = corruption, circle, augment
+
+    def __call__(self, square: np.ndarray) -> np.ndarray:
+        image = graham(self.corruption(square), self.circle)
+        return self.augment(image) if self.augment else image
+
+
+def _training_images(config: RunConfig, data: FundusData, progress: bool) -> FundusDataset:
+    """The train split as the run sees it: clean, from a corrupted cache, or corrupted on the fly."""
     augment = build_augmentation(config.augment) if config.augment else None
-    real = FundusDataset(data, "train", transform=augment)
+    scheme = config.corruption
+    if scheme is None:
+        return FundusDataset(data, "train", transform=augment)
+    if scheme.on_the_fly:
+        squares = data_variant(data, progress, graham=False)
+        transform = _CorruptThenGraham(RandomCorruption(scheme.levels, scheme.clean_share), data.config.graham_circle, augment)
+        return FundusDataset(squares, "train", transform=transform)
+    corrupted = data_variant(data, progress, corruption_levels=scheme.levels, corruption_seed=scheme.seed,
+                             clean_share=scheme.clean_share)
+    return FundusDataset(corrupted, "train", transform=augment)
+
+
+def training_set(config: RunConfig, data: FundusData, progress: bool = True) -> TrainingSet:
+    """The run's training data: the train split (corrupted as ``config.corruption`` says),
+    rebalanced as ``config.sampling`` says."""
+    augment = build_augmentation(config.augment) if config.augment else None
+    real = _training_images(config, data, progress)
     counts = np.bincount(real.labels, minlength=5)
     if config.sampling == "oversample":
         oversampled = lambda epoch: oversample(real.labels, np.random.default_rng(epoch_seed(config.seed, epoch)))  # noqa: E731

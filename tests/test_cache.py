@@ -139,3 +139,34 @@ def test_build_resumes_after_kill_9_with_identical_result(tmp_path, real_sample)
     assert np.array_equal(resumed.images, fresh.images)
     pd.testing.assert_frame_equal(resumed.manifest, fresh.manifest)
     assert len(records.read_text().splitlines()) <= len(items) + 1  # finished work was not redone
+
+
+def test_corrupted_caches_are_reproducible_and_recorded(tmp_path, real_sample):
+    items = real_items(real_sample, 24)
+    settings = CacheSettings(64, corruption_levels=(1, 2), corruption_seed=3)
+    first = build_cache(items, tmp_path / "a", settings, workers=1, progress=False)
+    second = build_cache(items, tmp_path / "b", settings, workers=2, progress=False)
+    clean = build_cache(items, tmp_path / "clean", CacheSettings(64), workers=1, progress=False)
+    assert np.array_equal(first.images, second.images)
+    assert not np.array_equal(first.images, clean.images)
+    assert first.manifest["corruption_level"].between(1, 2).all()
+    assert set(first.manifest["corruption"]) <= {"light leakage", "motion blur", "under exposure", "over exposure"}
+    assert (clean.manifest["corruption"] == "").all()
+
+
+def test_clean_share_leaves_some_images_clean(tmp_path, real_sample):
+    items = real_items(real_sample, 40)
+    mixed = build_cache(items, tmp_path / "mixed", CacheSettings(32, corruption_levels=(1, 4), clean_share=0.5),
+                        workers=1, progress=False)
+    clean = build_cache(items, tmp_path / "clean", CacheSettings(32), workers=1, progress=False)
+    untouched = mixed.manifest["corruption"] == ""
+    assert 0.25 < untouched.mean() < 0.75
+    rows = mixed.manifest.index[untouched]
+    assert np.array_equal(mixed.images[rows], clean.images[rows])
+
+
+def test_squares_before_graham(tmp_path, real_sample):
+    squares = build_cache(real_items(real_sample, 4), tmp_path / "s", CacheSettings(32, graham=False), workers=1,
+                          progress=False)
+    corner = squares.images[:, 0, 0]
+    assert corner.max() < 30  # black outside the fundus, not Graham's grey 128

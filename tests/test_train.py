@@ -176,3 +176,19 @@ def test_fine_tuning_starts_from_the_given_weights(params, data, tmp_path):
     start, end = weights(tmp_path / "first" / "best.pt"), weights(tmp_path / "tuned" / CHECKPOINT)
     assert all(torch.allclose(start[key].float(), end[key].float(), atol=1e-6) for key in start
                if "running" not in key and "num_batches" not in key)
+
+
+@pytest.mark.parametrize("on_the_fly", [False, True], ids=["precomputed", "on the fly"])
+def test_training_on_corrupted_images(params, data, tmp_path, on_the_fly):
+    from fundus_lib.config import CorruptionTraining
+    from fundus_lib.train import training_set
+
+    config = run_config(params, params.baselines[0], epochs=1, augment=None,
+                        corruption=CorruptionTraining(levels=(2, 3), on_the_fly=on_the_fly))
+    training = training_set(config, data, progress=False)
+    torch.manual_seed(0)
+    image, label = training.dataset[0]
+    clean, _ = training_set(run_config(params, params.baselines[0], augment=None), data, progress=False).dataset[0]
+    assert image.shape == clean.shape and not torch.equal(image, clean)
+    fit(config, data, tmp_path, params.runtime, progress=False)
+    assert (tmp_path / CHECKPOINT).exists()

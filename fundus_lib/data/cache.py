@@ -36,13 +36,14 @@ from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from fundus_lib.data.decode import UnusableImage, decode_fundus
-from fundus_lib.data.preprocess import circle_mask, crop_to_fundus, preprocess
+from fundus_lib.data.corruptions import corrupt, corruption_for
+from fundus_lib.data.preprocess import circle_mask, crop_to_fundus, graham
 from fundus_lib.errors import UserError
 from fundus_lib.files import write_atomic
 
 CACHE_VERSION = 1
 ITEM_COLUMNS = ["image", "patient", "side", "level", "path", "mask_path"]
-RECORD_COLUMNS = ["status", "reason", "sha1", "width", "height", "reduction", "note"]
+RECORD_COLUMNS = ["status", "reason", "sha1", "width", "height", "reduction", "note", "corruption", "corruption_level"]
 
 
 class CacheMismatchError(UserError, RuntimeError):
@@ -54,12 +55,20 @@ class CacheSettings:
     """How each image is turned into a cache row.
 
     image_size: side S of the cached square (px); circle: share of the radius Graham keeps;
-    allow_grayscale: use grayscale files (replicated) instead of skipping them.
+    allow_grayscale: use grayscale files (replicated) instead of skipping them;
+    graham: False stores the fundus square before Graham preprocessing (for corruption on the fly);
+    corruption_levels: (low, high) to corrupt each image with a random type and level in that
+    range before Graham (the report's corrupted datasets), reproducibly from corruption_seed;
+    clean_share: the share of images left clean in such a cache (a mixed dataset).
     """
 
     image_size: int
     circle: float = 0.95
     allow_grayscale: bool = False
+    graham: bool = True
+    corruption_levels: tuple[int, int] | None = None
+    corruption_seed: int = 0
+    clean_share: float = 0.0
 
 
 def items_hash(items: pd.DataFrame) -> str:
@@ -84,11 +93,17 @@ class Cache:
         if not info.get("complete"):
             raise CacheMismatchError(f"{self.root} is not a finished cache (build it with build_cache)")
         self.info = info
-        self.settings = CacheSettings(**info["build"]["settings"])
+        settings = info["build"]["settings"]
+        if settings.get("corruption_levels") is not None:
+            settings["corruption_levels"] = tuple(settings["corruption_levels"])
+        self.settings = CacheSettings(**settings)
         self.manifest = pd.read_csv(
             self.root / "manifest.csv", index_col="index", keep_default_na=False,
-            dtype={"patient": str, "path": str, "mask_path": str, "reason": str, "note": str, "sha1": str},
+            dtype={"patient": str, "path": str, "mask_path": str, "reason": str, "note": str, "sha1": str,
+                   "corruption": str},
         )
+        for column in ("width", "height", "reduction", "corruption_level"):
+            self.manifest[column] = pd.to_numeric(self.manifest[column], errors="coerce").astype("Int64")
         self.images = np.load(self.root / "images.npy", mmap_mode="r")
         masks = self.root / "masks.npy"
         self.masks = np.load(masks, mmap_mode="r") if masks.exists() else None
@@ -129,6 +144,14 @@ def _cached_mask(mask_path: str, decoded_shape: tuple[int, ...], fov, size: int,
     return cropped
 
 
+def _corrupted(square, index: int, settings: CacheSettings) -> tuple:
+    """The square with this image's corruption (or clean): (square, corruption name, level)."""
+    kind, level, rng = corruption_for(index, settings.corruption_levels, settings.corruption_seed)
+    if rng.random() < settings.clean_share:
+        return square, "", 0
+    return corrupt(square, kind, level, rng), kind, level
+
+
 def _process(index: int) -> dict:
     item, settings = _WORKER["items"][index], _WORKER["settings"]
     size = settings.image_size
@@ -140,7 +163,10 @@ def _process(index: int) -> dict:
         return {"index": index, "status": "skipped", "reason": str(exc)}
     except Exception as exc:  # a bug, not a bad file: fail loudly, naming the file
         raise RuntimeError(f"preprocessing {item['path']} failed: {exc!r}") from exc
-    _WORKER["images"][index] = preprocess(decoded.rgb, decoded.fov, size, settings.circle)
+    square, kind, level = crop_to_fundus(decoded.rgb, decoded.fov, size), "", 0
+    if settings.corruption_levels is not None:
+        square, kind, level = _corrupted(square, index, settings)
+    _WORKER["images"][index] = graham(square, settings.circle) if settings.graham else square
     return {
         "index": index,
         "status": "ok",
@@ -150,6 +176,8 @@ def _process(index: int) -> dict:
         "height": decoded.height,
         "reduction": decoded.reduction,
         "note": decoded.note,
+        "corruption": kind,
+        "corruption_level": level,
     }
 
 
@@ -170,7 +198,8 @@ def _read_records(path: Path) -> dict[int, dict]:
 
 
 def _prepare_folder(root: Path, items: pd.DataFrame, settings: CacheSettings, has_masks: bool) -> None:
-    build = {"version": CACHE_VERSION, "settings": asdict(settings), "items": items_hash(items), "n": len(items)}
+    build = json.loads(json.dumps(  # as stored: tuples become lists
+        {"version": CACHE_VERSION, "settings": asdict(settings), "items": items_hash(items), "n": len(items)}))
     info_path = root / "cache.json"
     if info_path.exists():
         stored = _read_json(info_path)
@@ -240,8 +269,11 @@ def build_cache(
     with records_path.open("a") as log:
         _run(todo, init_args, workers, progress, log)
     records = pd.DataFrame.from_records(list(_read_records(records_path).values())).set_index("index")
-    records = records.reindex(columns=RECORD_COLUMNS).astype({"width": "Int64", "height": "Int64", "reduction": "Int64"})
-    manifest = items.join(records).fillna({"reason": "", "note": "", "sha1": ""})
+    records = records.reindex(columns=RECORD_COLUMNS).astype(
+        {"width": "Int64", "height": "Int64", "reduction": "Int64", "corruption_level": "Int64"})
+    text_columns = ["reason", "note", "sha1", "corruption"]
+    records[text_columns] = records[text_columns].astype(object).fillna("")
+    manifest = items.join(records)
     manifest.index.name = "index"
     write_atomic(root / "manifest.csv", manifest.to_csv())
     info = _read_json(root / "cache.json")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ import pandas as pd
 
 from fundus_lib.config import DataConfig, Params, resolve_path
 from fundus_lib.data import synthetic
-from fundus_lib.data.cache import Cache, CacheSettings, build_cache, cache_key
+from fundus_lib.data.cache import ITEM_COLUMNS, Cache, CacheSettings, build_cache, cache_key
 from fundus_lib.data.eyepacs import list_images
 from fundus_lib.data.split import assign_split
 from fundus_lib.files import write_atomic
@@ -86,6 +86,17 @@ def list_items(config: DataConfig, progress: bool = True) -> tuple[pd.DataFrame,
 def manifest_hash(manifest: pd.DataFrame) -> str:
     """Content hash of the dataset as used: names, labels, split, status and image hashes."""
     return hashlib.sha1(manifest[MANIFEST_HASH_COLUMNS].to_csv(index=False).encode()).hexdigest()
+
+
+def data_variant(data: FundusData, progress: bool = True, **settings) -> FundusData:
+    """The same images and split cached with other settings, e.g. corrupted
+    (``corruption_levels=(1, 4)``) or before Graham (``graham=False``); see CacheSettings."""
+    cache_settings = replace(data.cache.settings, **settings)
+    items = data.cache.manifest[ITEM_COLUMNS].reset_index(drop=True)
+    cache = build_cache(items, data_dir() / "cache" / cache_key(items, cache_settings), cache_settings,
+                        data.config.workers, progress)
+    manifest = cache.manifest.assign(split=data.manifest["split"].to_numpy())
+    return FundusData(data.config, cache, manifest, data.manifest_hash, data.images_dir)
 
 
 def prepare_data(params: Params, progress: bool = True) -> FundusData:
