@@ -14,7 +14,7 @@ BOOK_OUT ?= .
 JB_FLAGS := -W -n --keep-going
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data train chapters html book test bench lab clean clean-all
+.PHONY: help venv data train chapters chapters-from-store html book book-from-store browser test bench lab clean clean-all
 
 help:
 	@echo "make book            build the book with PARAMS=$(PARAMS) (venv, data, chapters, HTML)"
@@ -23,6 +23,7 @@ help:
 	@echo "make data            generate / cache / split the data of PARAMS"
 	@echo "make train           train every run the chapters need into the run store (runs/)"
 	@echo "make html            render book/generated/ to HTML without executing anything"
+	@echo "make book-from-store build the book from runs already in the store (never trains)"
 	@echo "make bench           run the benchmarks (ratios measured in one run)"
 	@echo "make lab             open the notebooks in JupyterLab"
 	@echo "make clean           remove the built book and executed chapters (keeps data and runs)"
@@ -47,6 +48,9 @@ train: venv
 chapters: venv
 	$(BIN)/fundus run all --params $(PARAMS)
 
+chapters-from-store: venv
+	$(BIN)/fundus run all --params $(PARAMS) --from-store
+
 chapter-%: venv
 	$(BIN)/fundus run $* --params $(PARAMS)
 
@@ -56,13 +60,24 @@ html: venv
 
 book: chapters html
 
-test: venv
+book-from-store: chapters-from-store html
+
+# The browser test opens the built book in headless Chromium: Debian's package, installed once.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  echo "installing Debian's chromium for the browser test"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "could not install chromium: the browser test is skipped (and fails under CI)"
+
+test: venv browser
 	$(BIN)/python -m pytest
 
 bench: venv
 	$(BIN)/python benchmarks/bench_cache.py
 	$(BIN)/python benchmarks/bench_training.py --params $(PARAMS) --report-sizes
 	$(BIN)/python benchmarks/bench_adversarial.py --threads 1
+	$(BIN)/python benchmarks/bench_corruptions.py
 
 lab: venv
 	$(BIN)/python -m pip install --quiet "jupyterlab>=4"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jupytext
 import papermill
+from papermill.exceptions import PapermillExecutionError
 
 from fundus_lib.config import load_params, resolve_path
 from fundus_lib.errors import UserError
@@ -24,6 +25,10 @@ from fundus_lib.paths import project_root
 
 class UnknownChapter(UserError, LookupError):
     """A chapter name or number that is not in notebooks/."""
+
+
+class ChapterFailed(UserError, RuntimeError):
+    """A cell of a chapter raised; the message names the chapter, the error and the partial output."""
 
 
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -64,12 +69,20 @@ def to_notebook(chapter: str):
     return notebook
 
 
-def execute_chapter(chapter: str, params_file: str | Path, out_dir: Path | None = None, progress: bool = True) -> float:
+def parameter_names(notebook) -> set[str]:
+    """Names assigned in the notebook's ``parameters``-tagged cell."""
+    cells = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    return {line.split("=")[0].strip() for cell in cells for line in cell.source.splitlines() if "=" in line}
+
+
+def execute_chapter(chapter: str, params_file: str | Path, out_dir: Path | None = None, progress: bool = True,
+                    train_missing: bool = True) -> float:
     """Execute one chapter with a params file; returns the seconds it took.
 
     The params file is validated first, so a wrong key fails before any work. Cells run with
-    the project root as working directory. A failing cell raises papermill's execution error;
-    the partly executed notebook is still written, for inspection.
+    the project root as working directory. train_missing=False reads every run from the store
+    and fails on a missing one instead of training it. A failing cell raises ChapterFailed; the
+    partly executed notebook is still written, for inspection.
     """
     load_params(params_file)
     params_path = resolve_path(params_file)
@@ -77,13 +90,16 @@ def execute_chapter(chapter: str, params_file: str | Path, out_dir: Path | None 
         params_path = params_path.relative_to(project_root())
     out_dir = Path(out_dir or generated_dir())
     out_dir.mkdir(parents=True, exist_ok=True)
+    notebook = to_notebook(chapter)
+    parameters = {"params_file": str(params_path)}
+    if "train_missing" in parameter_names(notebook):
+        parameters["train_missing"] = train_missing
+    output = out_dir / f"{chapter}.ipynb"
     start = time.perf_counter()
-    papermill.execute_notebook(
-        to_notebook(chapter),
-        str(out_dir / f"{chapter}.ipynb"),
-        parameters={"params_file": str(params_path)},
-        cwd=str(project_root()),
-        kernel_name=KERNEL["name"],
-        progress_bar=progress,
-    )
+    try:
+        papermill.execute_notebook(notebook, str(output), parameters=parameters, cwd=str(project_root()),
+                                   kernel_name=KERNEL["name"], progress_bar=progress)
+    except PapermillExecutionError as error:
+        raise ChapterFailed(f"chapter {chapter} failed in cell {error.exec_count}: {error.ename}: {error.evalue} "
+                            f"(the partly executed notebook is {output})") from error
     return time.perf_counter() - start

@@ -6,6 +6,7 @@
     fundus runs                               # list the run store
     fundus run all --params params/demo.yaml  # execute every chapter into book/generated/
     fundus run 01 --params params/eyepacs-512.yaml
+    fundus run all --params params/eyepacs-512.yaml --from-store   # render runs trained elsewhere
     fundus check params/*.yaml                # validate params files against the schema
 """
 
@@ -42,7 +43,8 @@ def _run(args: argparse.Namespace) -> None:
     timings = {}
     for chapter in chapters:
         print(f"== {chapter} with {args.params}", flush=True)
-        timings[chapter] = execute_chapter(chapter, args.params, args.out, progress=not args.quiet)
+        timings[chapter] = execute_chapter(chapter, args.params, args.out, progress=not args.quiet,
+                                           train_missing=not args.from_store)
     for chapter, seconds in timings.items():
         print(f"{chapter}: {seconds:.0f} s")
 
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--params", default="params/demo.yaml")
     run.add_argument("--out", default=None, help="output folder (default: book/generated)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--from-store", action="store_true",
+                     help="read every run from the run store and fail on a missing one instead of training it")
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="validate params files")

@@ -115,6 +115,10 @@ def _images(data: FundusData, rows) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.as_tensor(data.manifest.loc[rows, "level"].to_numpy(), dtype=torch.int64)
 
 
+#: The method with the report's settings (100 steps, uniform random baseline, trapezoid rule).
+REPORT_IG = "integrated gradients (report)"
+
+
 def attribution_maps(run: Run, data: FundusData, rows, settings: AttributionConfig) -> dict[str, np.ndarray]:
     """Per method, the pixel maps (N, S, S) of the true grade for the images of ``rows``."""
     model = run.load_model()
@@ -124,7 +128,7 @@ def attribution_maps(run: Run, data: FundusData, rows, settings: AttributionConf
                                   settings.internal_batch_size, generator)
     adversarial = pgd(model, images, labels, settings.adversarial_baseline_eps_255 / 255, steps=10, generator=generator)
     return {
-        "integrated gradients (report)": pixel_map(report),
+        REPORT_IG: pixel_map(report),
         "integrated gradients (captum defaults)": pixel_map(integrated_gradients(
             model, images, labels, CAPTUM_IG["baseline"], CAPTUM_IG["steps"], CAPTUM_IG["method"],
             settings.internal_batch_size)),

@@ -28,6 +28,7 @@
 
 # %% tags=["parameters", "remove-cell"]
 params_file = "params/demo.yaml"
+train_missing = True  # False: read runs from the store only, never train (`fundus run --from-store`)
 
 # %% tags=["hide-input"]
 import numpy as np
@@ -73,7 +74,7 @@ styled(beside_report(report_table("table2"), counts, "model", "this project").as
 # below are measured on the separate **test** split (see {doc}`../deviations`).
 
 # %% tags=["hide-input"]
-runs = {label: get_run(params, config) for label, config in baseline_runs(params).items()}
+runs = {label: get_run(params, config, train=train_missing) for label, config in baseline_runs(params).items()}
 trained = pd.DataFrame([
     {"model": run.config.model, "image_size": run.config.image_size, "batch_size": run.config.batch_size,
      "epochs": run.record["epochs_run"], "best_epoch": run.record["best_epoch"],

@@ -26,6 +26,7 @@
 
 # %% tags=["parameters", "remove-cell"]
 params_file = "params/demo.yaml"
+train_missing = True  # False: read runs from the store only, never train (`fundus run --from-store`)
 
 # %% tags=["hide-input"]
 import numpy as np
@@ -76,7 +77,7 @@ display(Markdown(
 # ## Results (Table 5)
 
 # %% tags=["hide-input"]
-runs = {name: get_run(params, config) for name, config in configs.items()}
+runs = {name: get_run(params, config, train=train_missing) for name, config in configs.items()}
 rows = pd.DataFrame([
     {"method": name, "batch_size": run.config.batch_size, "epochs": run.record["epochs_run"],
      **{metric: run.metrics("test")[metric] for metric in METRICS}, "training_hours": run.total_seconds / 3600}

@@ -29,6 +29,7 @@
 
 # %% tags=["parameters", "remove-cell"]
 params_file = "params/demo.yaml"
+train_missing = True  # False: read runs from the store only, never train (`fundus run --from-store`)
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt
@@ -54,7 +55,7 @@ ours = run_label(params)
 METRICS = ["accuracy", "balanced_accuracy", "kappa"]
 settings = params.corruption
 tables = corruption_runs(params)
-runs = {table: {name: get_run(params, config) for name, config in rows.items()} for table, rows in tables.items()}
+runs = {table: {name: get_run(params, config, train=train_missing) for name, config in rows.items()} for table, rows in tables.items()}
 data = run_data(params, runs["table6"]["baseline"].config, progress=False)
 
 # %% [markdown]

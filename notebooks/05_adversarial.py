@@ -26,6 +26,7 @@
 
 # %% tags=["parameters", "remove-cell"]
 params_file = "params/demo.yaml"
+train_missing = True  # False: read runs from the store only, never train (`fundus run --from-store`)
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt
@@ -49,7 +50,7 @@ ours = run_label(params)
 METRICS = ["accuracy", "balanced_accuracy", "kappa"]
 scheme = params.adversarial.training
 settings = params.attacks
-runs = {name: get_run(params, config) for name, config in adversarial_runs(params).items()}
+runs = {name: get_run(params, config, train=train_missing) for name, config in adversarial_runs(params).items()}
 data = run_data(params, runs["baseline"].config, progress=False)
 
 # %% [markdown]

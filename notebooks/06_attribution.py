@@ -30,6 +30,7 @@
 
 # %% tags=["parameters", "remove-cell"]
 params_file = "params/demo.yaml"
+train_missing = True  # False: read runs from the store only, never train (`fundus run --from-store`)
 
 # %% tags=["hide-input"]
 import numpy as np
@@ -42,6 +43,7 @@ from fundus_lib.config import load_params
 from fundus_lib.data.dataset import to_tensor
 from fundus_lib.evaluation import attribution_maps, attribution_scores, cue_attribution, cue_reliance
 from fundus_lib.experiments import adversarial_runs, has_spurious_experiment, spurious_params
+from fundus_lib.findings import hypothesis_evidence, overall_verdict
 from fundus_lib.plots import image_grid
 from fundus_lib.provenance import provenance
 from fundus_lib.runs import get_run, run_data
@@ -49,7 +51,7 @@ from fundus_lib.tables import styled
 
 params = load_params(params_file)
 settings = params.attribution
-runs = {name: get_run(params, config) for name, config in adversarial_runs(params).items()}
+runs = {name: get_run(params, config, train=train_missing) for name, config in adversarial_runs(params).items()}
 data = run_data(params, runs["baseline"].config, progress=False)
 has_masks = data.cache.masks is not None
 
@@ -150,7 +152,7 @@ if not has_spurious_experiment(params):
     display(Markdown("*The spurious-cue experiment needs the synthetic data and `attribution.spurious_cue` > 0.*"))
 else:
     cue_params = spurious_params(params)
-    cue_runs = {name: get_run(cue_params, config) for name, config in adversarial_runs(cue_params).items()}
+    cue_runs = {name: get_run(cue_params, config, train=train_missing) for name, config in adversarial_runs(cue_params).items()}
     cue_data = run_data(cue_params, cue_runs["baseline"].config, progress=False)
     reliance_rows, attribution_rows, reliance_tables, mass_tables = [], [], {}, {}
     for name, run in cue_runs.items():
@@ -183,38 +185,14 @@ else:
 # as evidence, for or against.
 
 # %% tags=["hide-input"]
-MIN_EFFECT = 0.01  # shares: a difference below one percentage point is no evidence either way
-
-
-def verdict(differences, more_is_support: bool, what: str) -> tuple[str, str]:
-    mean, low, high = bootstrap_interval(differences, seed=settings.seed)
-    if np.isnan(mean):
-        return "no data", f"- {what}: no data."
-    if (low > 0 or high < 0) and abs(mean) >= MIN_EFFECT:
-        supports = (low > 0) == more_is_support
-        word = "supports" if supports else "refutes"
-    else:
-        word = "neither"
-    return word, f"- {what}: difference {mean:+.3f} [{low:+.3f}, {high:+.3f}] → **{word}**."
-
-findings = []
-if has_masks:
-    report_ig = scores[scores["method"] == "integrated gradients (report)"].pivot(index="row", columns="model", values="relevance_mass")
-    findings.append(verdict((report_ig["adversarially trained"] - report_ig["baseline"]).to_numpy(), True,
-                            "IG relevance mass on lesions, adversarially trained minus baseline"))
-if has_spurious_experiment(params):
-    flips = {name: (table["cue flipped"] != table["as generated"]).astype(float).to_numpy() for name, table in reliance_tables.items()}
-    findings.append(verdict(flips["adversarially trained"] - flips["baseline"], False,
-                            "share of predictions changed by flipping the cue, adversarially trained minus baseline"))
-    cue_mass = {name: table.set_index("row")["mass_on_cue"] for name, table in mass_tables.items()}
-    findings.append(verdict((cue_mass["adversarially trained"] - cue_mass["baseline"]).dropna().to_numpy(), False,
-                            "IG mass on the cue, adversarially trained minus baseline"))
-words = [word for word, _ in findings if word != "no data"]
-overall = ("supports the hypothesis" if words and all(word == "supports" for word in words) else
-           "refutes the hypothesis" if words and all(word == "refutes" for word in words) else
-           "neither supports nor refutes the hypothesis as a whole" if words else "cannot test the hypothesis")
-display(Markdown("\n".join(line for _, line in findings)
-                 + f"\n\nOn the {params.data.source} data of this run ({params.name}), the evidence **{overall}**."))
+evidence = hypothesis_evidence(params, runs, train=train_missing)
+overall = overall_verdict(evidence)
+overall_words = {"supports": "supports the hypothesis", "refutes": "refutes the hypothesis",
+                 "neither": "neither supports nor refutes the hypothesis as a whole",
+                 "untested": "cannot test the hypothesis"}[overall]
+display(Markdown("\n".join(f"- {item.measure}, adversarially trained minus baseline: difference {item.mean:+.3f} "
+                           f"[{item.low:+.3f}, {item.high:+.3f}] → **{item.word}**." for item in evidence)
+                 + f"\n\nOn the {params.data.source} data of this run ({params.name}), the evidence **{overall_words}**."))
 
 # %% [markdown]
 # ## Summary
@@ -226,7 +204,7 @@ display(Markdown(
     "- drawn the report's integrated-gradients overlays (Figures 7 and 8) for both models;\n"
     + ("- scored six attribution maps against the lesion masks with bootstrap intervals;\n" if has_masks else "")
     + ("- planted a spurious cue and measured how much each model relies on it;\n" if has_spurious_experiment(params) else "")
-    + f"- found that this run {overall}."
+    + f"- found that this run {overall_words}."
 ))
 
 # %% [markdown]

@@ -1,9 +1,13 @@
-"""The book end to end: every chapter executes with the smoke params, and Jupyter Book renders
-them without a single warning. Also chapter 1 on the real EyePACS sample."""
+"""The book end to end: every chapter executes with the smoke params, Jupyter Book renders them
+without a single warning, and headless Chromium shows every table and figure. A second execution
+from an empty data folder and run store gives the same tables; a store-only execution trains
+nothing. Also chapter 1 on the real EyePACS sample."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,10 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fundus_lib.chapters import execute_chapter, list_chapters
+from fundus_lib.chapters import ChapterFailed, execute_chapter, list_chapters
 from fundus_lib.paths import project_root
 
 ROOT = project_root()
+SMOKE = ROOT / "params" / "smoke.yaml"
 
 
 def executed_outputs(notebook_path):
@@ -29,8 +34,20 @@ def smoke_book(tmp_path_factory):
     book = tmp_path_factory.mktemp("book") / "book"
     shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("generated", "_build"))
     for chapter in list_chapters():
-        execute_chapter(chapter, ROOT / "params" / "smoke.yaml", book / "generated", progress=False)
+        execute_chapter(chapter, SMOKE, book / "generated", progress=False)
     return book
+
+
+@pytest.fixture(scope="module")
+def built_book(smoke_book, tmp_path_factory):
+    """The smoke book rendered to HTML with warnings as errors: (returncode, log, html folder)."""
+    out = tmp_path_factory.mktemp("html")
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(smoke_book), "--config", str(ROOT / "_config.yml"),
+         "--toc", str(ROOT / "_toc.yml"), "--path-output", str(out), "-W", "-n", "--keep-going"],
+        capture_output=True, text=True, timeout=600,
+    )
+    return result.returncode, result.stdout[-4000:] + result.stderr[-4000:], out / "_build" / "html"
 
 
 def test_every_chapter_executes_without_errors(smoke_book):
@@ -47,17 +64,109 @@ def test_every_chapter_is_in_the_toc():
 
 
 @pytest.mark.slow
-def test_book_builds_without_warnings(smoke_book, tmp_path):
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(smoke_book), "--config", str(ROOT / "_config.yml"),
-         "--toc", str(ROOT / "_toc.yml"), "--path-output", str(tmp_path), "-W", "-n", "--keep-going"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    html = tmp_path / "_build" / "html"
+def test_book_builds_without_warnings(built_book):
+    returncode, log, html = built_book
+    assert returncode == 0, log
     for chapter in list_chapters():
         page = (html / "generated" / f"{chapter}.html").read_text()
-        assert "<table" in page and "<img" in page, chapter
+        assert "<table" in page, chapter
+
+
+#: Injected into a copy of each page: once the page has loaded, count what the browser shows.
+BROWSER_CHECK = """<script>
+window.addEventListener("load", function () {
+  var main = document.querySelector("main") || document.body;
+  var images = Array.prototype.slice.call(main.querySelectorAll("img"));
+  var result = {
+    tables: main.querySelectorAll("table").length,
+    images: images.length,
+    broken: images.filter(function (img) { return !(img.complete && img.naturalWidth > 0); })
+                  .map(function (img) { return img.getAttribute("src"); }),
+    errors: main.querySelectorAll(".output.traceback, .output.error").length
+  };
+  var pre = document.createElement("pre");
+  pre.id = "browser-check";
+  pre.textContent = JSON.stringify(result);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def browser_view(chromium: str, page: Path) -> dict:
+    """What headless Chromium renders of ``page``: table and image counts, broken images, error outputs."""
+    probe = page.with_name(page.stem + ".browser-check.html")
+    probe.write_text(page.read_text().replace("</body>", BROWSER_CHECK + "</body>"))
+    result = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--allow-file-access-from-files", "--virtual-time-budget=20000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    probe.unlink()
+    found = re.search(r'<pre id="browser-check">(.*?)</pre>', result.stdout, re.S)
+    assert found, f"Chromium did not render {page.name}: {result.stderr[-2000:]}"
+    return json.loads(found.group(1).replace("&quot;", '"'))
+
+
+@pytest.mark.slow
+def test_every_chapter_renders_its_tables_and_figures_in_chromium(built_book, chromium):
+    returncode, log, html = built_book
+    assert returncode == 0, log
+    for chapter in list_chapters():
+        view = browser_view(chromium, html / "generated" / f"{chapter}.html")
+        assert view["tables"] >= 1, (chapter, view)
+        assert view["images"] >= (0 if chapter == "07_conclusions" else 1), (chapter, view)
+        assert not view["broken"], (chapter, view)
+        assert view["errors"] == 0, (chapter, view)
+
+
+DURATION = re.compile(r"\d+(\.\d+)?\s?(h|min|s)\b")
+STYLER_ID = re.compile(r"T_[0-9a-f]{5}(_[\w-]+)?")
+
+
+def shown_tables(notebook_path: Path) -> list[str]:
+    """The HTML tables and Markdown text a chapter shows, with durations and Styler ids masked;
+    the provenance table (it records when it ran) left out."""
+    shown = []
+    for output in executed_outputs(notebook_path):
+        data = output.get("data", {})
+        for kind in ("text/html", "text/markdown"):
+            text = "".join(data.get(kind, ""))
+            if text and "executed at" not in text:
+                shown.append(DURATION.sub("<duration>", STYLER_ID.sub("<id>", text)))
+    return shown
+
+
+@pytest.fixture
+def empty_store(tmp_path):
+    """A fresh data folder and run store for the chapters executed in this test."""
+    saved = {name: os.environ[name] for name in ("FUNDUS_DATA_DIR", "FUNDUS_RUNS_DIR")}
+    os.environ["FUNDUS_DATA_DIR"], os.environ["FUNDUS_RUNS_DIR"] = str(tmp_path / "data"), str(tmp_path / "runs")
+    yield tmp_path
+    os.environ.update(saved)
+
+
+@pytest.mark.slow
+def test_running_the_book_twice_gives_identical_tables(smoke_book, empty_store):
+    """Every run retrained and every evaluation recomputed from scratch: the same tables."""
+    for chapter in list_chapters():
+        execute_chapter(chapter, SMOKE, empty_store / "again", progress=False)
+        first = shown_tables(smoke_book / "generated" / f"{chapter}.ipynb")
+        assert first, chapter
+        assert shown_tables(empty_store / "again" / f"{chapter}.ipynb") == first, chapter
+
+
+def test_a_store_only_execution_trains_nothing(empty_store):
+    with pytest.raises(ChapterFailed, match="MissingRun.*not in the store"):
+        execute_chapter("02_baselines", SMOKE, empty_store / "out", progress=False, train_missing=False)
+    assert not list((empty_store / "runs").glob("*/config.json"))
+
+
+@pytest.mark.slow
+def test_a_filled_store_renders_without_training(smoke_book, tmp_path):
+    """The store filled by the smoke book renders every chapter with training forbidden."""
+    for chapter in list_chapters():
+        execute_chapter(chapter, SMOKE, tmp_path, progress=False, train_missing=False)
+        assert shown_tables(tmp_path / f"{chapter}.ipynb") == shown_tables(smoke_book / "generated" / f"{chapter}.ipynb")
 
 
 @pytest.mark.slow

@@ -92,3 +92,13 @@ def test_bad_arguments():
         build_loss("class_balanced")
     with pytest.raises(ValueError, match="beta"):
         class_balanced_weights(COUNTS, 1.0)
+
+
+def test_the_schema_offers_exactly_the_implemented_losses():
+    from fundus_lib.config import LOSS_NAMES
+    from fundus_lib.losses import LOSSES
+
+    assert LOSS_NAMES == LOSSES
+    for name in LOSSES:
+        loss_fn = build_loss(name, class_counts=[10, 5, 3, 2, 1], gamma=2.0)
+        assert torch.isfinite(loss_fn(torch.randn(4, 5), torch.tensor([0, 1, 2, 4])))
