@@ -99,11 +99,15 @@ def saliency(model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> to
 
 
 def smoothgrad(model: nn.Module, images: torch.Tensor, target: torch.Tensor, samples: int = 16,
-               noise: float = 0.1) -> torch.Tensor:
-    """SmoothGrad: saliency averaged over ``samples`` copies with Gaussian noise (std ``noise`` in pixels)."""
-    with _eval_mode(model):
-        return NoiseTunnel(Saliency(model)).attribute(images.detach().clone().requires_grad_(True), nt_type="smoothgrad", nt_samples=samples,
-                                                      nt_samples_batch_size=samples, stdevs=noise, target=target)
+               noise: float = 0.1, seed: int = 0) -> torch.Tensor:
+    """SmoothGrad: saliency averaged over ``samples`` copies with Gaussian noise (std ``noise`` in
+    pixels). The noise is seeded (captum draws it from torch's global generator, which is left as it was)."""
+    devices = [images.device.index or 0] if images.is_cuda else []
+    with _eval_mode(model), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return NoiseTunnel(Saliency(model)).attribute(images.detach().clone().requires_grad_(True), nt_type="smoothgrad",
+                                                      nt_samples=samples, nt_samples_batch_size=samples, stdevs=noise,
+                                                      target=target)
 
 
 def last_convolution(model: nn.Module) -> nn.Module:

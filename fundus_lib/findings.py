@@ -35,6 +35,10 @@ from fundus_lib.runs import Run, get_run, run_data
 METRICS = ["accuracy", "balanced_accuracy", "kappa"]
 REPRODUCED, NOT_REPRODUCED, NOT_TESTED = "reproduced", "not reproduced", "not tested"
 
+#: A model that gives one grade to at least this share of the test images is degenerate: its
+#: numbers say nothing about a method (chapter 5 uses the same threshold).
+DEGENERATE_SHARE = 0.95
+
 #: Chapter 6's rule: a paired difference counts as evidence when its 95 % bootstrap interval
 #: excludes 0 and it is at least one percentage point (the measures are shares).
 MIN_EFFECT = 0.01
@@ -70,10 +74,30 @@ def finding(section: str, claim: str, test: Callable[[pd.DataFrame], Check], rep
                    REPRODUCED if our_check.holds == report_check.holds else NOT_REPRODUCED)
 
 
+def top_share(run: Run) -> float:
+    """The share of test images given the run's most frequent predicted grade."""
+    confusion = run.confusion("test")
+    return float(confusion.sum(axis=0).max() / max(1, confusion.sum()))
+
+
 def metrics_frame(runs: dict[str, Run]) -> pd.DataFrame:
-    """Test accuracy, balanced accuracy and kappa per run, indexed by the runs' names."""
-    return pd.DataFrame({name: {metric: run.metrics("test")[metric] for metric in METRICS}
+    """Test accuracy, balanced accuracy, kappa and top_share per run, indexed by the runs' names."""
+    return pd.DataFrame({name: {**{metric: run.metrics("test")[metric] for metric in METRICS}, "top_share": top_share(run)}
                          for name, run in runs.items()}).T
+
+
+def degenerate(rows: pd.DataFrame) -> Check | None:
+    """A 'not tested' check when a model among ``rows`` is degenerate (``top_share`` column; the
+    report's tables have none), else None."""
+    if "top_share" not in rows:
+        return None
+    shares = rows.groupby(level=0, sort=False)["top_share"].first() if "model" not in rows else \
+        rows.groupby("model", sort=False)["top_share"].first()
+    bad = shares[shares >= DEGENERATE_SHARE]
+    if bad.empty:
+        return None
+    return Check(None, f"degenerate: {', '.join(map(str, bad.index))} give(s) one grade to at least "
+                       f"{DEGENERATE_SHARE:.0%} of the test images")
 
 
 # Table 4 ------------------------------------------------------------------------------------------
@@ -134,6 +158,8 @@ def reweighting_balances(table: pd.DataFrame) -> Check:
         return Check(None, missing)
     base = _row(table, "cross-entropy")
     best = table[table["kind"] == "reweighted loss"].sort_values("balanced_accuracy").iloc[-1]
+    if broken := degenerate(table.loc[[base.name, best.name]]):
+        return broken
     holds = best["balanced_accuracy"] > base["balanced_accuracy"] and best["accuracy"] >= base["accuracy"] - 0.01
     return Check(bool(holds), f"{best.name}: balanced accuracy {best['balanced_accuracy']:.1%} vs {base['balanced_accuracy']:.1%}, "
                         f"accuracy {best['accuracy']:.1%} vs {base['accuracy']:.1%} (cross-entropy)")
@@ -143,6 +169,8 @@ def oversampling_overfits(table: pd.DataFrame) -> Check:
     """Oversampling without dropout gives a lower kappa than cross-entropy and than oversampling with dropout."""
     if missing := _needs(table, "cross-entropy", "oversampling dropout=0"):
         return Check(None, missing)
+    if broken := degenerate(table[table["kind"].isin(["cross-entropy", "oversampling dropout=0", "oversampling with dropout"])]):
+        return broken
     plain = _row(table, "oversampling dropout=0")["kappa"]
     others = {"cross-entropy": _row(table, "cross-entropy")["kappa"]}
     others |= {name: row["kappa"] for name, row in table[table["kind"] == "oversampling with dropout"].iterrows()}
@@ -155,6 +183,8 @@ def restart_trades_accuracy(table: pd.DataFrame) -> Check:
     if missing := _needs(table, "cross-entropy", "oversampling + restart"):
         return Check(None, missing)
     base, restart = _row(table, "cross-entropy"), _row(table, "oversampling + restart")
+    if broken := degenerate(table.loc[[base.name, restart.name]]):
+        return broken
     holds = restart["balanced_accuracy"] > base["balanced_accuracy"] and restart["accuracy"] < base["accuracy"]
     return Check(bool(holds), f"balanced accuracy {restart['balanced_accuracy']:.1%} vs {base['balanced_accuracy']:.1%}, "
                         f"accuracy {restart['accuracy']:.1%} vs {base['accuracy']:.1%} (cross-entropy)")
@@ -164,6 +194,8 @@ def smote_is_worst(table: pd.DataFrame) -> Check:
     """SMOTE gives the lowest kappa of all rows."""
     if missing := _needs(table, "SMOTE"):
         return Check(None, missing)
+    if broken := degenerate(table):
+        return broken
     smote = _row(table, "SMOTE")["kappa"]
     others = table[table["kind"] != "SMOTE"]["kappa"]
     return Check(bool(smote < others.min()), f"κ {smote:.3f} for SMOTE; the others {others.min():.3f} to {others.max():.3f}")
@@ -177,6 +209,8 @@ def _corrupted(table: pd.DataFrame) -> pd.DataFrame:
 
 def corruption_costs_clean_kappa(table: pd.DataFrame) -> Check:
     """Table 6: every corruption-trained model has a lower clean kappa than the baseline."""
+    if broken := degenerate(table):
+        return broken
     rows = _corrupted(table)
     return Check(bool((rows["kappa"] < table.at["baseline", "kappa"]).all()),
                  f"κ baseline {table.at['baseline', 'kappa']:.3f}; level ranges "
@@ -185,6 +219,8 @@ def corruption_costs_clean_kappa(table: pd.DataFrame) -> Check:
 
 def corruption_helps_oversampled(table: pd.DataFrame) -> Check:
     """Table 7: on the oversampled set every corruption-trained model beats the baseline's kappa."""
+    if broken := degenerate(table):
+        return broken
     rows = _corrupted(table)
     return Check(bool((rows["kappa"] > table.at["baseline", "kappa"]).all()),
                  f"κ oversampled baseline {table.at['baseline', 'kappa']:.3f}; level ranges "
@@ -193,6 +229,8 @@ def corruption_helps_oversampled(table: pd.DataFrame) -> Check:
 
 def corruption_training_resists_corruption(table: pd.DataFrame) -> Check:
     """Table 8: every corruption-trained model loses less accuracy on corrupted images than the baseline."""
+    if broken := degenerate(table):
+        return broken
     rows = _corrupted(table)
     return Check(bool((rows["accuracy_drop"] < table.at["baseline", "accuracy_drop"]).all()),
                  f"accuracy drop baseline {table.at['baseline', 'accuracy_drop']:.1%}; "
@@ -206,6 +244,8 @@ def mean_success(curves: pd.DataFrame) -> pd.Series:
 
 def corruption_training_weakens_pgd(curves: pd.DataFrame) -> Check:
     """Figure 5: every corruption-trained model has a higher mean PGD success rate than the baseline."""
+    if broken := degenerate(curves):
+        return broken
     means = mean_success(curves)
     others = means.drop("baseline")
     return Check(bool((others > means["baseline"]).all()), f"mean success rate baseline {means['baseline']:.0%}; "
@@ -216,12 +256,16 @@ def corruption_training_weakens_pgd(curves: pd.DataFrame) -> Check:
 
 def adversarial_training_costs_kappa(table: pd.DataFrame) -> Check:
     """Table 9: the adversarially trained model has a lower clean kappa than the baseline."""
+    if broken := degenerate(table):
+        return broken
     base, robust = table.iloc[0]["kappa"], table.iloc[1]["kappa"]
     return Check(bool(robust < base), f"κ {base:.3f} baseline vs {robust:.3f} adversarially trained")
 
 
 def adversarial_training_resists_pgd(curves: pd.DataFrame) -> Check:
     """Figure 6: the adversarially trained model has a lower mean PGD success rate than the baseline."""
+    if broken := degenerate(curves):
+        return broken
     means = mean_success(curves)
     return Check(bool(means["adversarially trained"] < means["baseline"]),
                  f"mean success rate over eps {', '.join(f'{eps * 255:g}' for eps in sorted(curves['eps'].unique()) if eps > 0)}"
@@ -297,6 +341,12 @@ def overall_verdict(evidence: list[Evidence]) -> str:
 
 # The whole report ---------------------------------------------------------------------------------
 
+def with_shares(curves: pd.DataFrame, runs: dict[str, Run]) -> pd.DataFrame:
+    """PGD curves (model, eps_255, ...) with eps in [0, 1] pixels and each model's top_share."""
+    shares = {name: top_share(run) for name, run in runs.items()}
+    return curves.assign(eps=curves["eps_255"] / 255, top_share=curves["model"].map(shares))
+
+
 def report_findings(params: Params, train: bool = False, progress: bool = False) -> list[Finding]:
     """Every finding of the report that this params file can test, from the run store.
 
@@ -347,8 +397,7 @@ def report_findings(params: Params, train: bool = False, progress: bool = False)
     ours_curves = pd.concat({name: evaluation.pgd_curve(run, data, params.attacks, progress=False)
                              for name, run in tables["table6"].items()}, names=["model", "position"]).reset_index("model")
     findings.append(finding("Figure 5", "Corruption-trained models are more vulnerable to PGD than the baseline",
-                            corruption_training_weakens_pgd, report_curves,
-                            ours_curves.assign(eps=ours_curves["eps_255"] / 255)))
+                            corruption_training_weakens_pgd, report_curves, with_shares(ours_curves, tables["table6"])))
 
     adversarial = runs_of(adversarial_runs(params))
     findings.append(finding("Table 9", "Adversarial training lowers the clean kappa", adversarial_training_costs_kappa,
@@ -358,7 +407,7 @@ def report_findings(params: Params, train: bool = False, progress: bool = False)
                         for name, run in adversarial.items()}, names=["model", "position"]).reset_index("model")
     findings.append(finding("Figure 6", "Adversarial training lowers the PGD success rate",
                             adversarial_training_resists_pgd, "shown in Figure 6 (no values published)",
-                            curves.assign(eps=curves["eps_255"] / 255)))
+                            with_shares(curves, adversarial)))
     evidence = hypothesis_evidence(params, adversarial, train=train)
     verdict = overall_verdict(evidence)
     findings.append(finding(

@@ -84,7 +84,9 @@ rows = pd.DataFrame([
     for name, run in runs.items()
 ])
 report5 = report_table("table5").drop(columns="training_time")
-order = {name: position for position, name in enumerate([*runs, *report5["method"]])}
+order: dict[str, int] = {}
+for name in [*runs, *report5["method"]]:  # this run's order, then the report's extra rows
+    order.setdefault(name, len(order))
 table5 = pd.concat([report5.assign(measured_by=REPORT_LABEL), rows.assign(measured_by=ours)])
 table5 = table5.assign(position=table5["method"].map(order)).sort_values(["position", "measured_by"])
 table5 = (table5.set_index(["method", "measured_by"])[["batch_size", "epochs", *METRICS]]

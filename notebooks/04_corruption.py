@@ -107,7 +107,9 @@ def metric_rows(table_runs: dict) -> pd.DataFrame:
 
 def beside(report_name: str, ours_rows: pd.DataFrame) -> pd.DataFrame:
     report = report_table(report_name).assign(measured_by=REPORT_LABEL)
-    order = {name: position for position, name in enumerate([*ours_rows["level_range"], *report["level_range"]])}
+    order: dict[str, int] = {}
+    for name in [*ours_rows["level_range"], *report["level_range"]]:  # this run's order, then the report's extra rows
+        order.setdefault(name, len(order))
     both = pd.concat([report, ours_rows.assign(measured_by=ours)])
     both = both.assign(position=both["level_range"].map(order)).sort_values(["position", "measured_by"])
     return both.set_index(["level_range", "measured_by"]).drop(columns="position")

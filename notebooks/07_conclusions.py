@@ -55,7 +55,7 @@ data_note = ("This run used the **synthetic** fundus data, so a reproduced findi
              "on a different, simpler dataset with the project's CPU-sized models, not a confirmation of the report's "
              "EyePACS numbers." if params.data.source == "synthetic" else
              "This run used the **EyePACS** data of the report.")
-failed = [f"{item.section} ({item.claim[0].lower() + item.claim[1:]})" for item in findings if item.verdict == NOT_REPRODUCED]
+failed = [f"{item.section} ({item.claim})" for item in findings if item.verdict == NOT_REPRODUCED]
 display(Markdown(
     f"Of the {len(findings)} findings, this run ({params.name}) tested **{tested}** and reproduced "
     f"**{counts.get(REPRODUCED, 0)}**" + (f"; not reproduced: {'; '.join(failed)}" if failed else "") + f". {data_note}"

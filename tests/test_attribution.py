@@ -176,3 +176,15 @@ def test_bootstrap_interval_brackets_the_mean():
     mean, low, high = bootstrap_interval(values)
     assert low < mean < high and high - low < 0.05
     assert np.isnan(bootstrap_interval([np.nan])[0])
+
+
+def test_smoothgrad_is_seeded_and_leaves_the_global_generator_alone():
+    model = create_model("small-cnn").eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    target = torch.tensor([0, 3])
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = smoothgrad(model, x, target, seed=1)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert torch.equal(smoothgrad(model, x, target, seed=1), first)
+    assert not torch.equal(smoothgrad(model, x, target, seed=2), first)

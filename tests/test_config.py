@@ -95,3 +95,31 @@ def test_full_scale_params_list_every_row_of_table_4():
         rows |= {(row.model, row.image_size, row.batch_size) for row in params.baselines}
     report = report_table("table4")
     assert rows == set(zip(report["model"], report["image_size"], report["batch_size"]))
+
+
+def test_the_512_px_params_list_every_configuration_of_tables_5_to_9():
+    """The report's sections 3-5 used efficientnet-b0 at 512 px: every row of its tables is a run."""
+    from fundus_lib.experiments import adversarial_runs, balancing_runs, corruption_runs, level_label
+    from fundus_lib.report import report_table
+
+    params = load_params(project_root() / "params" / "eyepacs-512.yaml")
+    table5 = report_table("table5")
+    runs5 = balancing_runs(params)
+    assert list(runs5) == list(table5["method"])
+    for row in table5.itertuples():
+        config = runs5[row.method]
+        assert (config.model, config.image_size, config.batch_size, config.epochs) == \
+            ("efficientnet-b0", 512, row.batch_size, row.epochs), row.method
+    corrupted = corruption_runs(params)
+    for table in ("table6", "table7"):
+        assert list(corrupted[table]) == list(report_table(table)["level_range"]), table
+        assert all(config.epochs == 20 and config.image_size == 512 and config.batch_size == 48
+                   and config.dropout == 0 for config in corrupted[table].values())
+    assert level_label(params.corruption.test_levels) == "1-4"  # Table 8's corrupted test set
+    adversarial = adversarial_runs(params)
+    assert list(adversarial) == ["baseline", "adversarially trained"]
+    robust = adversarial["adversarially trained"]
+    assert (robust.model, robust.image_size, robust.epochs, robust.init_from) == ("efficientnet-b0", 512, 20, None)
+    assert (robust.adversarial.steps, robust.adversarial.weight) == (5, 0.5)
+    assert abs(robust.adversarial.eps_255 - 0.565) < 0.001  # 2.5/255 in the report's normalised units
+    assert params.attacks.n_images == 240 and params.attacks.steps == 5 and params.attribution.ig_steps == 100

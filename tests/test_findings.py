@@ -106,3 +106,17 @@ def test_the_overall_verdict_needs_every_piece_to_agree():
     assert findings.overall_verdict([piece("refutes"), piece("no data")]) == "refutes"
     assert findings.overall_verdict([piece("neither")]) == "neither"
     assert findings.overall_verdict([piece("no data")]) == "untested"
+
+
+def test_a_degenerate_model_makes_a_claim_untested():
+    """A model that gives one grade to (almost) every image says nothing about a method."""
+    table = report_table("table6").set_index("level_range").assign(top_share=0.5)
+    assert findings.corruption_costs_clean_kappa(table).holds is True
+    table.loc["1-2", "top_share"] = 0.97
+    check = findings.corruption_costs_clean_kappa(table)
+    assert check.holds is None and "1-2" in check.evidence
+    curves = pd.DataFrame({"model": ["baseline"] * 2 + ["adversarially trained"] * 2, "eps": [0, 1 / 255] * 2,
+                           "success_rate": [0, 0.5, 0, 0.1], "top_share": [0.99] * 2 + [0.6] * 2})
+    check = findings.adversarial_training_resists_pgd(curves)
+    assert check.holds is None and "baseline" in check.evidence
+    assert findings.adversarial_training_resists_pgd(curves.assign(top_share=0.6)).holds is True
