@@ -91,8 +91,7 @@ def degenerate(rows: pd.DataFrame) -> Check | None:
     report's tables have none), else None."""
     if "top_share" not in rows:
         return None
-    shares = rows.groupby(level=0, sort=False)["top_share"].first() if "model" not in rows else \
-        rows.groupby("model", sort=False)["top_share"].first()
+    shares = rows.groupby("model" if "model" in rows else rows.index, sort=False)["top_share"].first()
     bad = shares[shares >= DEGENERATE_SHARE]
     if bad.empty:
         return None
