@@ -202,38 +202,30 @@ def smote_is_worst(table: pd.DataFrame) -> Check:
 
 # Tables 6-8 and Figure 5 --------------------------------------------------------------------------
 
-def _corrupted(table: pd.DataFrame) -> pd.DataFrame:
-    return table.drop(index="baseline")
+def every_level_range_against_baseline(table: pd.DataFrame, column: str, below: bool, label: str,
+                                       number: str = ".3f") -> Check:
+    """Whether every level-range row's ``column`` is below (or above) the ``baseline`` row's."""
+    if broken := degenerate(table):
+        return broken
+    baseline, rows = table.at["baseline", column], table.drop(index="baseline")[column]
+    holds = (rows < baseline) if below else (rows > baseline)
+    return Check(bool(holds.all()), f"{label} baseline {baseline:{number}}; level ranges "
+                 + ", ".join(f"{name}: {value:{number}}" for name, value in rows.items()))
 
 
 def corruption_costs_clean_kappa(table: pd.DataFrame) -> Check:
     """Table 6: every corruption-trained model has a lower clean kappa than the baseline."""
-    if broken := degenerate(table):
-        return broken
-    rows = _corrupted(table)
-    return Check(bool((rows["kappa"] < table.at["baseline", "kappa"]).all()),
-                 f"κ baseline {table.at['baseline', 'kappa']:.3f}; level ranges "
-                 + ", ".join(f"{name}: {kappa:.3f}" for name, kappa in rows["kappa"].items()))
+    return every_level_range_against_baseline(table, "kappa", below=True, label="κ")
 
 
 def corruption_helps_oversampled(table: pd.DataFrame) -> Check:
     """Table 7: on the oversampled set every corruption-trained model beats the baseline's kappa."""
-    if broken := degenerate(table):
-        return broken
-    rows = _corrupted(table)
-    return Check(bool((rows["kappa"] > table.at["baseline", "kappa"]).all()),
-                 f"κ oversampled baseline {table.at['baseline', 'kappa']:.3f}; level ranges "
-                 + ", ".join(f"{name}: {kappa:.3f}" for name, kappa in rows["kappa"].items()))
+    return every_level_range_against_baseline(table, "kappa", below=False, label="κ oversampled")
 
 
 def corruption_training_resists_corruption(table: pd.DataFrame) -> Check:
     """Table 8: every corruption-trained model loses less accuracy on corrupted images than the baseline."""
-    if broken := degenerate(table):
-        return broken
-    rows = _corrupted(table)
-    return Check(bool((rows["accuracy_drop"] < table.at["baseline", "accuracy_drop"]).all()),
-                 f"accuracy drop baseline {table.at['baseline', 'accuracy_drop']:.1%}; "
-                 + ", ".join(f"{name}: {drop:.1%}" for name, drop in rows["accuracy_drop"].items()))
+    return every_level_range_against_baseline(table, "accuracy_drop", below=True, label="accuracy drop", number=".1%")
 
 
 def mean_success(curves: pd.DataFrame) -> pd.Series:
