@@ -43,7 +43,7 @@ from fundus_lib.config import load_params
 from fundus_lib.data.dataset import to_tensor
 from fundus_lib.evaluation import attribution_maps, attribution_scores, cue_attribution, cue_reliance
 from fundus_lib.experiments import adversarial_runs, has_spurious_experiment, spurious_params
-from fundus_lib.findings import hypothesis_evidence, overall_verdict
+from fundus_lib.findings import MIN_EFFECT, hypothesis_evidence, overall_verdict
 from fundus_lib.plots import image_grid
 from fundus_lib.provenance import provenance
 from fundus_lib.runs import get_run, run_data
@@ -174,6 +174,12 @@ else:
     display(styled(pd.DataFrame(attribution_rows).set_index("model"),
                    percent=("IG mass on the cue", "cue's share of the field", "IG mass on lesions"),
                    caption="Where the positive integrated gradients go, on test images carrying the cue"))
+    baseline_flips = (reliance_tables["baseline"]["cue flipped"] != reliance_tables["baseline"]["as generated"]).mean()
+    if baseline_flips < MIN_EFFECT:
+        display(Markdown(
+            f"The baseline does not rely on the cue: flipping it changes {baseline_flips:.1%} of its predictions. "
+            "A model trained without adversarial examples had no use for it, so the cue measures below cannot "
+            "show the adversarially trained model relying on it *less*; they count as no evidence either way."))
 
 # %% [markdown]
 # ## Does this run support the report's hypothesis?
