@@ -29,14 +29,14 @@ from fundus_lib.experiments import (
     has_spurious_experiment,
     spurious_params,
 )
+from fundus_lib.metrics import REPORT_METRICS
 from fundus_lib.report import report_table
 from fundus_lib.runs import Run, get_run, run_data
 
-METRICS = ["accuracy", "balanced_accuracy", "kappa"]
 REPRODUCED, NOT_REPRODUCED, NOT_TESTED = "reproduced", "not reproduced", "not tested"
 
 #: A model that gives one grade to at least this share of the test images is degenerate: its
-#: numbers say nothing about a method (chapter 5 uses the same threshold).
+#: numbers say nothing about a method (chapter 5's decision-attack verdict uses it too).
 DEGENERATE_SHARE = 0.95
 
 #: Chapter 6's rule: a paired difference counts as evidence when its 95 % bootstrap interval
@@ -82,7 +82,7 @@ def top_share(run: Run) -> float:
 
 def metrics_frame(runs: dict[str, Run]) -> pd.DataFrame:
     """Test accuracy, balanced accuracy, kappa and top_share per run, indexed by the runs' names."""
-    return pd.DataFrame({name: {**{metric: run.metrics("test")[metric] for metric in METRICS}, "top_share": top_share(run)}
+    return pd.DataFrame({name: {**{metric: run.metrics("test")[metric] for metric in REPORT_METRICS}, "top_share": top_share(run)}
                          for name, run in runs.items()}).T
 
 

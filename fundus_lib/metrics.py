@@ -13,6 +13,9 @@ import numpy as np
 
 N_CLASSES = 5
 
+#: The three measures of the report's tables, in its column order.
+REPORT_METRICS = ("accuracy", "balanced_accuracy", "kappa")
+
 
 def confusion(y_true, y_pred, n_classes: int = N_CLASSES) -> np.ndarray:
     """int64 (n_classes, n_classes): rows = true grade, columns = predicted grade."""

@@ -37,6 +37,7 @@ from IPython.display import Markdown, display
 
 from fundus_lib.config import load_params
 from fundus_lib.experiments import baseline_runs
+from fundus_lib.metrics import REPORT_METRICS
 from fundus_lib.models import create_model
 from fundus_lib.plots import confusion_heatmaps, learning_curves
 from fundus_lib.provenance import provenance
@@ -46,7 +47,6 @@ from fundus_lib.tables import REPORT_LABEL, beside_report, duration, run_label, 
 
 params = load_params(params_file)
 ours = run_label(params)
-METRICS = ["accuracy", "balanced_accuracy", "kappa"]
 
 # %% [markdown]
 # ## The models (Table 2)
@@ -78,13 +78,13 @@ runs = {label: get_run(params, config, train=train_missing) for label, config in
 trained = pd.DataFrame([
     {"model": run.config.model, "image_size": run.config.image_size, "batch_size": run.config.batch_size,
      "epochs": run.record["epochs_run"], "best_epoch": run.record["best_epoch"],
-     **{metric: run.metrics("test")[metric] for metric in METRICS}, "training_hours": run.train_seconds / 3600}
+     **{metric: run.metrics("test")[metric] for metric in REPORT_METRICS}, "training_hours": run.train_seconds / 3600}
     for run in runs.values()
 ])
 report4 = report_table("table4").drop(columns="training_time")
 table4 = (pd.concat([report4.assign(measured_by=REPORT_LABEL), trained.assign(measured_by=ours)])
           .set_index(["model", "image_size", "measured_by"]).sort_index())
-table4 = table4[["batch_size", "epochs", "best_epoch", *METRICS]].assign(training_time=table4["training_hours"].map(duration))
+table4 = table4[["batch_size", "epochs", "best_epoch", *REPORT_METRICS]].assign(training_time=table4["training_hours"].map(duration))
 table4[["batch_size", "epochs", "best_epoch"]] = table4[["batch_size", "epochs", "best_epoch"]].astype("Int64")
 styled(table4, percent=("accuracy", "balanced_accuracy"), decimals=2,
        caption="Table 4: the report's validation metrics and this run's test metrics, per model and image size; training time of the epochs run")

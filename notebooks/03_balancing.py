@@ -35,6 +35,7 @@ from IPython.display import Markdown, display
 
 from fundus_lib.config import load_params
 from fundus_lib.experiments import balancing_runs
+from fundus_lib.metrics import REPORT_METRICS
 from fundus_lib.plots import confusion_heatmaps, prediction_shares
 from fundus_lib.provenance import provenance
 from fundus_lib.report import report_table
@@ -43,7 +44,6 @@ from fundus_lib.tables import REPORT_LABEL, duration, run_label, styled
 
 params = load_params(params_file)
 ours = run_label(params)
-METRICS = ["accuracy", "balanced_accuracy", "kappa"]
 model_row = params.balancing.model
 configs = balancing_runs(params)
 baseline_name = params.balancing.methods[0].name
@@ -80,7 +80,7 @@ display(Markdown(
 runs = {name: get_run(params, config, train=train_missing) for name, config in configs.items()}
 rows = pd.DataFrame([
     {"method": name, "batch_size": run.config.batch_size, "epochs": run.record["epochs_run"],
-     **{metric: run.metrics("test")[metric] for metric in METRICS}, "training_hours": run.total_seconds / 3600}
+     **{metric: run.metrics("test")[metric] for metric in REPORT_METRICS}, "training_hours": run.total_seconds / 3600}
     for name, run in runs.items()
 ])
 report5 = report_table("table5").drop(columns="training_time")
@@ -89,7 +89,7 @@ for name in [*runs, *report5["method"]]:  # this run's order, then the report's 
     order.setdefault(name, len(order))
 table5 = pd.concat([report5.assign(measured_by=REPORT_LABEL), rows.assign(measured_by=ours)])
 table5 = table5.assign(position=table5["method"].map(order)).sort_values(["position", "measured_by"])
-table5 = (table5.set_index(["method", "measured_by"])[["batch_size", "epochs", *METRICS]]
+table5 = (table5.set_index(["method", "measured_by"])[["batch_size", "epochs", *REPORT_METRICS]]
           .assign(training_time=table5.set_index(["method", "measured_by"])["training_hours"].map(duration)))
 table5[["batch_size", "epochs"]] = table5[["batch_size", "epochs"]].astype("Int64")
 styled(table5, percent=("accuracy", "balanced_accuracy"), decimals=3,

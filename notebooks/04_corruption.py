@@ -44,6 +44,7 @@ from fundus_lib.data.decode import decode_fundus
 from fundus_lib.data.preprocess import crop_to_fundus, graham
 from fundus_lib.evaluation import corrupted_test_metrics, pgd_curve
 from fundus_lib.experiments import corruption_runs, level_label
+from fundus_lib.metrics import REPORT_METRICS
 from fundus_lib.plots import image_grid
 from fundus_lib.provenance import provenance
 from fundus_lib.report import report_table
@@ -52,7 +53,6 @@ from fundus_lib.tables import REPORT_LABEL, duration, run_label, styled
 
 params = load_params(params_file)
 ours = run_label(params)
-METRICS = ["accuracy", "balanced_accuracy", "kappa"]
 settings = params.corruption
 tables = corruption_runs(params)
 runs = {table: {name: get_run(params, config, train=train_missing) for name, config in rows.items()} for table, rows in tables.items()}
@@ -101,7 +101,7 @@ display(Markdown(
 
 
 def metric_rows(table_runs: dict) -> pd.DataFrame:
-    return pd.DataFrame([{"level_range": name, **{metric: run.metrics("test")[metric] for metric in METRICS},
+    return pd.DataFrame([{"level_range": name, **{metric: run.metrics("test")[metric] for metric in REPORT_METRICS},
                           "training_time": duration(run.train_seconds / 3600)} for name, run in table_runs.items()])
 
 
@@ -136,7 +136,7 @@ clean_runs = runs["table6"] | runs.get("improvements", {})
 on_corrupted = {name: corrupted_test_metrics(run, data, settings.test_levels, settings.seed).iloc[0]
                 for name, run in clean_runs.items()}
 table8 = pd.DataFrame([
-    {"level_range": name, **{metric: on_corrupted[name][metric] for metric in METRICS},
+    {"level_range": name, **{metric: on_corrupted[name][metric] for metric in REPORT_METRICS},
      "accuracy_drop": run.metrics("test")["accuracy"] - on_corrupted[name]["accuracy"]}
     for name, run in clean_runs.items()])
 styled(beside("table8", table8), percent=("accuracy", "balanced_accuracy", "accuracy_drop"),

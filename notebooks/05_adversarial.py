@@ -39,6 +39,8 @@ from fundus_lib.attacks import pgd, predict_labels, report_eps_to_pixels
 from fundus_lib.config import load_params
 from fundus_lib.evaluation import decision_attack_sizes, pgd_curve, test_sample
 from fundus_lib.experiments import adversarial_runs
+from fundus_lib.findings import DEGENERATE_SHARE, top_share
+from fundus_lib.metrics import REPORT_METRICS
 from fundus_lib.plots import image_grid
 from fundus_lib.provenance import provenance
 from fundus_lib.report import report_table
@@ -47,7 +49,6 @@ from fundus_lib.tables import REPORT_LABEL, duration, run_label, styled
 
 params = load_params(params_file)
 ours = run_label(params)
-METRICS = ["accuracy", "balanced_accuracy", "kappa"]
 scheme = params.adversarial.training
 settings = params.attacks
 runs = {name: get_run(params, config, train=train_missing) for name, config in adversarial_runs(params).items()}
@@ -88,7 +89,7 @@ display(Markdown(
     f"{scheme.weight} (the report: 2.5/255 normalised = {report_eps_to_pixels(2.5 / 255) * 255:.3f}/255 pixels, "
     f"5 steps, weight 0.5)."
 ))
-rows = pd.DataFrame([{"model": name, **{metric: run.metrics("test")[metric] for metric in METRICS},
+rows = pd.DataFrame([{"model": name, **{metric: run.metrics("test")[metric] for metric in REPORT_METRICS},
                       "training_time": duration(run.train_seconds / 3600)} for name, run in runs.items()])
 report9 = report_table("table9").replace({"model": {"adversarially trained (eps 2.5/255 normalised)": "adversarially trained"}})
 table9 = pd.concat([report9.assign(measured_by=REPORT_LABEL), rows.assign(measured_by=ours)])
@@ -156,10 +157,10 @@ base, robust = (summary.loc[name, "median L2 x 255"] for name in ("baseline", "a
 pgd_base = curves.query("model == 'baseline'").set_index("eps_255")["success_rate"]
 pgd_robust = curves.query("model == 'adversarially trained'").set_index("eps_255")["success_rate"]
 # A model that answers (almost) one grade for everything is "robust" only trivially.
-top_share = {name: run.confusion("test").sum(axis=0).max() / run.confusion("test").sum() for name, run in runs.items()}
-degenerate = [name for name, share in top_share.items() if share >= 0.95]
+degenerate = [name for name, run in runs.items() if top_share(run) >= DEGENERATE_SHARE]
 if degenerate:
-    verdict = (f"No conclusion: {' and '.join(degenerate)} answer(s) a single grade for at least 95 % of the test "
+    verdict = (f"No conclusion: {' and '.join(degenerate)} answer(s) a single grade for at least "
+               f"{DEGENERATE_SHARE * 100:.0f} % of the test "
                "images, so a large perturbation is needed only because the model barely depends on the image.")
 elif robust > 1.1 * base:
     verdict = f"**{robust / base:.1f} times larger**, so in this run PGD training also resists an attack that uses no gradients."
