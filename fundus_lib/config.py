@@ -11,8 +11,12 @@ Example::
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import json
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -75,6 +79,11 @@ class EyepacsConfig(_Section):
     images_dir: Path = Field(description="folder of the fundus JPEGs")
     labels_csv: Path = Field(description="csv with columns image,level (Kaggle's trainLabels.csv)")
     max_images: int | None = Field(None, ge=1, description="use only the first N labelled images")
+    subset: bool = Field(
+        False, description="the folder holds a declared subset of the labelled images (e.g. a partial download "
+        "beside Kaggle's full trainLabels.csv): labelled rows without a file are excluded and counted once, "
+        "not reported as skipped images",
+    )
 
 
 class SplitConfig(_Section):
@@ -108,9 +117,16 @@ class DataConfig(_Section):
     split: SplitConfig = SplitConfig()
 
     @model_validator(mode="after")
-    def _real_data_has_paths(self) -> DataConfig:
+    def _sections_match_the_source(self) -> DataConfig:
+        """A section the source does not read is an error: real paths must never be ignored in silence."""
         if self.source == "eyepacs" and self.eyepacs is None:
             raise ValueError("source 'eyepacs' needs an 'eyepacs' section with images_dir and labels_csv")
+        if self.source == "synthetic" and self.eyepacs is not None:
+            raise ValueError("data.eyepacs is given but data.source is 'synthetic' (the default), which ignores it: "
+                             "set data.source: eyepacs to use those images, or remove the eyepacs section")
+        if self.source == "eyepacs" and "synthetic" in self.model_fields_set:
+            raise ValueError("data.synthetic is given but data.source is 'eyepacs', which ignores it: "
+                             "remove the synthetic section")
         return self
 
 
@@ -276,11 +292,17 @@ class DecisionAttackConfig(_Section):
     max_queries: int = Field(3000, ge=100, le=1_000_000, description="model queries per image at most")
 
 
+#: An L-inf radius x 255 in pixel units (0 = the clean images).
+Eps255 = Annotated[float, Field(ge=0, le=64)]
+#: A corruption level of the report's Table 6 (1 = mild ... 4 = severe).
+CorruptionLevel = Annotated[int, Field(ge=1, le=4)]
+
+
 class AttackConfig(_Section):
     """How models are attacked in chapters 4 and 5 (the report: 240 validation images, PGD with 5 steps)."""
 
     n_images: int = Field(240, ge=1, le=100_000, description="a fixed, seeded sample of test images")
-    eps_255: tuple[float, ...] = Field((0, 0.25, 0.5, 1, 2, 4), description="L-inf radii x 255, pixel units")
+    eps_255: tuple[Eps255, ...] = Field((0, 0.25, 0.5, 1, 2, 4), description="L-inf radii x 255, pixel units, 0-64")
     steps: int = Field(5, ge=1, le=1000)
     restarts: int = Field(1, ge=1, le=100)
     seed: int = Field(0, ge=0)
@@ -293,12 +315,12 @@ class CorruptionConfig(_Section):
     efficientnet-b0 at 512 px, batch 48, no dropout)."""
 
     model: ModelRow = ModelRow(model="small-cnn", image_size=128, batch_size=32)
-    level_ranges: tuple[tuple[int, int], ...] = Field(((1, 1), (1, 2), (1, 3), (1, 4)), description="Tables 6-7 rows")
+    level_ranges: tuple[tuple[CorruptionLevel, CorruptionLevel], ...] = Field(((1, 1), (1, 2), (1, 3), (1, 4)), description="Tables 6-7 rows")
     oversampled: bool = Field(True, description="also train on the oversampled set (Table 7)")
     oversampled_epochs: int | None = Field(None, ge=1, description="epochs of the oversampled rows (default: the row's)")
     improvements: bool = Field(True, description="add the report's two proposals: mixed clean + corrupted, on the fly")
     clean_share: float = Field(0.5, ge=0, le=0.95, description="clean share of the mixed rows")
-    test_levels: tuple[int, int] = Field((1, 4), description="corruption of the test set of Table 8 (the report: 1-4)")
+    test_levels: tuple[CorruptionLevel, CorruptionLevel] = Field((1, 4), description="corruption of the test set of Table 8 (the report: 1-4)")
     seed: int = Field(0, ge=0)
 
 
@@ -315,6 +337,10 @@ class AttributionConfig(_Section):
     spurious_cue: float = Field(
         1.0, ge=0, le=1, description="cue strength of the spurious-cue experiment (synthetic data only; 0 = skip)"
     )
+    lesion_photographs: Path | None = Field(
+        None, description="folder of real photographs with clinicians' lesion masks in the IDRiD layout "
+        "(images/IDRiD_NN.jpg, masks/IDRiD_NN_HE.png and _EX.png), scored like the synthetic masks; None = skip",
+    )
 
 
 class Params(_Section):
@@ -323,6 +349,10 @@ class Params(_Section):
     name: str = Field(description="short name of this parameter set, e.g. demo")
     description: str = ""
     seed: int = Field(0, ge=0, description="training seed (data seeds are in the data section)")
+    seeds: int = Field(
+        1, ge=1, le=100, description="training seeds of every configuration a finding compares: seed, seed + 1, ...; "
+        "the findings' intervals include the spread over them (at least 3 for a verdict that counts seeds)",
+    )
     data: DataConfig = DataConfig()
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
@@ -346,8 +376,13 @@ def _describe_error(error: dict[str, Any], model: type[BaseModel], source: str) 
         return f"unknown key '{key}' in {source}; allowed keys there: {allowed}"
     if error["type"] == "missing":
         return f"missing key '{key}' in {source}"
+    if error["type"] == "value_error":  # a section's own check: its message says what was given
+        return f"'{key}' in {source}: {error['ctx']['error']}"
     value = error.get("input")
-    return f"'{key}' in {source}: {error['msg']} (got {value!r})"
+    hint = ""
+    if error["type"] in ("float_type", "int_type") and isinstance(value, str):
+        hint = "; write the number without quotes (YAML reads 1e-3 as text: write 1.0e-3 or 0.001)"
+    return f"'{key}' in {source}: {error['msg']} (got {value!r}){hint}"
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
@@ -375,20 +410,52 @@ def _merge(base: dict, overrides: dict) -> dict:
     return merged
 
 
+def _json_value(value: Any) -> str:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{value!r} ({type(value).__name__}) is not a number, text, list or mapping; quote it")
+
+
 def validate_params(raw: dict, source: str = "params") -> Params:
-    """Validate a params mapping; raise ParamsError naming every bad key."""
+    """Validate a params mapping; raise ParamsError naming every bad key.
+
+    Types are strict, as YAML wrote them: ``"3"`` is not an int, ``true`` is not a number and
+    ``"yes"`` is not a boolean (validated as JSON, so lists still fill tuples and text fills paths).
+    """
     if not isinstance(raw, dict):
         raise ParamsError(f"{source} must be a mapping of keys to values, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        text = json.dumps(raw, default=_json_value)
+    except (TypeError, ValueError) as exc:
+        raise ParamsError(f"{source}: {exc}") from None
+    try:
+        return Params.model_validate_json(text, strict=True)
     except ValidationError as exc:
         lines = [_describe_error(error, Params, source) for error in exc.errors()]
         raise ParamsError("invalid parameters:\n  " + "\n  ".join(lines)) from None
 
 
+_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}")
+
+
+def expand_variables(text: str) -> str:
+    """Replace ``${NAME}`` and ``${NAME:-default}`` by the environment variable NAME (or the
+    default when NAME is unset or empty); an unset variable without a default is a ParamsError."""
+
+    def value(match: re.Match) -> str:
+        name, default = match["name"], match["default"]
+        found = os.environ.get(name) or default
+        if found is None:
+            raise ParamsError(f"environment variable {name} is not set (used in the path {text!r})")
+        return found
+
+    return _VARIABLE.sub(value, text)
+
+
 def resolve_path(path: str | Path) -> Path:
-    """A path from a params file: relative paths are relative to the project root."""
-    path = Path(path).expanduser()
+    """A path from a params file: environment variables expanded (``${FUNDUS_EYEPACS_MINI:-data/eyepacs-mini}``),
+    relative paths relative to the project root."""
+    path = Path(expand_variables(str(path))).expanduser()
     return path if path.is_absolute() else project_root() / path
 
 
@@ -400,11 +467,14 @@ def load_params(path: str | Path, overrides: dict | None = None) -> Params:
     path = resolve_path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
-    with path.open() as handle:
-        try:
-            raw = yaml.safe_load(handle) or {}
-        except yaml.YAMLError as exc:
-            raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ParamsError(f"{path} is not a text file (a params file is UTF-8 YAML); give the params file") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if overrides:
         raw = _merge(raw, overrides)
     return validate_params(raw, source=str(path))

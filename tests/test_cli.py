@@ -32,6 +32,16 @@ def test_data_reports_a_broken_labels_file(tmp_path, capsys):
     assert "level must be an integer 0-4" in err and "line 2" in err
 
 
+def test_real_paths_without_source_eyepacs_stop_check_and_data(tmp_path, capsys, real_sample):
+    params = tmp_path / "p.yaml"
+    params.write_text(f"name: p\ndata:\n  eyepacs: {{images_dir: {real_sample / 'images'}, "
+                      f"labels_csv: {real_sample / 'labels.csv'}}}\n")
+    for command in ("check", "data"):
+        assert main([command, str(params)]) == 2
+        err = capsys.readouterr().err
+        assert "data.eyepacs is given but data.source is 'synthetic'" in err and len(err.splitlines()) == 2
+
+
 def test_unknown_chapter_lists_the_chapters(capsys):
     assert main(["run", "99", "--params", "params/smoke.yaml", "--quiet"]) == 2
     assert "01_data" in capsys.readouterr().err

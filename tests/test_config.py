@@ -65,6 +65,18 @@ def test_eyepacs_source_needs_paths():
         validate_params({"name": "x", "data": {"source": "eyepacs"}})
 
 
+def test_a_section_the_source_does_not_read_is_an_error():
+    """Real paths without `source: eyepacs` were ignored and the synthetic default built instead."""
+    eyepacs = {"images_dir": "data/eyepacs/train", "labels_csv": "data/eyepacs/trainLabels.csv"}
+    with pytest.raises(ParamsError) as error:
+        validate_params({"name": "x", "data": {"eyepacs": eyepacs}})
+    assert "data.eyepacs is given but data.source is 'synthetic'" in str(error.value)
+    assert "set data.source: eyepacs" in str(error.value) and "'n_patients'" not in str(error.value)
+    with pytest.raises(ParamsError, match="data.synthetic is given but data.source is 'eyepacs'"):
+        validate_params({"name": "x", "data": {"source": "eyepacs", "eyepacs": eyepacs, "synthetic": {"seed": 1}}})
+    assert validate_params({"name": "x", "data": {"source": "eyepacs", "eyepacs": eyepacs}}).data.source == "eyepacs"
+
+
 def test_missing_name_is_reported():
     with pytest.raises(ParamsError, match="missing key 'name'"):
         validate_params({})
@@ -123,3 +135,50 @@ def test_the_512_px_params_list_every_configuration_of_tables_5_to_9():
     assert (robust.adversarial.steps, robust.adversarial.weight) == (5, 0.5)
     assert abs(robust.adversarial.eps_255 - 0.565) < 0.001  # 2.5/255 in the report's normalised units
     assert params.attacks.n_images == 240 and params.attacks.steps == 5 and params.attribution.ig_steps == 100
+
+
+def test_paths_expand_environment_variables_with_defaults(monkeypatch, tmp_path):
+    from fundus_lib.config import resolve_path
+
+    monkeypatch.delenv("FUNDUS_TEST_FOLDER", raising=False)
+    assert resolve_path("${FUNDUS_TEST_FOLDER:-data/x}/images").parts[-3:] == ("data", "x", "images")
+    monkeypatch.setenv("FUNDUS_TEST_FOLDER", str(tmp_path))
+    assert resolve_path("${FUNDUS_TEST_FOLDER:-data/x}/images") == tmp_path / "images"
+    monkeypatch.delenv("FUNDUS_TEST_FOLDER")
+    with pytest.raises(ParamsError, match="FUNDUS_TEST_FOLDER is not set"):
+        resolve_path("${FUNDUS_TEST_FOLDER}/images")
+
+
+@pytest.mark.parametrize("eps", [-2, 1e6])
+def test_attack_radii_are_checked_one_by_one(eps):
+    with pytest.raises(ParamsError, match=r"'attacks\.eps_255\.1'"):
+        validate_params({"name": "x", "attacks": {"eps_255": [0, eps]}})
+
+
+def test_corruption_levels_are_checked():
+    with pytest.raises(ParamsError, match=r"'corruption\.level_ranges\.0\.1'"):
+        validate_params({"name": "x", "corruption": {"level_ranges": [[1, 7]]}})
+
+
+@pytest.mark.parametrize("key, value", [("epochs", True), ("epochs", "3"), ("lr", "1e-3"), ("augment", "yes"),
+                                        ("dropout", False)])
+def test_types_are_strict(key, value):
+    """`epochs: true` was one epoch and quoted numbers or "yes" were coerced."""
+    with pytest.raises(ParamsError, match=rf"'train\.{key}'.*got {value!r}"):
+        validate_params({"name": "x", "train": {key: value}})
+
+
+def test_yaml_text_that_looks_like_a_number_gets_a_hint(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("name: p\ntrain: {lr: 1e-3}\n")  # PyYAML reads 1e-3 (no dot) as a string
+    with pytest.raises(ParamsError, match="write 1.0e-3 or 0.001"):
+        load_params(params)
+    params.write_text("name: p\ntrain: {lr: 1.0e-3, epochs: 3}\nruntime: {weights_dir: w}\n")
+    assert load_params(params).train.lr == 0.001
+
+
+def test_a_params_file_that_is_not_text(tmp_path):
+    binary = tmp_path / "p.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ParamsError, match="not a text file"):
+        load_params(binary)
