@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fundus_lib.data.eyepacs import LabelsError, list_images, read_labels
+from fundus_lib.data.eyepacs import LabelsError, list_images, list_subset, read_labels
 
 
 def write(tmp_path, text, name="labels.csv"):
@@ -74,3 +74,48 @@ def test_real_sample_reads_completely(real_sample):
     assert (items["path"] != "").all()
     assert set(items["level"]) == {0, 1, 2, 3, 4}
     assert items["image"].is_unique
+
+
+def test_a_declared_subset_counts_labelled_rows_without_a_file_once(tmp_path):
+    """Kaggle's full labels file beside a partial download: the rows without a file are one
+    count, not skipped images; in a plain (full) data set the same rows stay listed with no path."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for stem in ("1_left", "1_right", "3_left"):
+        (images / f"{stem}.jpeg").write_bytes(b"x")
+    labels = write(tmp_path, "image,level\n1_left,0\n1_right,1\n2_left,3\n2_right,3\n3_left,4\n")
+    items, excluded = list_subset(images, labels)
+    assert items["image"].tolist() == ["1_left", "1_right", "3_left"] and excluded == 2
+    assert (items["path"] != "").all()
+    first, _ = list_subset(images, labels, max_images=2)
+    assert first["image"].tolist() == ["1_left", "1_right"]
+    assert (list_images(images, labels)["path"] == "").sum() == 2
+
+
+def test_a_declared_subset_with_no_file_at_all_is_an_error(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(LabelsError, match="none of the 2 images"):
+        list_subset(tmp_path / "images", write(tmp_path, "image,level\n1_left,0\n1_right,1\n"))
+
+
+def test_line_numbers_count_blank_lines(tmp_path):
+    with pytest.raises(LabelsError) as error:
+        read_labels(write(tmp_path, "image,level\n\n1_left,0\n\n\n1_right,9\n"))
+    assert "line 6:" in str(error.value) and "line 3:" not in str(error.value)
+    assert read_labels(write(tmp_path, "image,level\n1_left,0\n\n1_right,1\n\n")).index.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("text", ["image,level\n", "image,level\n\n\n"])
+def test_a_header_without_rows_is_an_error(tmp_path, text):
+    with pytest.raises(LabelsError, match="has a header but no rows"):
+        read_labels(write(tmp_path, text))
+
+
+def test_suffixes_match_in_any_case(tmp_path, real_sample):
+    images = tmp_path / "images"
+    images.mkdir()
+    source = next((real_sample / "images").glob("eyepacs256_*.jpeg"))
+    (images / "1_left.JPEG").write_bytes(source.read_bytes())
+    (images / "1_right.Jpg").write_bytes(source.read_bytes())
+    items = list_images(images, write(tmp_path, "image,level\n1_left,0\n1_right,1\n"))
+    assert items["path"].tolist() == [str(images / "1_left.JPEG"), str(images / "1_right.Jpg")]

@@ -47,13 +47,14 @@ def read_labels(labels_csv: str | Path) -> pd.DataFrame:
     Returns a frame with columns ``image`` (file stem), ``patient`` (str), ``side``
     (``left``/``right``) and ``level`` (int 0-4), in file order. Raises LabelsError for a
     missing file, missing columns, empty or malformed names, duplicate names and levels that
-    are not integers in 0-4, listing the offending lines (line 1 is the header).
+    are not integers in 0-4, listing the offending lines (line 1 is the header; blank lines are
+    skipped but counted, so the numbers are the file's).
     """
     path = Path(labels_csv)
     if not path.is_file():
         raise LabelsError(f"labels file not found: {path}")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise LabelsError(f"{path} is not a readable csv: {exc}") from None
     missing = [column for column in ("image", "level") if column not in frame.columns]
@@ -62,7 +63,10 @@ def read_labels(labels_csv: str | Path) -> pd.DataFrame:
             f"{path}: missing column(s) {missing}; found columns {list(frame.columns)}; "
             "expected at least 'image' and 'level' (Kaggle's trainLabels.csv)"
         )
-    frame = frame[["image", "level"]].apply(lambda column: column.str.strip())
+    frame = frame.loc[(frame != "").any(axis=1), ["image", "level"]]  # drop blank lines: the index stays line - 2
+    frame = frame.apply(lambda column: column.str.strip())
+    if frame.empty:
+        raise LabelsError(f"{path} has a header but no rows: add one line <image>,<level> per photograph")
     parts = frame["image"].str.extract(STEM_PATTERN)
     bad_name = parts["patient"].isna()
     if bad_name.any():
@@ -81,13 +85,14 @@ def read_labels(labels_csv: str | Path) -> pd.DataFrame:
             "side": parts["side"],
             "level": level.astype(int),
         }
-    )
+    ).reset_index(drop=True)
 
 
-def _find_file(images_dir: Path, stem: str, present: set[str]) -> str:
+def _find_file(images_dir: Path, stem: str, present: dict[str, str]) -> str:
+    """The file of ``stem``; ``present`` maps stem + lower-case suffix to the name on disk (1_left.JPEG)."""
     for suffix in IMAGE_SUFFIXES:
         if stem + suffix in present:
-            return str(images_dir / (stem + suffix))
+            return str(images_dir / present[stem + suffix])
     return ""
 
 
@@ -105,9 +110,28 @@ def list_images(
         raise FileNotFoundError(f"images folder not found: {images_dir}")
     all_labels = read_labels(labels_csv)
     labels = all_labels.head(max_images) if max_images is not None else all_labels.copy()
-    present = {entry.name for entry in images_dir.iterdir() if entry.suffix.lower() in IMAGE_SUFFIXES}
+    present = {entry.stem + entry.suffix.lower(): entry.name for entry in images_dir.iterdir()
+               if entry.suffix.lower() in IMAGE_SUFFIXES}
     labels["path"] = [_find_file(images_dir, stem, present) for stem in labels["image"]]
     unlabelled = len({Path(name).stem for name in present} - set(all_labels["image"]))
     if unlabelled:
         warnings.warn(f"{unlabelled} image file(s) in {images_dir} have no row in {labels_csv}; not used")
     return labels.reset_index(drop=True)
+
+
+def list_subset(images_dir: str | Path, labels_csv: str | Path, max_images: int | None = None) -> tuple[pd.DataFrame, int]:
+    """Like :func:`list_images` for a folder that holds a declared subset of the labelled images
+    (e.g. a partial copy beside Kaggle's full trainLabels.csv, 35,126 rows).
+
+    Labelled rows without a file are not part of the data set: they are dropped and counted, not
+    listed as skipped images. Returns (the images present, in file order, at most ``max_images``;
+    the number of labelled rows without a file).
+    """
+    items = list_images(images_dir, labels_csv)
+    present = items[items["path"] != ""]
+    if present.empty:
+        raise LabelsError(f"none of the {len(items):,} images listed in {labels_csv} is in {images_dir}")
+    excluded = len(items) - len(present)
+    if max_images is not None:
+        present = present.head(max_images)
+    return present.reset_index(drop=True), excluded
