@@ -112,10 +112,22 @@ def test_masks_are_aligned_with_images(tmp_path):
 
 _INTERRUPTED_BUILD = textwrap.dedent(
     """
-    import sys, pandas as pd
-    from fundus_lib.data.cache import CacheSettings, build_cache
-    items = pd.read_pickle(sys.argv[1])
-    build_cache(items, sys.argv[2], CacheSettings(64), workers=1, progress=False)
+    import sys, time
+    from pathlib import Path
+    import pandas as pd
+    import fundus_lib.data.cache as cache
+
+    items, folder, process = pd.read_pickle(sys.argv[1]), Path(sys.argv[2]), cache._process
+
+    def held_at_image_60(index):  # images 0-59 are logged: wait here for kill -9
+        if index == 60:
+            (folder / "holding").touch()
+            while True:
+                time.sleep(1)
+        return process(index)
+
+    cache._process = held_at_image_60
+    cache.build_cache(items, folder, cache.CacheSettings(64), workers=1, progress=False)
     """
 )
 
@@ -127,13 +139,12 @@ def test_build_resumes_after_kill_9_with_identical_result(tmp_path, real_sample)
     folder = tmp_path / "interrupted"
     process = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_BUILD, str(tmp_path / "items.pkl"), str(folder)])
     records = folder / "records.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and (not records.exists() or len(records.read_text().splitlines()) < 60):
+    while not (folder / "holding").exists():  # the build holds at image 60 until killed: no race with the clock
+        assert process.poll() is None, "the build ended before it reached image 60"
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    finished_before = len(records.read_text().splitlines())
-    assert 60 <= finished_before < len(items), "the build was not interrupted midway"
+    assert len(records.read_text().splitlines()) == 60
     resumed = build_cache(items, folder, CacheSettings(64), workers=2, progress=False)
     fresh = build_cache(items, tmp_path / "fresh", CacheSettings(64), workers=1, progress=False)
     assert np.array_equal(resumed.images, fresh.images)

@@ -202,7 +202,8 @@ def test_corruption_for_levels_and_kinds(level_range):
 
 @pytest.mark.parametrize("kind", CORRUPTIONS)
 def test_fast_enough_for_512_px_on_one_core(real_sample, colour_names, kind):
-    """Target 50 ms per 512 px image; asserted < 80 ms (median of 5) to tolerate a loaded machine.
+    """Target 50 ms per 512 px image; asserted < 80 ms (median of 5) of this thread's CPU time, which other
+    processes on a loaded machine do not inflate (wall time would race them).
     benchmarks/bench_corruptions.py reports the real numbers."""
     image = real_square(real_sample, colour_names[0], 512)
     threads = cv2.getNumThreads()
@@ -210,9 +211,9 @@ def test_fast_enough_for_512_px_on_one_core(real_sample, colour_names, kind):
     try:
         times = []
         for seed in range(5):
-            start = time.perf_counter()
+            start = time.thread_time()
             corrupt(image, kind, MAX_LEVEL, rng(seed))
-            times.append(time.perf_counter() - start)
+            times.append(time.thread_time() - start)
     finally:
         cv2.setNumThreads(threads)
     assert np.median(times) < 0.080

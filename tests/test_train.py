@@ -92,14 +92,27 @@ def test_training_is_deterministic_and_learns_the_history(params, data, tmp_path
 
 _INTERRUPTED = textwrap.dedent(
     """
-    import sys
+    import signal, sys, time
     from pathlib import Path
+    import fundus_lib.train as train
     from fundus_lib.config import load_params, run_config
     from fundus_lib.data.pipeline import prepare_data
-    from fundus_lib.train import fit
+
     params = load_params(sys.argv[1], {"train": {"epochs": 4}, "runtime": {"loader_workers": 0}})
-    fit(run_config(params, params.baselines[0]), prepare_data(params, progress=False), Path(sys.argv[2]),
-        params.runtime, progress=False)
+    folder, epochs_done, train_epoch = Path(sys.argv[2]), [], train._train_epoch
+
+    def held_at_epoch_3(*args, **kwargs):  # epoch 2's checkpoint is on disk: wait here for the signal
+        if len(epochs_done) == 2:
+            (folder / "holding").touch()
+            while True:
+                time.sleep(1)
+        epochs_done.append(1)
+        return train_epoch(*args, **kwargs)
+
+    train._train_epoch = held_at_epoch_3
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # ctrl-c, even if started where SIGINT is ignored
+    train.fit(run_config(params, params.baselines[0]), prepare_data(params, progress=False), folder, params.runtime,
+              progress=False)
     """
 )
 
@@ -109,18 +122,12 @@ _INTERRUPTED = textwrap.dedent(
 def test_an_interrupted_run_resumes_to_the_same_result(params, data, tmp_path, how):
     folder = tmp_path / "interrupted"
     process = subprocess.Popen([sys.executable, "-c", _INTERRUPTED, str(SMOKE), str(folder)], env=os.environ.copy())
-    deadline = time.time() + 120
-    epoch = 0
-    while time.time() < deadline and epoch < 2 and process.poll() is None:
+    while not (folder / "holding").exists():  # the run holds in epoch 3 until the signal: no race with the clock
+        assert process.poll() is None, "the run ended before it reached epoch 3"
         time.sleep(0.05)
-        try:
-            epoch = torch.load(folder / CHECKPOINT, weights_only=True)["epoch"]
-        except (FileNotFoundError, RuntimeError, EOFError):
-            continue
     process.send_signal(how)
     process.wait()
-    stopped_at = torch.load(folder / CHECKPOINT, weights_only=True)["epoch"]
-    assert 2 <= stopped_at < 4, "the run was not interrupted midway"
+    assert torch.load(folder / CHECKPOINT, weights_only=True)["epoch"] == 2
     config = run_config(params, params.baselines[0])
     fit(config, data, folder, params.runtime, progress=False)
     fit(config, data, tmp_path / "straight", params.runtime, progress=False)
