@@ -115,6 +115,26 @@ def test_black_image_has_no_fundus(tmp_path, noise):
         decode_fundus(path, 40)
 
 
+def test_a_strip_is_not_a_fundus_photograph(tmp_path):
+    """A 2000 x 40 bright strip was cached as ok and trained on."""
+    strip = np.full((40, 2000, 3), (200, 90, 40), np.uint8)
+    with pytest.raises(UnusableImage, match="not a fundus photograph: its bright field is 0.02 times as high"):
+        decode_fundus(save(Image.fromarray(strip), tmp_path / "strip.jpeg"), 16)
+
+
+def test_a_field_cut_at_top_and_bottom_is_a_fundus(tmp_path):
+    cut = disc_image(width=600, height=400, radius=260)  # 400 of 520 px high: cut as in many EyePACS photographs
+    decoded = decode_fundus(save(Image.fromarray(cut), tmp_path / "cut.jpeg"), 40)
+    assert decoded.fov.radius * decoded.reduction > 250
+
+
+def test_a_tiny_image_is_too_small_not_blank(tmp_path):
+    """An 8 x 8 image was skipped as "black or blank"."""
+    tiny = np.full((8, 8, 3), 180, np.uint8)
+    with pytest.raises(UnusableImage, match=r"image too small \(8 x 8 px; at least 32 px a side\)"):
+        decode_fundus(save(Image.fromarray(tiny), tmp_path / "tiny.png"), 4)
+
+
 def test_png_is_decoded_in_full(tmp_path):
     path = save(Image.fromarray(disc_image()), tmp_path / "1_left.png")
     decoded = decode_fundus(path, 20)

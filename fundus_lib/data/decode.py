@@ -8,7 +8,8 @@ the radius the cache needs, and decodes again at the next smaller reduction if t
 
 Every reason a file cannot be used raises :class:`UnusableImage`, whose message is recorded in
 the cache manifest: a missing or empty file, a file that is not an image, truncated data,
-grayscale or 16-bit images, and images with no fundus (e.g. all black).
+grayscale or 16-bit images, images under 32 px, images with no fundus (e.g. all black) and bright
+fields far from round (a strip or banner).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fundus_lib.data.preprocess import FieldOfView, estimate_field_of_view
+from fundus_lib.data.preprocess import FieldOfView, estimate_field_of_view, field_aspect
 
 REDUCTIONS = (8, 4, 2, 1)
 #: The fundus radius is assumed to be at least this share of min(width, height) / 2 when
@@ -31,6 +32,10 @@ _CONVERTIBLE = {"RGB": "", "CMYK": "converted from CMYK", "RGBA": "alpha channel
                 "P": "converted from a palette image", "YCbCr": "converted from YCbCr",
                 "L": "grayscale: channel replicated", "LA": "grayscale: channel replicated"}
 _GRAYSCALE = ("L", "LA")
+#: Smaller images are skipped as too small (the smallest cache is 32 px).
+MIN_SIDE_PX = 32
+#: Fields lower than this share of their width are not fundus photographs (the real sample's cut fields: 0.65 and up).
+MIN_FIELD_ASPECT = 0.4
 
 
 class UnusableImage(Exception):
@@ -111,12 +116,17 @@ def decode_fundus_bytes(data: bytes, target_radius: float, allow_grayscale: bool
     """:func:`decode_fundus` on a file's bytes."""
     header = _open(data, allow_grayscale)
     width, height = header.size
+    if min(width, height) < MIN_SIDE_PX:
+        raise UnusableImage(f"image too small ({width} x {height} px; at least {MIN_SIDE_PX} px a side)")
     reduction = choose_reduction(width, height, target_radius)
     while True:
         rgb = _decode_at(data, reduction, allow_grayscale)
         fov = estimate_field_of_view(rgb)
         if fov is None:
             raise UnusableImage("no fundus found (the image is black or blank)")
+        if (aspect := field_aspect(rgb, fov)) < MIN_FIELD_ASPECT:
+            raise UnusableImage(f"not a fundus photograph: its bright field is {aspect:.2f} times as high as wide "
+                                f"(a round field is about 1, a field cut at top and bottom above {MIN_FIELD_ASPECT})")
         if fov.radius >= target_radius or reduction == 1:
             break
         reduction //= 2

@@ -75,6 +75,13 @@ def estimate_field_of_view(rgb: np.ndarray) -> FieldOfView | None:
     return FieldOfView(cx, cy, radius)
 
 
+def field_aspect(rgb: np.ndarray, fov: FieldOfView) -> float:
+    """Height / width of the bright field through its centre: about 1 for a round field, 0.7-0.9 for
+    one cut at top and bottom, far below for a strip or banner that is not a fundus photograph."""
+    _, half_height = _bright_span(_band(rgb, fov.cx, axis=1))
+    return half_height / fov.radius
+
+
 def crop_to_fundus(
     image: np.ndarray, fov: FieldOfView, size: int, interpolation: int = cv2.INTER_AREA
 ) -> np.ndarray:
