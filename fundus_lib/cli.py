@@ -59,7 +59,10 @@ def _train(args: argparse.Namespace) -> None:
     if not runs:
         raise UserError(f"no run matches {args.only}; runs: {', '.join(all_runs(params))}")
     for label, (run_params, config) in runs.items():
-        run = get_run(run_params, config, progress=not args.quiet)
+        try:
+            run = get_run(run_params, config, progress=not args.quiet)
+        except UserError as exc:
+            raise UserError(f"{label}: {exc}") from None
         test = run.metrics("test")
         print(f"{label}: run {run.key}, test kappa {test['kappa']:.3f}, balanced accuracy "
               f"{test['balanced_accuracy']:.3f}, {run.train_seconds / 60:.1f} min", flush=True)

@@ -40,10 +40,12 @@ from fundus_lib.paths import runs_dir
 from fundus_lib.provenance import hardware
 from fundus_lib.train import (
     BEST_WEIGHTS,
+    CHECKPOINT,
     Processes,
     build_model,
     evaluate,
     fit,
+    load_checkpoint,
     load_weights,
     predict,
     resolve_device,
@@ -57,6 +59,19 @@ RECORD = "record.json"
 
 class MissingRun(UserError, LookupError):
     """A run is not in the store and training was not allowed."""
+
+
+class RunStoreError(UserError, RuntimeError):
+    """A run folder is broken (an unreadable record, missing weights) or the store cannot be written."""
+
+
+def _read_json(path: Path) -> dict:
+    """A json file of a run folder; an unreadable one is a RunStoreError naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunStoreError(f"{path} is unreadable or corrupt ({exc}): delete the run folder {path.parent} "
+                            "to train the run again") from None
 
 
 def run_key(config: RunConfig, manifest_hash: str) -> str:
@@ -77,8 +92,15 @@ class Run:
     @classmethod
     def load(cls, root: str | Path) -> Run:
         root = Path(root)
-        record = json.loads((root / RECORD).read_text())
-        return cls(root, RunConfig.model_validate(record["config"]), record)
+        record = _read_json(root / RECORD)
+        if not (root / BEST_WEIGHTS).is_file():
+            raise RunStoreError(f"{root / BEST_WEIGHTS} is missing although {RECORD} says the run finished: "
+                                f"delete the run folder {root} to train the run again")
+        try:
+            return cls(root, RunConfig.model_validate(record["config"]), record)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RunStoreError(f"{root / RECORD} is not a record of this project ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0]}): delete the run folder {root} to train the run again") from None
 
     @property
     def key(self) -> str:
@@ -134,7 +156,7 @@ def _finish(config: RunConfig, data: FundusData, root: Path, params: Params) -> 
     model = build_model(config.model_copy(update={"pretrained": False}))
     load_weights(model, root / BEST_WEIGHTS)
     model.to(device)
-    checkpoint = torch.load(root / "last.pt", map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(root / CHECKPOINT)
     metrics, matrices, tables = {}, {}, []
     for split in ("valid", "test"):
         dataset = FundusDataset(data, split)
@@ -179,8 +201,12 @@ def get_run(params: Params, config: RunConfig, train: bool = True, progress: boo
                          "train it with `fundus train` or allow training")
     initial_weights = get_run(params, config.init_from, train, progress).root / BEST_WEIGHTS if config.init_from else None
     if processes.main:
-        root.mkdir(parents=True, exist_ok=True)
-        write_atomic(root / "config.json", json.dumps(config.model_dump(mode="json"), indent=1))
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            write_atomic(root / "config.json", json.dumps(config.model_dump(mode="json"), indent=1))
+        except OSError as exc:
+            raise RunStoreError(f"cannot write to the run store {root.parent} ({exc.strerror}): point FUNDUS_RUNS_DIR "
+                                "at a writable folder, or render from the store with --from-store") from None
     fit(config, data, root, params.runtime, progress, initial_weights)
     if processes.main:
         _finish(config, data, root, params)
@@ -190,15 +216,23 @@ def get_run(params: Params, config: RunConfig, train: bool = True, progress: boo
 
 
 def list_runs(root: str | Path | None = None) -> pd.DataFrame:
-    """One row per run folder in the store: key, model, size, epochs, status, test metrics, time."""
+    """One row per run folder in the store: key, model, size, epochs, status, test metrics, time.
+
+    A broken folder (an unreadable config or record, missing weights) is listed with status
+    ``broken: <what is wrong>``; the others are listed as usual.
+    """
     rows = []
     for folder in sorted(Path(root or runs_dir()).glob("*/config.json")):
-        config = json.loads(folder.read_text())
-        record_path = folder.parent / RECORD
-        record = json.loads(record_path.read_text()) if record_path.exists() else None
+        row = {"key": folder.parent.name}
+        try:
+            config = _read_json(folder)
+            row.update(model=config["model"], image_size=config["image_size"], epochs=config["epochs"])
+            record = Run.load(folder.parent).record if (folder.parent / RECORD).exists() else None
+        except (RunStoreError, KeyError, TypeError) as exc:
+            rows.append({**row, "status": f"broken: {exc}"})
+            continue
         test = record["metrics"]["test"] if record else {}
-        rows.append({"key": folder.parent.name, "model": config["model"], "image_size": config["image_size"],
-                     "epochs": config["epochs"], "status": "finished" if record else "unfinished",
+        rows.append({**row, "status": "finished" if record else "unfinished",
                      "test_kappa": test.get("kappa"), "test_balanced_accuracy": test.get("balanced_accuracy"),
                      "train_minutes": record["train_seconds"] / 60 if record else None})
     return pd.DataFrame(rows)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -53,7 +54,12 @@ BEST_WEIGHTS = "best.pt"
 
 
 class CheckpointError(UserError, RuntimeError):
-    """A checkpoint does not belong to this run, model or number of classes."""
+    """A checkpoint is missing, unreadable, not one this project wrote, or of another run, model or
+    number of classes."""
+
+
+class BatchSizeError(UserError, ValueError):
+    """A batch is larger than the training set."""
 
 
 # --- devices and processes ----------------------------------------------------------------
@@ -109,7 +115,8 @@ class EpochBatches(Sampler[list[int]]):
         if batch_size < processes.world:
             raise ValueError(f"batch size {batch_size} is smaller than the {processes.world} processes")
         if len(positions) < batch_size:
-            raise ValueError(f"the training set has {len(positions)} images, fewer than one batch of {batch_size}")
+            raise BatchSizeError(f"the training set has {len(positions)} images, fewer than one batch of {batch_size}: "
+                                 "lower this row's batch_size in the params file, or use more data")
         self.positions, self.batch_size, self.seed, self.processes = positions, batch_size, seed, processes
 
     def __len__(self) -> int:
@@ -155,9 +162,30 @@ def save_atomic(state: dict, path: Path) -> None:
     os.replace(temporary, path)
 
 
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint or weights file written by this project, read with ``weights_only`` (no code in a
+    file ever runs). A missing, empty, truncated or corrupt file, or one that holds other Python
+    objects, is a CheckpointError that names it and says what to do."""
+    path = Path(path)
+    remedy = f"delete the run folder {path.parent} to train the run again"
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: {remedy}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} is not a checkpoint this project wrote (the safe loader refused it; nothing in "
+                              f"it ran): {remedy}, or replace the file by one fundus wrote") from None
+    except Exception as exc:  # torch reports a cut or garbled file as RuntimeError, EOFError, KeyError, ...
+        reason = str(exc).split(".")[0] or type(exc).__name__
+        raise CheckpointError(f"{path} is empty, truncated or corrupt ({reason}): {remedy}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a checkpoint this project wrote (it holds a {type(state).__name__}): {remedy}")
+    return state
+
+
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a state dict saved by this project (``weights_only``); a mismatch is a clear error."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     state = state.get("model", state)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -313,7 +341,10 @@ def training_set(config: RunConfig, data: FundusData, progress: bool = True) -> 
 
 def _restore(path: Path, config: RunConfig, model, optimizer, schedule, scaler) -> dict:
     """Load a checkpoint into the training objects; returns its training state."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = load_checkpoint(path)
+    if "config" not in saved or any(key not in saved for key in ("optimizer", "schedule", "scaler", *_STATE)):
+        raise CheckpointError(f"{path} is not a training checkpoint of this project (weights only?): "
+                              f"delete the run folder {path.parent} to train the run again")
     if saved["config"] != config.model_dump(mode="json"):
         raise CheckpointError(f"{path} belongs to another run configuration")
     load_weights(model, path)

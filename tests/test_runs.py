@@ -85,3 +85,51 @@ def test_a_half_finished_run_resumes(params, store, monkeypatch):
     straight = get_run(params, config, progress=False)
     pd.testing.assert_frame_equal(resumed.history, straight.history)
     assert resumed.metrics("test") == straight.metrics("test")
+
+
+def test_broken_run_folders_are_named_and_the_rest_listed(params, store):
+    import shutil
+
+    from fundus_lib.runs import Run, RunStoreError
+
+    run = get_run(params, run_config(params, params.baselines[0]), progress=False)
+    for name in ("cut-record", "no-weights"):
+        shutil.copytree(run.root, store / name)
+    (store / "cut-record" / "record.json").write_text(run.root.joinpath("record.json").read_text()[:100])
+    (store / "no-weights" / "best.pt").unlink()
+    with pytest.raises(RunStoreError, match=r"cut-record/record.json is unreadable or corrupt"):
+        Run.load(store / "cut-record")
+    with pytest.raises(RunStoreError, match=r"no-weights/best.pt is missing although record.json says the run finished"):
+        Run.load(store / "no-weights")
+    listed = list_runs().set_index("key")["status"]
+    assert listed[run.key] == "finished"
+    assert listed["cut-record"].startswith("broken: ") and "record.json" in listed["cut-record"]
+    assert listed["no-weights"].startswith("broken: ") and "best.pt is missing" in listed["no-weights"]
+    (run.root / "best.pt").unlink()  # a record without its weights is not a finished run
+    with pytest.raises(RunStoreError, match="best.pt is missing"):
+        get_run(params, run.config, progress=False)
+
+
+def test_a_store_that_cannot_be_written_is_one_line(params, store, monkeypatch):
+    from fundus_lib.runs import RunStoreError
+
+    def read_only(path, data, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(runs_module, "write_atomic", read_only)
+    with pytest.raises(RunStoreError, match=r"cannot write to the run store .* \(Permission denied\): point FUNDUS_RUNS_DIR"):
+        get_run(params, run_config(params, params.baselines[0], lr=0.0321), progress=False)
+
+
+def test_a_batch_larger_than_the_training_set_names_the_run(params, store, tmp_path, capsys):
+    from fundus_lib.cli import main
+
+    params_file = tmp_path / "big-batch.yaml"
+    params_file.write_text((project_root() / "params" / "smoke.yaml").read_text().replace(
+        "baselines:\n  - {model: small-cnn, image_size: 48, batch_size: 8}",
+        "baselines:\n  - {model: small-cnn, image_size: 48, batch_size: 4000}"))
+    assert "batch_size: 4000" in params_file.read_text()
+    assert main(["train", str(params_file), "--only", "02 baselines", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "02 baselines" in err
+    assert "fewer than one batch of 4000: lower this row's batch_size" in err

@@ -199,3 +199,32 @@ def test_training_on_corrupted_images(params, data, tmp_path, on_the_fly):
     assert image.shape == clean.shape and not torch.equal(image, clean)
     fit(config, data, tmp_path, params.runtime, progress=False)
     assert (tmp_path / CHECKPOINT).exists()
+
+
+class _Foreign:
+    """A pickle that would run a command when loaded without weights_only."""
+
+    def __reduce__(self):
+        return (os.system, ("echo this must never run",))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda path: path.write_bytes(b""), "is empty, truncated or corrupt"),
+    (lambda path: path.write_bytes(path.read_bytes()[:5000]), "is empty, truncated or corrupt"),
+    (lambda path: path.write_bytes(b"garbage " * 100), "is not a checkpoint this project wrote"),
+    (lambda path: torch.save({"model": _Foreign()}, path), "is not a checkpoint this project wrote"),
+    (lambda path: torch.save(torch.zeros(3), path), "is not a checkpoint this project wrote"),
+    (lambda path: torch.save({"model": {}}, path), "is not a training checkpoint of this project"),
+], ids=["empty", "truncated", "garbage", "foreign pickle", "a tensor", "weights only"])
+def test_a_damaged_checkpoint_is_named_with_what_to_do(params, data, tmp_path, damage, message):
+    config = run_config(params, params.baselines[0], epochs=1)
+    fit(config, data, tmp_path, params.runtime, progress=False)
+    for name in (CHECKPOINT, "best.pt"):
+        damage(tmp_path / name)
+    with pytest.raises(CheckpointError) as error:
+        fit(config.model_copy(update={"epochs": 2}), data, tmp_path, params.runtime, progress=False)
+    assert str(tmp_path / CHECKPOINT) in str(error.value) and message in str(error.value)
+    assert f"delete the run folder {tmp_path}" in str(error.value) and "weights_only" not in str(error.value)
+    if message != "is not a training checkpoint of this project":
+        with pytest.raises(CheckpointError, match=message):
+            load_weights(create_model("small-cnn"), tmp_path / "best.pt")
