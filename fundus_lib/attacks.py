@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -162,6 +163,48 @@ def predict_labels(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return model(images).argmax(dim=1)
 
 
+def attack_predictions(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps_list, steps: int = 5,
+                       batch_size: int = 16, alpha: float | None = None, restarts: int = 1,
+                       generator: torch.Generator | None = None, progress: bool = True) -> pd.DataFrame:
+    """The report's PGD experiment per image: the clean and the attacked prediction of every image at each eps.
+
+    Args: as ``attack_success``.
+
+    Returns:
+        DataFrame, one row per (eps, image) in eps-major order, columns ``eps`` ([0, 1] units),
+        ``eps_255``, ``image`` (position in ``images``), ``label``, ``clean`` and ``attacked``
+        (predicted classes).
+    """
+    device = _model_device(model)
+    eps_list = [float(eps) for eps in eps_list]
+    clean_parts, attacked_parts = [], [[] for _ in eps_list]
+    batches = list(zip(images.split(batch_size), labels.split(batch_size)))
+    with tqdm(total=len(batches) * len(eps_list), desc="PGD", unit="attack", disable=not progress) as bar:
+        for batch_images, batch_labels in batches:
+            batch_images, batch_labels = batch_images.to(device), batch_labels.to(device)
+            clean_parts.append(predict_labels(model, batch_images).cpu())
+            for index, eps in enumerate(eps_list):
+                adversarials = pgd(model, batch_images, batch_labels, eps, alpha, steps, restarts, generator=generator)
+                attacked_parts[index].append(predict_labels(model, adversarials).cpu())
+                bar.update()
+    clean = torch.cat(clean_parts).numpy()
+    return pd.DataFrame({"eps": np.repeat(eps_list, len(images)), "eps_255": np.repeat([eps * 255 for eps in eps_list], len(images)),
+                         "image": np.tile(np.arange(len(images)), len(eps_list)), "label": np.tile(labels.cpu().numpy(), len(eps_list)),
+                         "clean": np.tile(clean, len(eps_list)),
+                         "attacked": torch.cat([torch.cat(parts) for parts in attacked_parts]).numpy()})
+
+
+def success_table(outcomes: pd.DataFrame) -> pd.DataFrame:
+    """Per eps, from ``attack_predictions``' rows: success_rate (share of images whose prediction
+    changed: the report's eq. 11, on every image, not only the correct ones), robust_accuracy (share
+    still predicted correctly) and clean_accuracy."""
+    table = outcomes.assign(success_rate=outcomes["attacked"] != outcomes["clean"],
+                            robust_accuracy=outcomes["attacked"] == outcomes["label"],
+                            clean_accuracy=outcomes["clean"] == outcomes["label"])
+    return (table.groupby(["eps", "eps_255"], sort=False)[["success_rate", "robust_accuracy", "clean_accuracy"]]
+            .mean().reset_index())
+
+
 def attack_success(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps_list, steps: int = 5,
                    batch_size: int = 16, alpha: float | None = None, restarts: int = 1,
                    generator: torch.Generator | None = None, progress: bool = True) -> pd.DataFrame:
@@ -179,34 +222,12 @@ def attack_success(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
     Returns:
         DataFrame, one row per eps in the given order, columns ``eps`` ([0, 1] units), ``eps_255``
-        (eps x 255), ``success_rate`` (share of all N images whose predicted class differs from the
-        clean prediction: the report's eq. 11, on every image, not only the correct ones),
-        ``robust_accuracy`` (share predicted correctly after the attack) and ``clean_accuracy``
-        (the same for every row).
+        (eps x 255), ``success_rate``, ``robust_accuracy`` and ``clean_accuracy`` (``success_table``).
 
     Example: ``attack_success(model, x, y, [eps_from_255(k) for k in (0, 0.5, 1, 2)], steps=5)``.
     """
-    device = _model_device(model)
-    eps_list = [float(eps) for eps in eps_list]
-    changed, robust = [0] * len(eps_list), [0] * len(eps_list)
-    clean_correct = 0
-    batches = list(zip(images.split(batch_size), labels.split(batch_size)))
-    with tqdm(total=len(batches) * len(eps_list), desc="PGD", unit="attack", disable=not progress) as bar:
-        for batch_images, batch_labels in batches:
-            batch_images, batch_labels = batch_images.to(device), batch_labels.to(device)
-            clean = predict_labels(model, batch_images)
-            clean_correct += (clean == batch_labels).sum().item()
-            for index, eps in enumerate(eps_list):
-                adversarials = pgd(model, batch_images, batch_labels, eps, alpha, steps, restarts, generator=generator)
-                predicted = predict_labels(model, adversarials)
-                changed[index] += (predicted != clean).sum().item()
-                robust[index] += (predicted == batch_labels).sum().item()
-                bar.update()
-    count = len(images)
-    return pd.DataFrame({"eps": eps_list, "eps_255": [eps * 255 for eps in eps_list],
-                         "success_rate": [value / count for value in changed],
-                         "robust_accuracy": [value / count for value in robust],
-                         "clean_accuracy": clean_correct / count})
+    return success_table(attack_predictions(model, images, labels, eps_list, steps, batch_size, alpha, restarts,
+                                            generator, progress))
 
 
 # --- adversarial training ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fundus_lib.attacks import attack_success, hop_skip_jump, perturbation_sizes, pgd, predict_labels
+from fundus_lib.attacks import attack_predictions, hop_skip_jump, perturbation_sizes, pgd, predict_labels, success_table
 from fundus_lib.attribution import (
     CAPTUM_IG,
     deletion_auc,
@@ -34,7 +34,9 @@ from fundus_lib.attribution import (
     smoothgrad,
 )
 from fundus_lib.config import AttackConfig, AttributionConfig
+from fundus_lib.data.cache import Cache
 from fundus_lib.data.counterfactual import rerender
+from fundus_lib.data.idrid import lesion_masks
 from fundus_lib.data.dataset import FundusDataset, to_tensor
 from fundus_lib.data.pipeline import FundusData, data_variant
 from fundus_lib.data.preprocess import circle_mask
@@ -65,17 +67,24 @@ def test_sample(data: FundusData, n_images: int, seed: int) -> tuple[np.ndarray,
     return chosen, images, labels
 
 
-def pgd_curve(run: Run, data: FundusData, settings: AttackConfig, progress: bool = True) -> pd.DataFrame:
-    """The report's PGD sweep on the run's best model: success rate and robust accuracy per eps."""
+def pgd_outcomes(run: Run, data: FundusData, settings: AttackConfig, progress: bool = True) -> pd.DataFrame:
+    """The report's PGD sweep on the run's best model, per image of the attack sample: one row per
+    (eps, image) with the manifest ``row``, label, clean and attacked prediction (``attack_predictions``)."""
     def compute() -> pd.DataFrame:
-        _, images, labels = test_sample(data, settings.n_images, settings.seed)
+        rows, images, labels = test_sample(data, settings.n_images, settings.seed)
         generator = torch.Generator().manual_seed(settings.seed)
-        return attack_success(run.load_model(), images, labels, [eps / 255 for eps in settings.eps_255],
-                              settings.steps, settings.batch_size, restarts=settings.restarts,
-                              generator=generator, progress=progress)
+        outcomes = attack_predictions(run.load_model(), images, labels, [eps / 255 for eps in settings.eps_255],
+                                      settings.steps, settings.batch_size, restarts=settings.restarts,
+                                      generator=generator, progress=progress)
+        return outcomes.assign(row=rows[outcomes["image"].to_numpy()])
 
     keys = settings.model_dump(exclude={"decision"}, mode="json")
-    return cached(run, "pgd", {**keys, "data": data.manifest_hash}, compute)
+    return cached(run, "pgd-outcomes", {**keys, "data": data.manifest_hash}, compute)
+
+
+def pgd_curve(run: Run, data: FundusData, settings: AttackConfig, progress: bool = True) -> pd.DataFrame:
+    """The report's PGD sweep on the run's best model: success rate and robust accuracy per eps."""
+    return success_table(pgd_outcomes(run, data, settings, progress))
 
 
 def decision_attack_sizes(run: Run, data: FundusData, settings: AttackConfig) -> pd.DataFrame:
@@ -121,8 +130,13 @@ REPORT_IG = "integrated gradients (report)"
 
 def attribution_maps(run: Run, data: FundusData, rows, settings: AttributionConfig) -> dict[str, np.ndarray]:
     """Per method, the pixel maps (N, S, S) of the true grade for the images of ``rows``."""
-    model = run.load_model()
     images, labels = _images(data, rows)
+    return method_maps(run.load_model(), images, labels, settings)
+
+
+def method_maps(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                settings: AttributionConfig) -> dict[str, np.ndarray]:
+    """Per method, the pixel maps (N, S, S) of class ``labels`` for ``images`` (N, 3, S, S) in [0, 1]."""
     generator = torch.Generator().manual_seed(settings.seed)
     report = integrated_gradients(model, images, labels, settings.ig_baseline, settings.ig_steps, settings.ig_method,
                                   settings.internal_batch_size, generator)
@@ -163,6 +177,32 @@ def attribution_scores(run: Run, data: FundusData, settings: AttributionConfig) 
         return pd.DataFrame(records)
 
     return cached(run, "attribution", {**settings.model_dump(mode="json"), "data": data.manifest_hash}, compute)
+
+
+def lesion_type_scores(run: Run, cache: Cache, settings: AttributionConfig) -> pd.DataFrame:
+    """Per photograph of a lesion-mask cache (IDRiD), method and lesion type: relevance mass,
+    pointing game and lesion AUC of the attribution for the model's own predicted grade (the
+    photographs carry no grade). Cached in the run folder, keyed by the settings and the photographs."""
+    def compute() -> pd.DataFrame:
+        model = run.load_model()
+        images = torch.stack([to_tensor(np.array(image)) for image in cache.images])
+        predicted = torch.as_tensor(predict_labels(model, images))
+        maps = method_maps(model, images, predicted, settings)
+        field = circle_mask(cache.settings.image_size, cache.settings.circle)
+        records = []
+        for lesion, masks in lesion_masks(cache).items():
+            for method, pictures in maps.items():
+                for index in np.flatnonzero(masks.any(axis=(1, 2))):
+                    records.append({"image": cache.manifest.at[index, "image"], "method": method, "lesion": lesion,
+                                    "predicted grade": int(predicted[index]),
+                                    "lesion share": float(masks[index][field].mean()),
+                                    "relevance_mass": relevance_mass(pictures[index], masks[index]),
+                                    "pointing_game": pointing_game(pictures[index], masks[index]),
+                                    "lesion_auc": lesion_auc(pictures[index], masks[index], field)})
+        return pd.DataFrame(records)
+
+    key = {**settings.model_dump(mode="json"), "photographs": cache.manifest["sha1"].tolist()}
+    return cached(run, "lesion-types", key, compute)
 
 
 # --- the spurious cue (chapter 6) --------------------------------------------------------------------
@@ -211,13 +251,22 @@ def cue_attribution(run: Run, data: FundusData, settings: AttributionConfig) -> 
 # --- corrupted test images (chapter 4) -------------------------------------------------------------
 
 
-def corrupted_test_metrics(run: Run, data: FundusData, levels: tuple[int, int], seed: int) -> pd.DataFrame:
+def corrupted_test_predictions(run: Run, data: FundusData, levels: tuple[int, int], seed: int) -> pd.DataFrame:
     """The run's best model on the test split with every image corrupted (a random type and a level
-    in ``levels``, seeded): one row with accuracy, balanced_accuracy, kappa and loss."""
+    in ``levels``, seeded): per test image its manifest ``row``, label and probabilities p0-p4."""
     def compute() -> pd.DataFrame:
         corrupted = data_variant(data, False, corruption_levels=tuple(levels), corruption_seed=seed)
         dataset = FundusDataset(corrupted, "test")
         probabilities = predict(run.load_model(), dataset, torch.device("cpu"))
-        return pd.DataFrame([evaluate(probabilities, dataset.labels)])
+        table = pd.DataFrame({"row": dataset.rows, "label": dataset.labels})
+        return table.join(pd.DataFrame(probabilities, columns=[f"p{grade}" for grade in range(probabilities.shape[1])]))
 
-    return cached(run, "corrupted-test", {"levels": list(levels), "seed": seed, "data": data.manifest_hash}, compute)
+    return cached(run, "corrupted-test-predictions", {"levels": list(levels), "seed": seed, "data": data.manifest_hash},
+                  compute)
+
+
+def corrupted_test_metrics(run: Run, data: FundusData, levels: tuple[int, int], seed: int) -> pd.DataFrame:
+    """The same as one row with accuracy, balanced_accuracy, kappa and loss."""
+    table = corrupted_test_predictions(run, data, levels, seed)
+    probabilities = table.filter(regex=r"^p\d$").to_numpy()
+    return pd.DataFrame([evaluate(probabilities, table["label"].to_numpy())])

@@ -24,13 +24,52 @@ def baseline_runs(params: Params) -> dict[str, RunConfig]:
     return {row_label(row): run_config(params, row) for row in params.baselines}
 
 
+def training_seeds(params: Params) -> list[int]:
+    """The training seeds of every configuration a finding compares: seed, seed + 1, ... (``params.seeds``)."""
+    return [params.seed + offset for offset in range(params.seeds)]
+
+
+def with_seed(config: RunConfig, seed: int) -> RunConfig:
+    """The same run with another training seed; a run it starts from gets the same seed (the
+    fine-tuned seed k continues the baseline's seed k). The first seed leaves the config unchanged."""
+    update: dict = {"seed": seed}
+    if config.init_from is not None:
+        update["init_from"] = with_seed(config.init_from, seed)
+    return config.model_copy(update=update)
+
+
+def seeded(params: Params, configs: dict[str, RunConfig]) -> dict[str, list[RunConfig]]:
+    """Each configuration once per training seed."""
+    return {name: [with_seed(config, seed) for seed in training_seeds(params)] for name, config in configs.items()}
+
+
+def compared_baselines(params: Params) -> dict[str, RunConfig]:
+    """The Table-4 rows a finding compares: models trained at more than one image size."""
+    baselines = baseline_runs(params)
+    sizes = {model: {config.image_size for config in baselines.values() if config.model == model}
+             for model in {config.model for config in baselines.values()}}
+    return {label: config for label, config in baselines.items() if len(sizes[config.model]) > 1}
+
+
+def compared_runs(params: Params) -> dict[str, RunConfig]:
+    """Every run a finding compares, keyed like ``all_runs`` (these train every seed)."""
+    runs = {f"02 baselines: {label}": config for label, config in compared_baselines(params).items()}
+    runs |= {f"03 balancing: {name}": config for name, config in balancing_runs(params).items()}
+    runs |= {f"04 corruption: {table}, {name}": config for table, rows in corruption_runs(params).items()
+             if table != "improvements" for name, config in rows.items()}
+    return runs | {f"05 adversarial: {name}": config for name, config in adversarial_runs(params).items()}
+
+
 def all_runs(params: Params) -> dict[str, tuple[Params, RunConfig]]:
-    """Every run of every chapter, keyed ``<chapter>: <label>``, with the params whose data it uses."""
+    """Every run of every chapter, keyed ``<chapter>: <label>`` (``, seed k`` for the seeds after
+    the first of a compared run), with the params whose data it uses."""
     runs = {f"02 baselines: {label}": config for label, config in baseline_runs(params).items()}
     runs |= {f"03 balancing: {name}": config for name, config in balancing_runs(params).items()}
     runs |= {f"04 corruption: {table}, {name}": config for table, rows in corruption_runs(params).items()
              for name, config in rows.items()}
     runs |= {f"05 adversarial: {name}": config for name, config in adversarial_runs(params).items()}
+    runs |= {f"{label}, seed {config.seed}": config for label, seeds in seeded(params, compared_runs(params)).items()
+             for config in seeds[1:]}
     every = {label: (params, config) for label, config in runs.items()}
     if has_spurious_experiment(params):
         cue_params = spurious_params(params)
