@@ -185,19 +185,21 @@ else:
 # ## Does this run support the report's hypothesis?
 #
 # The hypothesis predicts two things: the adversarially trained model puts **more** of its
-# attribution on lesions, and it relies **less** on the non-robust cue. Each is judged by a paired
-# 95 % bootstrap interval of the difference (adversarially trained minus baseline) over the same
-# images: an interval that excludes 0, for a difference of at least one percentage point, counts
-# as evidence, for or against.
+# attribution on lesions, and it relies **less** on the non-robust cue. Each is judged by the
+# rule of `fundus_lib.statistics` on the paired difference (adversarially trained minus baseline)
+# over the same images: its 95 % bootstrap interval wholly beyond one percentage point in the
+# predicted direction supports, wholly short of it refutes, otherwise inconclusive. A measure the
+# baseline itself does not show (below one point) cannot discriminate and counts as inconclusive.
 
 # %% tags=["hide-input"]
 evidence = hypothesis_evidence(params, runs, train=train_missing)
 overall = overall_verdict(evidence)
 overall_words = {"supports": "supports the hypothesis", "refutes": "refutes the hypothesis",
-                 "neither": "neither supports nor refutes the hypothesis as a whole",
+                 "inconclusive": "is inconclusive on the hypothesis as a whole",
                  "untested": "cannot test the hypothesis"}[overall]
 display(Markdown("\n".join(f"- {item.measure}, adversarially trained minus baseline: difference {item.mean:+.3f} "
-                           f"[{item.low:+.3f}, {item.high:+.3f}] → **{item.word}**." for item in evidence)
+                           f"[{item.low:+.3f}, {item.high:+.3f}] → **{item.word}**"
+                           + (f" ({item.reason})" if item.reason else "") + "." for item in evidence)
                  + f"\n\nOn the {params.data.source} data of this run ({params.name}), the evidence **{overall_words}**."))
 
 # %% [markdown]

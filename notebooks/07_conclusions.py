@@ -16,11 +16,17 @@
 # # Conclusions: what this run reproduces
 #
 # The report's findings, one per line, each checked against the runs the chapters above computed.
-# A finding is written as a test on a table (for example "SMOTE gives the lowest kappa of all
-# methods"). The same test runs on the report's published numbers and on this run's, so nothing
-# here is typed in: a finding is **reproduced** when this run's numbers pass the test the report's
-# numbers pass, **not reproduced** when they fail it, and **not tested** when the params file has
-# no run for it.
+# A finding is one or more differences between configurations on the same test images (for
+# example "SMOTE's kappa minus each other row's"), judged by rules fixed in advance in
+# `fundus_lib.statistics`: the estimate is the mean over the training seeds, its 95 % interval
+# combines a paired bootstrap over the test images with the spread over seeds, and a **margin**
+# says how large a difference must be to count as the report's effect. A finding is
+# **reproduced** when every interval lies on the report's side of its margin, **contradicted**
+# when one lies wholly on the other side, and **inconclusive** when the data cannot decide (an
+# interval straddles the margin, a single seed, or a measure that cannot show the effect). The
+# **MDD** (minimum detectable difference) is the true difference this run would detect with 80 %
+# probability: a report effect smaller than it cannot be reproduced here, whatever the truth. No
+# row is chosen on the test split.
 
 # %% tags=["parameters", "remove-cell"]
 params_file = "params/demo.yaml"
@@ -32,9 +38,10 @@ from IPython.display import Markdown, display
 
 from fundus_lib.config import load_params
 from fundus_lib.experiments import baseline_runs
-from fundus_lib.findings import NOT_REPRODUCED, NOT_TESTED, REPRODUCED, report_findings
+from fundus_lib.findings import report_findings
 from fundus_lib.provenance import provenance
 from fundus_lib.runs import run_data
+from fundus_lib.statistics import CONTRADICTED, INCONCLUSIVE, NOT_TESTED, REPRODUCED
 from fundus_lib.tables import REPORT_LABEL, run_label, styled
 
 params = load_params(params_file)
@@ -42,24 +49,40 @@ findings = report_findings(params, train=train_missing)
 
 # %% tags=["hide-input"]
 table = pd.DataFrame([{"where": item.section, "the report's finding": item.claim, REPORT_LABEL: item.report,
-                       run_label(params): item.ours, "verdict": item.verdict} for item in findings])
-colours = {REPRODUCED: "background-color: #d9f2d9", NOT_REPRODUCED: "background-color: #f8d7d7",
-           NOT_TESTED: "background-color: #eeeeee"}
+                       f"{run_label(params)}: estimate [95 % interval]": item.ours, "n": item.n,
+                       "margin": item.margin, "MDD": item.mdd, "verdict": item.verdict} for item in findings])
+colours = {REPRODUCED: "background-color: #d9f2d9", CONTRADICTED: "background-color: #f8d7d7",
+           INCONCLUSIVE: "background-color: #fff3cd", NOT_TESTED: "background-color: #eeeeee"}
 styled(table.set_index(["where", "the report's finding"]), caption="The report's findings against this run"
        ).map(lambda verdict: colours.get(verdict, ""), subset=["verdict"])
 
 # %% tags=["hide-input"]
 counts = table["verdict"].value_counts()
-tested = counts.get(REPRODUCED, 0) + counts.get(NOT_REPRODUCED, 0)
 data_note = ("This run used the **synthetic** fundus data, so a reproduced finding means the same pattern appears "
              "on a different, simpler dataset with the project's CPU-sized models, not a confirmation of the report's "
              "EyePACS numbers." if params.data.source == "synthetic" else
-             "This run used the **EyePACS** data of the report.")
-failed = [f"{item.section} ({item.claim})" for item in findings if item.verdict == NOT_REPRODUCED]
+             "This run used real **EyePACS** photographs.")
 display(Markdown(
-    f"Of the {len(findings)} findings, this run ({params.name}) tested **{tested}** and reproduced "
-    f"**{counts.get(REPRODUCED, 0)}**" + (f"; not reproduced: {'; '.join(failed)}" if failed else "") + f". {data_note}"
+    f"Of the {len(findings)} findings, this run ({params.name}, {params.seeds} seed(s) per compared configuration) "
+    f"reproduces **{counts.get(REPRODUCED, 0)}**, contradicts **{counts.get(CONTRADICTED, 0)}**, is inconclusive on "
+    f"**{counts.get(INCONCLUSIVE, 0)}** and does not test **{counts.get(NOT_TESTED, 0)}**. {data_note}"
 ))
+
+# %% [markdown]
+# ## Every comparison
+#
+# The differences behind the verdicts, one per line: treatment minus reference, the rule it is
+# held to, our estimate with its interval and the report's value of the same difference (where
+# it published one).
+
+# %% tags=["hide-input"]
+rows = [{"where": item.section, "comparison": comparison.label, "rule": comparison.claim(),
+         REPORT_LABEL: float("nan") if reported is None else reported, "estimate": comparison.estimate.mean, "low": comparison.estimate.low,
+         "high": comparison.estimate.high, "MDD": comparison.mdd, "seeds": comparison.estimate.n_seeds,
+         "images": comparison.estimate.n_images, "verdict": comparison.verdict}
+        for item in findings for comparison, reported in zip(item.comparisons, item.reported)]
+styled(pd.DataFrame(rows).set_index(["where", "comparison"]), caption="Every comparison of the findings"
+       ).map(lambda verdict: colours.get(verdict, ""), subset=["verdict"])
 
 # %% [markdown]
 # ## Provenance
