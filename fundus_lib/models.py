@@ -149,8 +149,11 @@ def pretrained_weights_file(name: str, weights_dir: str | Path) -> Path:
     folders = [Path(weights_dir), Path(torch.hub.get_dir()) / "checkpoints"]
     for folder in folders:
         found = sorted(folder.glob(f"{prefix}*.pth")) if folder.is_dir() else []
+        if len(found) > 1:
+            raise WeightsError(f"{len(found)} ImageNet weight files for {name} in {folder} "
+                               f"({', '.join(path.name for path in found)}): keep the one to use")
         if found:
-            return found[-1]
+            return found[0]
     raise WeightsError(
         f"no ImageNet weights for {name} ({prefix}*.pth) in {folders[0]} or {folders[1]}. This project never "
         "downloads: copy the file there (torchvision / efficientnet-pytorch release files) or set pretrained: false"

@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -29,13 +30,13 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from fundus_lib.config import Params, RunConfig
+from fundus_lib.config import Params, RunConfig, RuntimeConfig, resolve_path
 from fundus_lib.data.dataset import FundusDataset
 from fundus_lib.data.pipeline import FundusData, prepare_data
 from fundus_lib.errors import UserError
 from fundus_lib.files import write_atomic
 from fundus_lib.metrics import confusion
-from fundus_lib.models import FundusNet
+from fundus_lib.models import FundusNet, pretrained_weights_file
 from fundus_lib.paths import runs_dir
 from fundus_lib.provenance import hardware
 from fundus_lib.train import (
@@ -74,11 +75,32 @@ def _read_json(path: Path) -> dict:
                             "to train the run again") from None
 
 
-def run_key(config: RunConfig, manifest_hash: str) -> str:
-    """16 hex digits identifying a run: its configuration, its data and the store's format."""
-    text = json.dumps({"format": RUN_FORMAT, "config": config.model_dump(mode="json"), "data": manifest_hash},
-                      sort_keys=True)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+def run_key(config: RunConfig, manifest_hash: str, weights_sha1: str | None = None) -> str:
+    """16 hex digits identifying a run: its configuration, its data, the store's format and, for a
+    pretrained run, the content hash of its ImageNet weight file (another file is another run)."""
+    content = {"format": RUN_FORMAT, "config": config.model_dump(mode="json"), "data": manifest_hash}
+    if weights_sha1 is not None:
+        content["weights"] = weights_sha1
+    return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha1(path: Path, size: int, mtime_ns: int) -> str:
+    """sha1 of a file, hashed again when its size or modification time changes."""
+    digest = hashlib.sha1()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha1(config: RunConfig, runtime: RuntimeConfig) -> str | None:
+    """The content hash of the ImageNet weight file a pretrained run starts from (None otherwise)."""
+    if not config.pretrained:
+        return None
+    path = pretrained_weights_file(config.model, resolve_path(runtime.weights_dir))
+    stat = path.stat()
+    return _file_sha1(path, stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass
@@ -181,7 +203,7 @@ def _finish(config: RunConfig, data: FundusData, root: Path, params: Params) -> 
                     "amp": params.runtime.amp, **hardware()},
         "finished_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
-    write_atomic(root / RECORD, json.dumps(record, indent=1))
+    write_atomic(root / RECORD, json.dumps(record, indent=1), durable=True)
 
 
 def get_run(params: Params, config: RunConfig, train: bool = True, progress: bool = True) -> Run:
@@ -193,7 +215,7 @@ def get_run(params: Params, config: RunConfig, train: bool = True, progress: boo
     """
     processes = start_processes(resolve_device(params.runtime.device))
     data = run_data(params, config, progress, processes)
-    root = runs_dir() / run_key(config, data.manifest_hash)
+    root = runs_dir() / run_key(config, data.manifest_hash, weights_sha1(config, params.runtime))
     if (root / RECORD).exists():
         return Run.load(root)
     if not train:

@@ -44,6 +44,7 @@ from fundus_lib.data.corruptions import RandomCorruption
 from fundus_lib.data.pipeline import FundusData, data_variant
 from fundus_lib.data.preprocess import graham
 from fundus_lib.errors import UserError
+from fundus_lib.files import require_free_space, sweep_temporaries, write_with
 from fundus_lib.losses import build_loss
 from fundus_lib.metrics import confusion, scores
 from fundus_lib.models import FundusNet, create_model, pretrained_weights_file
@@ -156,10 +157,21 @@ def build_schedule(config: RunConfig, optimizer: torch.optim.Optimizer):
 # --- checkpoints -------------------------------------------------------------------------------------
 
 
+def _tensor_bytes(value) -> int:
+    """Bytes of the tensors in a (nested) state dict: about the size of its checkpoint file."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(map(_tensor_bytes, value.values()))
+    if isinstance(value, (list, tuple)):
+        return sum(map(_tensor_bytes, value))
+    return 0
+
+
 def save_atomic(state: dict, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    """Save a checkpoint durably (fsynced before its rename) after checking the disk has room for it."""
+    require_free_space(path.parent, _tensor_bytes(state), f"the checkpoint {path.name}")
+    write_with(path, lambda handle: torch.save(state, handle), durable=True)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -367,6 +379,7 @@ def fit(config: RunConfig, data: FundusData, run_dir: Path, runtime: RuntimeConf
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries(run_dir)  # half-written checkpoints of a killed run or a full disk
     device = resolve_device(runtime.device)
     processes = start_processes(device)
     torch.manual_seed(config.seed)  # the initial weights

@@ -3,12 +3,15 @@ parallel, resume after kill -9, and no silent reuse of a cache built with other 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -181,3 +184,135 @@ def test_squares_before_graham(tmp_path, real_sample):
                           progress=False)
     corner = squares.images[:, 0, 0]
     assert corner.max() < 30  # black outside the fundus, not Graham's grey 128
+
+
+def test_a_cut_last_record_is_redone_on_a_line_of_its_own(tmp_path, real_sample):
+    """A full disk or a power cut leaves half a line; the redone record was appended to it, and the
+    image ended with an empty status."""
+    items = real_items(real_sample, 12)
+    fresh = build_cache(items, tmp_path / "fresh", CacheSettings(32), workers=1, progress=False)
+    folder = tmp_path / "cut"
+    build_cache(items, folder, CacheSettings(32), workers=1, progress=False)
+    records = folder / "records.jsonl"
+    lines = records.read_text().splitlines(keepends=True)
+    records.write_text("".join(lines[:8]) + lines[8][: len(lines[8]) // 2])  # image 8's record cut, 9-11 not done
+    info = json.loads((folder / "cache.json").read_text())
+    (folder / "cache.json").write_text(json.dumps({"build": info["build"], "complete": False}))
+    resumed = build_cache(items, folder, CacheSettings(32), workers=1, progress=False)
+    pd.testing.assert_frame_equal(resumed.manifest, fresh.manifest)
+    assert (resumed.manifest["status"] == "ok").all()
+    assert [json.loads(line)["index"] for line in records.read_text().splitlines()] == list(range(12))
+
+
+def test_a_build_checks_free_space_first(tmp_path, real_sample, monkeypatch):
+    """A full disk made the memory-mapped write die with a bare Bus error."""
+    import shutil
+
+    from fundus_lib.files import DiskFullError
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=90_000))
+    with pytest.raises(DiskFullError, match=r"the cache of 8 images at 64 px needs 98,304 bytes in .*/c but only 90,000"):
+        build_cache(real_items(real_sample, 8), tmp_path / "c", CacheSettings(64), workers=1, progress=False)
+
+
+def test_a_same_size_replacement_image_is_seen(tmp_path, real_sample):
+    """The cache key looked at file sizes only: an image replaced by one of the same size kept its old
+    pixels and hash."""
+    images = tmp_path / "images"
+    images.mkdir()
+    first, second = sorted((real_sample / "images").glob("eyepacs256_*.jpeg"))[:2]
+    small, large = sorted((first, second), key=lambda path: path.stat().st_size)
+    (images / "1_left.jpeg").write_bytes(large.read_bytes())
+    (images / "1_right.jpeg").write_bytes(large.read_bytes())
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,level\n1_left,0\n1_right,0\n")
+    items = list_images(images, labels).assign(mask_path="")
+    before = build_cache(items, tmp_path / "a", CacheSettings(32), workers=1, progress=False)
+    padded = small.read_bytes().ljust(large.stat().st_size, b"\0")  # trailing bytes: still the small JPEG
+    (images / "1_left.jpeg").write_bytes(padded)
+    os.utime(images / "1_left.jpeg", ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert (images / "1_left.jpeg").stat().st_size == large.stat().st_size
+    from fundus_lib.data.cache import cache_key
+
+    assert cache_key(items, CacheSettings(32)) != before.root.name
+    after = build_cache(items, tmp_path / cache_key(items, CacheSettings(32)), CacheSettings(32), workers=1, progress=False)
+    assert after.manifest.at[0, "sha1"] == hashlib.sha1(padded).hexdigest() != before.manifest.at[0, "sha1"]
+    assert not np.array_equal(after.images[0], before.images[0])
+
+
+def test_the_complete_marker_is_fsynced_before_its_rename(tmp_path, real_sample, monkeypatch):
+    import fundus_lib.files as files
+
+    events = []
+    monkeypatch.setattr(files.os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))))
+    replace = files.os.replace
+    monkeypatch.setattr(files.os, "replace", lambda src, dst: (events.append(("replace", str(dst))), replace(src, dst)))
+    build_cache(real_items(real_sample, 4), tmp_path / "c", CacheSettings(32), workers=1, progress=False)
+    marker = events.index(("replace", str(tmp_path / "c" / "cache.json")), -4)
+    assert events[marker - 1][0] == "fsync" and events[marker - 1][1].endswith(".tmp")
+    assert ("fsync", str(tmp_path / "c" / "images.npy")) in events[:marker]
+
+
+_HELD_PARENT = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import pandas as pd
+    import fundus_lib.data.cache as cache
+
+    items, folder = pd.read_pickle(sys.argv[1]), Path(sys.argv[2])
+
+    class HeldBar(cache.tqdm):  # the pool and its workers are up: the parent waits here for its signal
+        def update(self, n=1):
+            (folder.parent / "holding").touch()
+            while True:
+                time.sleep(1)
+
+    cache.tqdm = HeldBar
+    cache.build_cache(items, folder, cache.CacheSettings(32), workers=2, progress=False)
+    """
+)
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the workers")
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["kill -9", "SIGTERM"])
+def test_workers_die_with_their_parent(tmp_path, real_sample, how):
+    """Killing `fundus data` left the pool workers and the resource tracker blocked forever."""
+    real_items(real_sample, 40).to_pickle(tmp_path / "items.pkl")
+    parent = subprocess.Popen([sys.executable, "-c", _HELD_PARENT, str(tmp_path / "items.pkl"), str(tmp_path / "c")])
+    while not (tmp_path / "holding").exists():
+        assert parent.poll() is None, "the build ended before it held"
+        time.sleep(0.05)
+    children = _children(parent.pid)
+    assert len(children) >= 2  # two workers (and the resource tracker)
+    parent.send_signal(how)
+    parent.wait()
+    deadline = time.monotonic() + 30  # a safety net only: they exit within a second
+    while any(map(_alive, children)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    leaked = [pid for pid in children if _alive(pid)]
+    for pid in leaked:
+        os.kill(pid, signal.SIGKILL)
+    assert not leaked, "processes outlived their parent"

@@ -133,3 +133,35 @@ def test_a_batch_larger_than_the_training_set_names_the_run(params, store, tmp_p
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "02 baselines" in err
     assert "fewer than one batch of 4000: lower this row's batch_size" in err
+
+
+def test_the_record_is_fsynced_before_its_rename(params, store, monkeypatch):
+    import os
+
+    import fundus_lib.files as files
+
+    events = []
+    monkeypatch.setattr(files.os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))))
+    replace = files.os.replace
+    monkeypatch.setattr(files.os, "replace", lambda src, dst: (events.append(("replace", str(dst))), replace(src, dst)))
+    run = get_run(params, run_config(params, params.baselines[0], lr=0.0011), progress=False)
+    rename = events.index(("replace", str(run.root / "record.json")))
+    assert events[rename - 1][0] == "fsync" and events[rename - 1][1].endswith(".tmp")
+    assert events[rename + 1] == ("fsync", str(run.root))
+
+
+def test_another_imagenet_weight_file_is_another_run(params, tmp_path):
+    from fundus_lib.models import WeightsError
+    from fundus_lib.runs import weights_sha1
+
+    config = run_config(params, params.baselines[0], model="resnet18", pretrained=True)
+    runtime = params.runtime.model_copy(update={"weights_dir": tmp_path})
+    weights = tmp_path / "resnet18-f37072fd.pth"
+    weights.write_bytes(b"first")
+    first = run_key(config, "a" * 40, weights_sha1(config, runtime))
+    weights.write_bytes(b"other")  # same name, same size, other weights
+    assert run_key(config, "a" * 40, weights_sha1(config, runtime)) != first
+    (tmp_path / "resnet18-zzzzzzzz.pth").write_bytes(b"second")
+    with pytest.raises(WeightsError, match="2 ImageNet weight files for resnet18 .*: keep the one to use"):
+        weights_sha1(config, runtime)
+    assert weights_sha1(run_config(params, params.baselines[0]), runtime) is None

@@ -325,3 +325,57 @@ def test_generation_speed(tmp_path):
     cpu_seconds = time.process_time() - start
     assert len(os.listdir(out / "images")) == 200 and len(os.listdir(out / "masks")) == 200
     assert cpu_seconds < 16, f"{cpu_seconds:.1f} s"
+
+
+_HELD_GENERATION = """
+import sys, time
+from pathlib import Path
+import fundus_lib.data.synthetic as synthetic
+from fundus_lib.config import SyntheticConfig
+
+folder, render_all = Path(sys.argv[1]), synthetic._render_all
+
+def held(*args):  # the first build, pending marker written: hold until released
+    (folder.parent / "holding").touch()
+    while not (folder.parent / "release").exists():
+        time.sleep(0.05)
+    return render_all(*args)
+
+synthetic._render_all = held
+synthetic.generate_dataset(folder, SyntheticConfig(n_patients=3, raw_width=192), workers=1, progress=False)
+"""
+
+_SECOND_GENERATION = """
+import sys
+from pathlib import Path
+from fundus_lib.config import SyntheticConfig
+from fundus_lib.data.synthetic import generate_dataset
+
+(Path(sys.argv[1]).parent / "second started").touch()
+generate_dataset(Path(sys.argv[1]), SyntheticConfig(n_patients=3, raw_width=192), workers=1, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_two_first_builds_at_once_wait_for_each_other(tmp_path):
+    """The second of two first builds failed on a missing pending marker; it must wait for the first."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "dataset"
+    first = subprocess.Popen([sys.executable, "-c", _HELD_GENERATION, str(folder)])
+    while not (tmp_path / "holding").exists():
+        assert first.poll() is None, "the first build ended before it held"
+        time.sleep(0.05)
+    second = subprocess.Popen([sys.executable, "-c", _SECOND_GENERATION, str(folder)])
+    while not (tmp_path / "second started").exists():
+        assert second.poll() is None, "the second build failed to start"
+        time.sleep(0.05)
+    try:
+        second.wait(timeout=3)  # without a lock it builds the whole folder meanwhile
+        pytest.fail("the second build finished while the first was still building the same folder")
+    except subprocess.TimeoutExpired:
+        pass
+    (tmp_path / "release").touch()
+    assert first.wait(timeout=120) == 0 and second.wait(timeout=120) == 0
+    assert len(os.listdir(folder / "images")) == 6 and (folder / "generator.json").exists()

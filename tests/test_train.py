@@ -228,3 +228,45 @@ def test_a_damaged_checkpoint_is_named_with_what_to_do(params, data, tmp_path, d
     if message != "is not a training checkpoint of this project":
         with pytest.raises(CheckpointError, match=message):
             load_weights(create_model("small-cnn"), tmp_path / "best.pt")
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_temporary(params, data, tmp_path, monkeypatch):
+    """torch's raw "enforce fail at inline_container.cc" left a half-written temporary that kept the disk full."""
+    import shutil
+
+    import fundus_lib.files as files
+    from fundus_lib.files import DiskFullError
+
+    usage = shutil.disk_usage(tmp_path)
+    save = torch.save
+
+    def disk_fills_up(state, handle):
+        handle.write(b"half a checkpoint")
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=0))
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2048 vs 1984")
+
+    monkeypatch.setattr(torch, "save", disk_fills_up)
+    config = run_config(params, params.baselines[0], epochs=1)
+    with pytest.raises(DiskFullError, match=rf"cannot write {tmp_path}/best.pt: the disk holding {tmp_path} is full"):
+        fit(config, data, tmp_path, params.runtime, progress=False)
+    assert not list(tmp_path.glob(".*.tmp"))
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(DiskFullError, match=r"the checkpoint best.pt needs [\d,]+ bytes in .* but only 0 are free"):
+        fit(config, data, tmp_path, params.runtime, progress=False)  # checked before writing
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: usage)
+    (tmp_path / ".last.pt.999999999.tmp").write_bytes(b"left by a killed run")
+    fit(config, data, tmp_path, params.runtime, progress=False)
+    assert not (tmp_path / ".last.pt.999999999.tmp").exists() and (tmp_path / CHECKPOINT).exists()
+
+
+def test_checkpoints_are_fsynced_before_their_rename(params, data, tmp_path, monkeypatch):
+    import fundus_lib.files as files
+
+    events = []
+    monkeypatch.setattr(files.os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))))
+    replace = files.os.replace
+    monkeypatch.setattr(files.os, "replace", lambda src, dst: (events.append(("replace", str(src))), replace(src, dst)))
+    fit(run_config(params, params.baselines[0], epochs=1), data, tmp_path, params.runtime, progress=False)
+    renames = [index for index, event in enumerate(events) if event[0] == "replace"]
+    assert len(renames) == 2  # best.pt, last.pt
+    assert all(events[index - 1] == ("fsync", events[index][1]) for index in renames)

@@ -39,7 +39,8 @@ from fundus_lib.data.decode import UnusableImage, decode_fundus
 from fundus_lib.data.corruptions import corrupt, corruption_for
 from fundus_lib.data.preprocess import circle_mask, crop_to_fundus, graham
 from fundus_lib.errors import UserError
-from fundus_lib.files import write_atomic
+from fundus_lib.files import exclusive, fsync_file, require_free_space, sweep_temporaries, write_atomic
+from fundus_lib.workers import exit_with_parent
 
 CACHE_VERSION = 1
 ITEM_COLUMNS = ["image", "patient", "side", "level", "path", "mask_path"]
@@ -72,10 +73,13 @@ class CacheSettings:
 
 
 def items_hash(items: pd.DataFrame) -> str:
-    """Hash of the item list: names, labels, file paths and sizes (not contents: too slow)."""
-    sizes = [os.path.getsize(path) if path and os.path.isfile(path) else -1 for path in items["path"]]
-    listing = items[ITEM_COLUMNS].assign(size=sizes).to_csv(index=False)
-    return hashlib.sha1(listing.encode()).hexdigest()
+    """Hash of the item list: names, labels, file paths, sizes and modification times (not contents:
+    too slow). A replaced image changes it even at the same size, so the cache is built again and
+    the image's content hash (the manifest's sha1, which keys the runs) is recomputed."""
+    stats = [os.stat(path) if path and os.path.isfile(path) else None for path in items["path"]]
+    listing = items[ITEM_COLUMNS].assign(size=[stat.st_size if stat else -1 for stat in stats],
+                                         mtime_ns=[stat.st_mtime_ns if stat else -1 for stat in stats])
+    return hashlib.sha1(listing.to_csv(index=False).encode()).hexdigest()
 
 
 def cache_key(items: pd.DataFrame, settings: CacheSettings) -> str:
@@ -134,6 +138,11 @@ def _init_worker(root: str, items: list[dict], settings: CacheSettings, has_mask
     )
 
 
+def _init_pool_worker(parent_pid: int, *init_args) -> None:
+    exit_with_parent(parent_pid)
+    _init_worker(*init_args)
+
+
 def _cached_mask(mask_path: str, decoded_shape: tuple[int, ...], fov, size: int, circle: float) -> np.ndarray:
     mask = cv2.imread(mask_path, cv2.IMREAD_UNCHANGED)
     if mask is None:
@@ -185,15 +194,22 @@ def _process(index: int) -> dict:
 
 
 def _read_records(path: Path) -> dict[int, dict]:
-    """Finished records; a last line cut by an interruption is ignored (that image is redone)."""
+    """Finished records. A last line cut by an interruption (a kill, a full disk, a power cut) is
+    removed from the file, so that image is redone and its new record starts on a line of its own."""
     records: dict[int, dict] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            records[record["index"]] = record
+    if not path.exists():
+        return records
+    text = path.read_bytes()
+    complete = text[: text.rfind(b"\n") + 1]
+    if len(complete) < len(text):
+        with path.open("r+b") as log:
+            log.truncate(len(complete))
+    for number, line in enumerate(complete.decode().splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise CacheMismatchError(f"{path} line {number} is corrupt: delete {path.parent} to build the cache again") from None
+        records[record["index"]] = record
     return records
 
 
@@ -227,7 +243,8 @@ def _run(todo: list[int], init_args: tuple, workers: int, progress: bool, log) -
         results = map(_process, todo)
     else:
         context = multiprocessing.get_context("spawn")
-        executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=init_args)
+        executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool_worker,
+                                       initargs=(os.getpid(), *init_args))
         results = executor.map(_process, todo, chunksize=8)
     try:
         for record in results:
@@ -256,14 +273,24 @@ def build_cache(
     """
     root = Path(root)
     items = items.reset_index(drop=True)
-    if (root / "cache.json").exists() and _read_json(root / "cache.json").get("complete"):
+    with exclusive(root.parent / f".{root.name}.lock"):  # a second process building the same cache waits
+        if not ((root / "cache.json").exists() and _read_json(root / "cache.json").get("complete")):
+            _build(items, root, settings, workers, progress)
         _prepare_folder(root, items, settings, has_masks=False)  # only checks that settings match
-        return Cache(root)
+    return Cache(root)
+
+
+def _build(items: pd.DataFrame, root: Path, settings: CacheSettings, workers: int, progress: bool) -> None:
+    """Process the items not yet in ``root``'s records, then write the manifest and, last, the
+    durable complete marker (after the arrays and the manifest are on disk)."""
     has_masks = bool((items["mask_path"] != "").any())
     _prepare_folder(root, items, settings, has_masks)
     records_path = root / "records.jsonl"
     done = _read_records(records_path)
     todo = [index for index in range(len(items)) if index not in done]
+    sweep_temporaries(root)
+    row_bytes = settings.image_size ** 2 * (4 if has_masks else 3)
+    require_free_space(root, len(todo) * row_bytes, f"the cache of {len(todo):,} images at {settings.image_size} px")
     workers = workers or os.cpu_count() or 1
     init_args = (str(root), items[ITEM_COLUMNS].to_dict("records"), settings, has_masks)
     with records_path.open("a") as log:
@@ -275,8 +302,9 @@ def build_cache(
     records[text_columns] = records[text_columns].astype(object).fillna("")
     manifest = items.join(records)
     manifest.index.name = "index"
-    write_atomic(root / "manifest.csv", manifest.to_csv())
+    for array in ("images.npy", "masks.npy") if has_masks else ("images.npy",):
+        fsync_file(root / array)
+    write_atomic(root / "manifest.csv", manifest.to_csv(), durable=True)
     info = _read_json(root / "cache.json")
     info.update(complete=True, counts=manifest["status"].value_counts().to_dict())
-    write_atomic(root / "cache.json", json.dumps(info, indent=2))
-    return Cache(root)
+    write_atomic(root / "cache.json", json.dumps(info, indent=2), durable=True)

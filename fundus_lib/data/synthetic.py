@@ -41,7 +41,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from fundus_lib.config import SyntheticConfig
-from fundus_lib.files import write_atomic
+from fundus_lib.files import exclusive, write_atomic
+from fundus_lib.workers import exit_with_parent
 
 #: Bump whenever a change alters the rendered images, the specs or the files written.
 GENERATOR_VERSION = "1"
@@ -927,7 +928,8 @@ def _render_chunk(job: tuple[list[EyeSpec], Path, int, float, int]) -> list[dict
     return [lesion_counts(spec) for spec in specs]
 
 
-def _single_thread_cv2() -> None:
+def _init_pool_worker(parent_pid: int) -> None:
+    exit_with_parent(parent_pid)
     cv2.setNumThreads(1)
 
 
@@ -939,7 +941,8 @@ def _mapper(workers: int):
         yield map
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_thread_cv2) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool_worker,
+                             initargs=(os.getpid(),)) as pool:
         yield pool.map
 
 
@@ -990,6 +993,13 @@ def generate_dataset(out_dir: Path, cfg: SyntheticConfig, workers: int = 0, prog
     marker = _marker(cfg)
     if _check_marker(out_dir / "generator.json", marker):
         return out_dir
+    with exclusive(out_dir.parent / f".{out_dir.name}.lock"):  # a second process waits, then finds it complete
+        if not _check_marker(out_dir / "generator.json", marker):
+            _generate(out_dir, cfg, marker, workers, progress)
+    return out_dir
+
+
+def _generate(out_dir: Path, cfg: SyntheticConfig, marker: dict, workers: int, progress: bool) -> None:
     pending = out_dir / "generator.pending.json"
     _check_marker(pending, marker)
     for folder in ("images", "masks"):
@@ -1003,9 +1013,8 @@ def generate_dataset(out_dir: Path, cfg: SyntheticConfig, workers: int = 0, prog
     write_atomic(out_dir / "specs.csv", table.to_csv(index=False).encode())
     labels = table[["image", "label"]].rename(columns={"label": "level"})
     write_atomic(out_dir / "trainLabels.csv", labels.to_csv(index=False).encode())
-    write_atomic(out_dir / "generator.json", json.dumps(marker, indent=2).encode())
+    write_atomic(out_dir / "generator.json", json.dumps(marker, indent=2).encode(), durable=True)
     pending.unlink()
-    return out_dir
 
 
 def load_specs(out_dir: Path) -> list[EyeSpec]:
