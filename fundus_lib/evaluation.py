@@ -34,7 +34,9 @@ from fundus_lib.attribution import (
     smoothgrad,
 )
 from fundus_lib.config import AttackConfig, AttributionConfig
+from fundus_lib.data.cache import Cache
 from fundus_lib.data.counterfactual import rerender
+from fundus_lib.data.idrid import lesion_masks
 from fundus_lib.data.dataset import FundusDataset, to_tensor
 from fundus_lib.data.pipeline import FundusData, data_variant
 from fundus_lib.data.preprocess import circle_mask
@@ -128,8 +130,13 @@ REPORT_IG = "integrated gradients (report)"
 
 def attribution_maps(run: Run, data: FundusData, rows, settings: AttributionConfig) -> dict[str, np.ndarray]:
     """Per method, the pixel maps (N, S, S) of the true grade for the images of ``rows``."""
-    model = run.load_model()
     images, labels = _images(data, rows)
+    return method_maps(run.load_model(), images, labels, settings)
+
+
+def method_maps(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                settings: AttributionConfig) -> dict[str, np.ndarray]:
+    """Per method, the pixel maps (N, S, S) of class ``labels`` for ``images`` (N, 3, S, S) in [0, 1]."""
     generator = torch.Generator().manual_seed(settings.seed)
     report = integrated_gradients(model, images, labels, settings.ig_baseline, settings.ig_steps, settings.ig_method,
                                   settings.internal_batch_size, generator)
@@ -170,6 +177,32 @@ def attribution_scores(run: Run, data: FundusData, settings: AttributionConfig) 
         return pd.DataFrame(records)
 
     return cached(run, "attribution", {**settings.model_dump(mode="json"), "data": data.manifest_hash}, compute)
+
+
+def lesion_type_scores(run: Run, cache: Cache, settings: AttributionConfig) -> pd.DataFrame:
+    """Per photograph of a lesion-mask cache (IDRiD), method and lesion type: relevance mass,
+    pointing game and lesion AUC of the attribution for the model's own predicted grade (the
+    photographs carry no grade). Cached in the run folder, keyed by the settings and the photographs."""
+    def compute() -> pd.DataFrame:
+        model = run.load_model()
+        images = torch.stack([to_tensor(np.array(image)) for image in cache.images])
+        predicted = torch.as_tensor(predict_labels(model, images))
+        maps = method_maps(model, images, predicted, settings)
+        field = circle_mask(cache.settings.image_size, cache.settings.circle)
+        records = []
+        for lesion, masks in lesion_masks(cache).items():
+            for method, pictures in maps.items():
+                for index in np.flatnonzero(masks.any(axis=(1, 2))):
+                    records.append({"image": cache.manifest.at[index, "image"], "method": method, "lesion": lesion,
+                                    "predicted grade": int(predicted[index]),
+                                    "lesion share": float(masks[index][field].mean()),
+                                    "relevance_mass": relevance_mass(pictures[index], masks[index]),
+                                    "pointing_game": pointing_game(pictures[index], masks[index]),
+                                    "lesion_auc": lesion_auc(pictures[index], masks[index], field)})
+        return pd.DataFrame(records)
+
+    key = {**settings.model_dump(mode="json"), "photographs": cache.manifest["sha1"].tolist()}
+    return cached(run, "lesion-types", key, compute)
 
 
 # --- the spurious cue (chapter 6) --------------------------------------------------------------------

@@ -66,6 +66,9 @@ display(Markdown(
     f"**{manifest['patient'].nunique():,}** patients; **{len(usable):,}** usable, "
     f"**{len(data.skipped):,}** skipped. Cached at {params.data.image_size} x "
     f"{params.data.image_size} px. The report's numbers: {report_source()}."
+    + (f" The images folder holds a declared subset of its labels file: **{data.not_in_subset:,}** labelled "
+       "images have no file there and are not part of this data set (not counted as skipped)."
+       if data.not_in_subset else "")
 ))
 if len(data.skipped):
     display(styled(data.skipped.groupby("reason").size().rename("images").to_frame(),

@@ -23,7 +23,7 @@ import pandas as pd
 from fundus_lib.config import DataConfig, Params, resolve_path
 from fundus_lib.data import synthetic
 from fundus_lib.data.cache import ITEM_COLUMNS, Cache, CacheSettings, build_cache, cache_key
-from fundus_lib.data.eyepacs import list_images
+from fundus_lib.data.eyepacs import list_images, list_subset
 from fundus_lib.data.split import assign_split
 from fundus_lib.files import write_atomic
 from fundus_lib.paths import data_dir
@@ -38,7 +38,9 @@ class FundusData:
     cache: the preprocessed arrays; manifest: the cache manifest plus a ``split`` column
     (index = array row; also written as ``manifest-<hash>.csv`` in the cache folder);
     manifest_hash: identifies the data for the run store;
-    images_dir: where the raw photographs are (for figures).
+    images_dir: where the raw photographs are (for figures);
+    not_in_subset: labelled rows without a file in a declared subset (``data.eyepacs.subset``),
+    excluded from the data set (0 otherwise).
     """
 
     config: DataConfig
@@ -46,6 +48,7 @@ class FundusData:
     manifest: pd.DataFrame
     manifest_hash: str
     images_dir: Path
+    not_in_subset: int = 0
 
     def rows(self, split: str) -> np.ndarray:
         """Array rows (= manifest index) of one split, in manifest order."""
@@ -69,18 +72,23 @@ def synthetic_dir(config: DataConfig) -> Path:
     return data_dir() / "synthetic" / _settings_key(settings)
 
 
-def list_items(config: DataConfig, progress: bool = True) -> tuple[pd.DataFrame, Path]:
-    """The labelled images (generating the synthetic default first) and their folder."""
+def list_items(config: DataConfig, progress: bool = True) -> tuple[pd.DataFrame, Path, int]:
+    """The labelled images (generating the synthetic default first), their folder, and the number
+    of labelled rows excluded because a declared subset has no file for them."""
     if config.source == "synthetic":
         folder = synthetic_dir(config)
         synthetic.generate_dataset(folder, config.synthetic, config.workers, progress)
         items = list_images(folder / "images", folder / "trainLabels.csv")
         items["mask_path"] = [str(folder / "masks" / f"{image}.png") for image in items["image"]]
-        return items, folder / "images"
-    images_dir = resolve_path(config.eyepacs.images_dir)
-    items = list_images(images_dir, resolve_path(config.eyepacs.labels_csv), config.eyepacs.max_images)
+        return items, folder / "images", 0
+    real = config.eyepacs
+    images_dir, labels_csv = resolve_path(real.images_dir), resolve_path(real.labels_csv)
+    if real.subset:
+        items, not_in_subset = list_subset(images_dir, labels_csv, real.max_images)
+    else:
+        items, not_in_subset = list_images(images_dir, labels_csv, real.max_images), 0
     items["mask_path"] = ""
-    return items, images_dir
+    return items, images_dir, not_in_subset
 
 
 def manifest_hash(manifest: pd.DataFrame) -> str:
@@ -96,13 +104,13 @@ def data_variant(data: FundusData, progress: bool = True, **settings) -> FundusD
     cache = build_cache(items, data_dir() / "cache" / cache_key(items, cache_settings), cache_settings,
                         data.config.workers, progress)
     manifest = cache.manifest.assign(split=data.manifest["split"].to_numpy())
-    return FundusData(data.config, cache, manifest, data.manifest_hash, data.images_dir)
+    return FundusData(data.config, cache, manifest, data.manifest_hash, data.images_dir, data.not_in_subset)
 
 
 def prepare_data(params: Params, progress: bool = True) -> FundusData:
     """Generate or list, cache and split the data of ``params.data``."""
     config = params.data
-    items, images_dir = list_items(config, progress)
+    items, images_dir, not_in_subset = list_items(config, progress)
     settings = CacheSettings(config.image_size, config.graham_circle, config.allow_grayscale)
     cache = build_cache(items, data_dir() / "cache" / cache_key(items, settings), settings, config.workers, progress)
     manifest = cache.manifest.assign(split=assign_split(cache.manifest, config.split))
@@ -110,4 +118,4 @@ def prepare_data(params: Params, progress: bool = True) -> FundusData:
     split_manifest = cache.root / f"manifest-{digest[:12]}.csv"  # the dataset as used, for provenance
     if not split_manifest.exists():
         write_atomic(split_manifest, manifest.to_csv())
-    return FundusData(config, cache, manifest, digest, images_dir)
+    return FundusData(config, cache, manifest, digest, images_dir, not_in_subset)
