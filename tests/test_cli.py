@@ -61,3 +61,17 @@ def test_usage_errors_exit_non_zero(argv):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code != 0
+
+
+def test_data_where_no_image_is_usable_is_an_error(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "1_left.jpeg").write_text("not an image")
+    (tmp_path / "labels.csv").write_text("image,level\n1_left,0\n1_right,1\n2_left,2\n")
+    params = tmp_path / "p.yaml"
+    params.write_text(f"name: p\ndata:\n  source: eyepacs\n  workers: 1\n"
+                      f"  eyepacs: {{images_dir: {images}, labels_csv: {tmp_path / 'labels.csv'}}}\n")
+    assert main(["data", str(params)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert last.startswith(f"fundus data: none of the 3 listed images in {images} is usable")
+    assert "2 x file not found" in last and "1 x not an image file" in last

@@ -25,6 +25,7 @@ from fundus_lib.data import synthetic
 from fundus_lib.data.cache import ITEM_COLUMNS, Cache, CacheSettings, build_cache, cache_key
 from fundus_lib.data.eyepacs import list_images, list_subset
 from fundus_lib.data.split import assign_split
+from fundus_lib.errors import UserError
 from fundus_lib.files import write_atomic
 from fundus_lib.paths import data_dir
 
@@ -107,12 +108,23 @@ def data_variant(data: FundusData, progress: bool = True, **settings) -> FundusD
     return FundusData(data.config, cache, manifest, data.manifest_hash, data.images_dir, data.not_in_subset)
 
 
+def _require_usable_images(manifest: pd.DataFrame, images_dir: Path) -> None:
+    """A data set whose every image was skipped is an error with the reasons, not a split of nothing."""
+    if (manifest["status"] == "ok").any():
+        return
+    reasons = manifest["reason"].value_counts().head(3)
+    listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.items())
+    raise UserError(f"none of the {len(manifest)} listed images in {images_dir} is usable ({listed}): "
+                    "check data.eyepacs.images_dir and the image files")
+
+
 def prepare_data(params: Params, progress: bool = True) -> FundusData:
     """Generate or list, cache and split the data of ``params.data``."""
     config = params.data
     items, images_dir, not_in_subset = list_items(config, progress)
     settings = CacheSettings(config.image_size, config.graham_circle, config.allow_grayscale)
     cache = build_cache(items, data_dir() / "cache" / cache_key(items, settings), settings, config.workers, progress)
+    _require_usable_images(cache.manifest, images_dir)
     manifest = cache.manifest.assign(split=assign_split(cache.manifest, config.split))
     digest = manifest_hash(manifest)
     split_manifest = cache.root / f"manifest-{digest[:12]}.csv"  # the dataset as used, for provenance
