@@ -47,8 +47,9 @@ class SyntheticConfig(_Section):
     )
     label_noise: float = Field(
         0.1, ge=0, le=1,
-        description="probability that the grader's label differs from the drawn grade (a neighbouring "
-        "grade up to about 0.18 under the report's balance; the balance is kept)",
+        description="average probability that the grader's label differs from the drawn grade (a neighbouring "
+        "grade up to about 0.18 under the report's balance; the balance is kept, so the rare grades are "
+        "relabelled far more often than grade 0: chapter 1 shows the rate per grade and the ceiling it sets)",
     )
     eye_agreement: float = Field(
         0.75, ge=0, le=1,
@@ -174,6 +175,11 @@ class TrainConfig(_Section):
         "balanced_accuracy", description="validation metric that picks the best epoch (the report: balanced accuracy)"
     )
     patience: int | None = Field(None, ge=1, description="stop after this many epochs without improvement")
+    balanced_epochs: int = Field(
+        0, ge=0, description="the first n epochs draw a class-balanced sample of the training set's size "
+        "(with replacement), the later ones the training set as it is: a warm start that keeps a model off the "
+        "majority grade (not in the report); rows with oversampling or SMOTE are balanced already and ignore it",
+    )
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the classification layer")
     pretrained: bool = Field(False, description="start from ImageNet weights (a local file, see runtime.weights_dir)")
     augment: bool = Field(True, description="apply the augment section during training")
@@ -480,6 +486,10 @@ def load_params(path: str | Path, overrides: dict | None = None) -> Params:
     return validate_params(raw, source=str(path))
 
 
+#: RunConfig fields added after the run store's first format, with the value all earlier runs had.
+LATER_FIELDS = {"balanced_epochs": 0}
+
+
 class RunConfig(_Section):
     """Everything that defines one training run; its hash (with the data's) keys the run store.
 
@@ -497,6 +507,7 @@ class RunConfig(_Section):
     schedule: Literal["constant", "cosine"]
     select_on: Literal["balanced_accuracy", "accuracy", "kappa", "loss"]
     patience: int | None
+    balanced_epochs: int = Field(0, ge=0, description="first epochs on class-balanced draws (TrainConfig)")
     dropout: float = Field(ge=0, lt=1)
     pretrained: bool
     augment: AugmentConfig | None = Field(description="None = no augmentation")
@@ -509,6 +520,17 @@ class RunConfig(_Section):
     init_from: RunConfig | None = Field(None, description="start from this run's best weights (fine-tuning)")
     adversarial: AdversarialTraining | None = Field(None, description="None = clean training")
     corruption: CorruptionTraining | None = Field(None, description="None = clean images")
+
+    def identity(self) -> dict:
+        """The fields that make the run what it is (the run store's key, a checkpoint's owner): all of
+        them, except a field added later (LATER_FIELDS) at the value every earlier run had, so adding a
+        field keeps the runs already in a store."""
+        def drop(fields: dict) -> dict:
+            if isinstance(fields.get("init_from"), dict):
+                fields["init_from"] = drop(fields["init_from"])
+            return {key: value for key, value in fields.items() if LATER_FIELDS.get(key, object()) != value}
+
+        return drop(self.model_dump(mode="json"))
 
     @model_validator(mode="after")
     def _loss_has_its_parameter(self) -> RunConfig:
@@ -523,7 +545,8 @@ def run_config(params: Params, row: ModelRow, **changes: Any) -> RunConfig:
     fields = dict(
         model=row.model, image_size=row.image_size, batch_size=row.batch_size, epochs=row.epochs or train.epochs,
         optimizer=train.optimizer, lr=row.lr or train.lr, weight_decay=train.weight_decay, schedule=train.schedule,
-        select_on=train.select_on, patience=train.patience, dropout=train.dropout, pretrained=train.pretrained,
+        select_on=train.select_on, patience=train.patience, balanced_epochs=train.balanced_epochs,
+        dropout=train.dropout, pretrained=train.pretrained,
         augment=params.augment if train.augment else None, seed=params.seed,
     )
     fields.update(changes)

@@ -78,7 +78,7 @@ def _read_json(path: Path) -> dict:
 def run_key(config: RunConfig, manifest_hash: str, weights_sha1: str | None = None) -> str:
     """16 hex digits identifying a run: its configuration, its data, the store's format and, for a
     pretrained run, the content hash of its ImageNet weight file (another file is another run)."""
-    content = {"format": RUN_FORMAT, "config": config.model_dump(mode="json"), "data": manifest_hash}
+    content = {"format": RUN_FORMAT, "config": config.identity(), "data": manifest_hash}
     if weights_sha1 is not None:
         content["weights"] = weights_sha1
     return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]

@@ -40,6 +40,15 @@ def oversample(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64)
 
 
+def balanced_draw(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """len(labels) positions into ``labels`` drawn with replacement so that every present class is
+    equally likely (int64, in draw order): one epoch of class-balanced sampling at the usual length."""
+    labels = np.asarray(labels)
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    weights = 1.0 / (len(classes) * counts[inverse])
+    return rng.choice(len(labels), size=len(labels), replace=True, p=weights).astype(np.int64)
+
+
 def smote_plan(features: np.ndarray, labels: np.ndarray, k: int, rng: np.random.Generator):
     """What SMOTE will generate, without generating it.
 

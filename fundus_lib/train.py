@@ -48,7 +48,7 @@ from fundus_lib.files import require_free_space, sweep_temporaries, write_with
 from fundus_lib.losses import build_loss
 from fundus_lib.metrics import confusion, scores
 from fundus_lib.models import FundusNet, create_model, pretrained_weights_file
-from fundus_lib.sampling import oversample, smote_images
+from fundus_lib.sampling import balanced_draw, oversample, smote_images
 
 CHECKPOINT = "last.pt"
 BEST_WEIGHTS = "best.pt"
@@ -348,7 +348,12 @@ def training_set(config: RunConfig, data: FundusData, progress: bool = True) -> 
                                                config.seed, progress)
         dataset = ConcatDataset([real, ImageDataset(images, labels, transform=augment)])
         return TrainingSet(dataset, lambda epoch: np.arange(len(dataset)), counts, seconds)
-    return TrainingSet(real, lambda epoch: np.arange(len(real)), counts)
+    def positions(epoch: int) -> np.ndarray:
+        if epoch < config.balanced_epochs:
+            return balanced_draw(real.labels, np.random.default_rng(epoch_seed(config.seed, epoch)))
+        return np.arange(len(real))
+
+    return TrainingSet(real, positions, counts)
 
 
 def _restore(path: Path, config: RunConfig, model, optimizer, schedule, scaler) -> dict:
@@ -357,7 +362,7 @@ def _restore(path: Path, config: RunConfig, model, optimizer, schedule, scaler) 
     if "config" not in saved or any(key not in saved for key in ("optimizer", "schedule", "scaler", *_STATE)):
         raise CheckpointError(f"{path} is not a training checkpoint of this project (weights only?): "
                               f"delete the run folder {path.parent} to train the run again")
-    if saved["config"] != config.model_dump(mode="json"):
+    if saved["config"] != config.identity():
         raise CheckpointError(f"{path} belongs to another run configuration")
     load_weights(model, path)
     optimizer.load_state_dict(saved["optimizer"])
@@ -428,7 +433,7 @@ def fit(config: RunConfig, data: FundusData, run_dir: Path, runtime: RuntimeConf
                 state["stale_epochs"] += 1
             state["epoch"] = epoch + 1
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                         "scaler": scaler.state_dict(), "config": config.model_dump(mode="json"), **state}, checkpoint)
+                         "scaler": scaler.state_dict(), "config": config.identity(), **state}, checkpoint)
         if processes.world > 1:
             shared = [state]
             dist.broadcast_object_list(shared, src=0)

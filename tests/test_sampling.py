@@ -87,3 +87,14 @@ def test_smote_keeps_pixels_between_the_two_parents(tmp_path):
     synthetic, grades, _ = smote_images(images, labels, tmp_path, k=1, seed=3, progress=False)
     assert (grades == 1).all() and len(synthetic) == 2
     assert ((synthetic >= 10) & (synthetic <= 20)).all()
+
+
+def test_a_balanced_draw_keeps_the_length_and_evens_the_grades():
+    from fundus_lib.sampling import balanced_draw
+
+    labels = np.repeat(np.arange(5), [740, 70, 150, 25, 15])
+    drawn = balanced_draw(labels, np.random.default_rng(0))
+    assert len(drawn) == len(labels)
+    shares = np.bincount(labels[drawn], minlength=5) / len(drawn)
+    assert np.allclose(shares, 0.2, atol=0.04)
+    assert (balanced_draw(labels, np.random.default_rng(0)) == drawn).all()

@@ -270,3 +270,27 @@ def test_checkpoints_are_fsynced_before_their_rename(params, data, tmp_path, mon
     renames = [index for index, event in enumerate(events) if event[0] == "replace"]
     assert len(renames) == 2  # best.pt, last.pt
     assert all(events[index - 1] == ("fsync", events[index][1]) for index in renames)
+
+
+def test_balanced_epochs_draw_class_balanced_samples_first(params, data):
+    from fundus_lib.train import training_set
+
+    config = run_config(params, params.baselines[0], balanced_epochs=2)
+    training = training_set(config, data, progress=False)
+    labels = training.dataset.labels
+    for epoch in (0, 1):
+        drawn = labels[training.positions(epoch)]
+        assert len(drawn) == len(labels)
+        assert np.bincount(drawn, minlength=5).std() < np.bincount(labels, minlength=5).std() / 2, epoch
+    assert (training.positions(2) == np.arange(len(labels))).all()
+    assert not (training.positions(0) == training.positions(1)).all()  # each epoch its own draw
+
+
+def test_a_field_added_later_keeps_the_runs_of_a_store():
+    """balanced_epochs came after the store's first format: at 0 it leaves the run key unchanged."""
+    from fundus_lib.runs import run_key
+
+    params = load_params(SMOKE)
+    config = run_config(params, params.baselines[0])
+    assert "balanced_epochs" not in config.identity()
+    assert run_key(config, "m") != run_key(config.model_copy(update={"balanced_epochs": 1}), "m")
