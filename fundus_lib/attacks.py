@@ -382,7 +382,8 @@ def _starting_points(oracle: _Oracle, images: torch.Tensor, owners: torch.Tensor
 def hop_skip_jump(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int = 40,
                   max_queries: int = 10_000, initial_evals: int = 100, max_evals: int = 1_000,
                   init_trials: int = 100, starts: torch.Tensor | None = None, batch_size: int = 256,
-                  generator: torch.Generator | None = None) -> DecisionAttackResult:
+                  generator: torch.Generator | None = None,
+                  history: list[torch.Tensor] | None = None) -> DecisionAttackResult:
     """HopSkipJump (Chen, Jordan & Wainwright 2020, https://arxiv.org/abs/1904.02144), L2 version,
     untargeted: a decision-based attack that sees only the predicted labels. Chosen over the
     Boundary Attack (Brendel et al. 2018, the report's future work) for its query efficiency.
@@ -411,6 +412,8 @@ def hop_skip_jump(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         batch_size: points per forward pass; a gradient estimate holds about 2 x batch_size x
             C x H x W floats at a time.
         generator: torch.Generator for noise and directions, for deterministic results.
+        history: if a list, the best L2 distance so far per image (N,) is appended after the start
+            and after every iteration (to see whether the budget converges; 0 = not attacked).
 
     Returns:
         DecisionAttackResult(adversarials (N, C, H, W) in [0, 1], success bool (N,), queries
@@ -437,6 +440,8 @@ def hop_skip_jump(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         best[owners] = _bisect(oracle, images[owners], points, owners, rounds)
         current, distance = best.clone(), _l2(best - images)
         best_distance = distance.clone()
+        if history is not None:
+            history.append(best_distance.clone())
         for step in range(1, steps + 1):
             evaluations = int(min(initial_evals * math.sqrt(step), max_evals))
             owners = owners[oracle.queries[owners] + evaluations + _HALVINGS + 1 + rounds <= max_queries]
@@ -452,6 +457,8 @@ def hop_skip_jump(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
             distance[owners] = _l2(current[owners] - images[owners])
             closer = owners[distance[owners] < best_distance[owners]]
             best[closer], best_distance[closer] = current[closer], distance[closer]
+            if history is not None:
+                history.append(best_distance.clone())
     return DecisionAttackResult(best, success, oracle.queries)
 
 

@@ -6,7 +6,7 @@ the data, so re-running a chapter repeats no attack and no attribution.
 Example::
 
     curve = pgd_curve(run, data, params.attacks)           # success rate and robust accuracy per eps
-    sizes = decision_attack_sizes(run, data, params.attacks)   # HopSkipJump perturbation sizes
+    sizes = decision_attack_sizes(run, data, params.attacks, rows)   # HopSkipJump perturbation sizes
 """
 
 from __future__ import annotations
@@ -58,10 +58,15 @@ def cached(run: Run, name: str, settings: dict, compute: Callable[[], pd.DataFra
     return table
 
 
+def test_sample_rows(data: FundusData, n_images: int, seed: int) -> np.ndarray:
+    """The array rows of a fixed, seeded sample of at most ``n_images`` test images, sorted."""
+    rows = data.rows("test")
+    return np.sort(np.random.default_rng(seed).choice(rows, size=min(n_images, len(rows)), replace=False))
+
+
 def test_sample(data: FundusData, n_images: int, seed: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
     """A fixed, seeded sample of test images: (array rows, images float (N, 3, S, S) in [0, 1], labels (N,))."""
-    rows = data.rows("test")
-    chosen = np.sort(np.random.default_rng(seed).choice(rows, size=min(n_images, len(rows)), replace=False))
+    chosen = test_sample_rows(data, n_images, seed)
     images = torch.stack([to_tensor(np.array(data.cache.images[row])) for row in chosen])
     labels = torch.as_tensor(data.manifest.loc[chosen, "level"].to_numpy(), dtype=torch.int64)
     return chosen, images, labels
@@ -87,23 +92,25 @@ def pgd_curve(run: Run, data: FundusData, settings: AttackConfig, progress: bool
     return success_table(pgd_outcomes(run, data, settings, progress))
 
 
-def decision_attack_sizes(run: Run, data: FundusData, settings: AttackConfig) -> pd.DataFrame:
-    """HopSkipJump on the correctly classified images of the attack sample (at most
-    ``settings.decision.n_images``): per image its L2 and L-inf perturbation ([0, 1] pixel
-    units; NaN where no adversarial was found within the query budget) and queries used."""
+def decision_attack_sizes(run: Run, data: FundusData, settings: AttackConfig, rows: np.ndarray) -> pd.DataFrame:
+    """HopSkipJump on the test images of manifest ``rows`` (chapter 5: those every compared model
+    grades correctly, so both models are attacked on the same images): per image its L2 and L-inf
+    perturbation ([0, 1] pixel units; NaN where no adversarial was found within the query budget),
+    queries used and ``l2_<k>``, the best L2 after iteration k (k = 0: the start), to show whether
+    the budget converges."""
     def compute() -> pd.DataFrame:
-        rows, images, labels = test_sample(data, settings.n_images, settings.seed)
-        model = run.load_model()
-        correct = (predict_labels(model, images) == labels).nonzero().squeeze(1)[: settings.decision.n_images]
-        result = hop_skip_jump(model, images[correct], labels[correct], steps=settings.decision.steps,
+        images, labels = _images(data, rows)
+        history: list[torch.Tensor] = []
+        result = hop_skip_jump(run.load_model(), images, labels, steps=settings.decision.steps,
                                max_queries=settings.decision.max_queries,
-                               generator=torch.Generator().manual_seed(settings.seed))
-        sizes = perturbation_sizes(images[correct], result.adversarials, result.success).per_image
-        return sizes.assign(row=rows[correct.numpy()], success=result.success.numpy(), queries=result.queries.numpy())
+                               generator=torch.Generator().manual_seed(settings.seed), history=history)
+        sizes = perturbation_sizes(images, result.adversarials, result.success).per_image
+        trace = pd.DataFrame(torch.stack(history, dim=1).numpy(), columns=[f"l2_{k}" for k in range(len(history))])
+        return pd.concat([sizes.assign(row=rows, success=result.success.numpy(), queries=result.queries.numpy()),
+                          trace], axis=1)
 
     keys = settings.model_dump(mode="json")
-    return cached(run, "decision", {**keys, "data": data.manifest_hash}, compute)
-
+    return cached(run, "decision", {**keys, "rows": [int(row) for row in rows], "data": data.manifest_hash}, compute)
 
 
 # --- attributions (chapter 6) ----------------------------------------------------------------------
@@ -119,9 +126,15 @@ def lesion_sample(data: FundusData, n_images: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(with_lesion, size=min(n_images, len(with_lesion)), replace=False))
 
 
-def _images(data: FundusData, rows) -> tuple[torch.Tensor, torch.Tensor]:
+def _images(data: FundusData, rows, true_grade: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 3, S, S) in [0, 1] and their labels, or with ``true_grade`` the class an attribution
+    explains: on synthetic data the generator's grade (``label_noise`` moved some labels off it)."""
     images = torch.stack([to_tensor(np.array(data.cache.images[row])) for row in rows])
-    return images, torch.as_tensor(data.manifest.loc[rows, "level"].to_numpy(), dtype=torch.int64)
+    labels = data.manifest.loc[rows, "level"].to_numpy()
+    if true_grade and data.config.source == "synthetic":
+        grades = {spec.image: spec.grade for spec in load_specs(data.images_dir.parent)}
+        labels = np.array([grades[image] for image in data.manifest.loc[rows, "image"]])
+    return images, torch.as_tensor(labels, dtype=torch.int64)
 
 
 #: The method with the report's settings (100 steps, uniform random baseline, trapezoid rule).
@@ -130,7 +143,7 @@ REPORT_IG = "integrated gradients (report)"
 
 def attribution_maps(run: Run, data: FundusData, rows, settings: AttributionConfig) -> dict[str, np.ndarray]:
     """Per method, the pixel maps (N, S, S) of the true grade for the images of ``rows``."""
-    images, labels = _images(data, rows)
+    images, labels = _images(data, rows, true_grade=True)
     return method_maps(run.load_model(), images, labels, settings)
 
 
@@ -162,7 +175,7 @@ def attribution_scores(run: Run, data: FundusData, settings: AttributionConfig) 
         rows = lesion_sample(data, settings.n_images, settings.seed)
         maps = attribution_maps(run, data, rows, settings)
         model = run.load_model()
-        images, labels = _images(data, rows)
+        images, labels = _images(data, rows, true_grade=True)
         lesions = (np.asarray(data.cache.masks[rows]) >= 1) & (np.asarray(data.cache.masks[rows]) <= 5)
         field = circle_mask(data.config.image_size, data.config.graham_circle)
         records = []
@@ -176,7 +189,8 @@ def attribution_scores(run: Run, data: FundusData, settings: AttributionConfig) 
                                 "deletion": deletion_auc(curve)})
         return pd.DataFrame(records)
 
-    return cached(run, "attribution", {**settings.model_dump(mode="json"), "data": data.manifest_hash}, compute)
+    return cached(run, "attribution", {**settings.model_dump(mode="json"), "data": data.manifest_hash,
+                                       "target": "true grade"}, compute)
 
 
 def lesion_type_scores(run: Run, cache: Cache, settings: AttributionConfig) -> pd.DataFrame:
@@ -208,11 +222,16 @@ def lesion_type_scores(run: Run, cache: Cache, settings: AttributionConfig) -> p
 # --- the spurious cue (chapter 6) --------------------------------------------------------------------
 
 
+#: Test images the cue-reliance measure re-renders (a fixed sample: re-rendering is the dear part).
+CUE_SAMPLE = 800
+
+
 def cue_reliance(run: Run, data: FundusData) -> pd.DataFrame:
-    """Per test image: grade, whether it carries the cue, and the prediction as generated, with
-    the cue removed from every image and with the cue flipped (added where absent, removed where present)."""
+    """Per image of a fixed sample of test images (at most CUE_SAMPLE): grade, whether it carries
+    the cue, and the prediction as generated, with the cue removed from every image and with the
+    cue flipped (added where absent, removed where present)."""
     def compute() -> pd.DataFrame:
-        rows = data.rows("test")
+        rows = test_sample_rows(data, CUE_SAMPLE, seed=0)
         specs = {spec.image: spec for spec in load_specs(data.images_dir.parent)}
         cue = np.array([specs[image].cue for image in data.manifest.loc[rows, "image"]])
         model = run.load_model()
@@ -224,7 +243,7 @@ def cue_reliance(run: Run, data: FundusData) -> pd.DataFrame:
             table[name] = torch.cat([predict_labels(model, chunk) for chunk in tensors.split(64)]).numpy()
         return table
 
-    return cached(run, "cue-reliance", {"data": data.manifest_hash}, compute)
+    return cached(run, "cue-reliance", {"data": data.manifest_hash, "sample": CUE_SAMPLE}, compute)
 
 
 def cue_attribution(run: Run, data: FundusData, settings: AttributionConfig) -> pd.DataFrame:
@@ -235,7 +254,7 @@ def cue_attribution(run: Run, data: FundusData, settings: AttributionConfig) -> 
         masks = np.asarray(data.cache.masks[rows])
         rows = rows[(masks == 6).any(axis=(1, 2))][: settings.n_images]
         masks = np.asarray(data.cache.masks[rows])
-        images, labels = _images(data, rows)
+        images, labels = _images(data, rows, true_grade=True)
         maps = pixel_map(integrated_gradients(run.load_model(), images, labels, settings.ig_baseline, settings.ig_steps,
                                               settings.ig_method, settings.internal_batch_size,
                                               torch.Generator().manual_seed(settings.seed)))
@@ -245,7 +264,8 @@ def cue_attribution(run: Run, data: FundusData, settings: AttributionConfig) -> 
                              "mass_on_lesions": [relevance_mass(m, (mask >= 1) & (mask <= 5)) for m, mask in zip(maps, masks)],
                              "cue_area_share": [(mask == 6).sum() / field.sum() for mask in masks]})
 
-    return cached(run, "cue-attribution", {**settings.model_dump(mode="json"), "data": data.manifest_hash}, compute)
+    return cached(run, "cue-attribution", {**settings.model_dump(mode="json"), "data": data.manifest_hash,
+                                           "target": "true grade"}, compute)
 
 
 # --- corrupted test images (chapter 4) -------------------------------------------------------------

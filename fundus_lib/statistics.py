@@ -224,6 +224,12 @@ def mean_difference(treatment: np.ndarray, reference: np.ndarray) -> Statistic:
     return lambda indices: difference[indices].mean(axis=1)
 
 
+def median_ratio(treatment: np.ndarray, reference: np.ndarray) -> Statistic:
+    """median(treatment) / median(reference) over resampled images (paired: the same images for both)."""
+    treatment, reference = np.asarray(treatment, dtype=float), np.asarray(reference, dtype=float)
+    return lambda indices: np.median(treatment[indices], axis=1) / np.median(reference[indices], axis=1)
+
+
 def seed_summary(values: Sequence[float]) -> tuple[float, float, float]:
     """(mean, low, high) over seeds for a table cell: the mean with its t interval (the
     spread of the seeds only; the findings' intervals add the test sampling)."""

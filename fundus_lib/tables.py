@@ -11,6 +11,8 @@ from __future__ import annotations
 import pandas as pd
 
 from fundus_lib.config import Params
+from fundus_lib.metrics import REPORT_METRICS
+from fundus_lib.statistics import seed_summary
 
 REPORT_LABEL = "report (EyePACS)"
 
@@ -64,3 +66,22 @@ def duration(hours: float) -> str:
         whole, minutes = divmod(round(hours * 60), 60)
         return f"{whole} h {minutes:02d} min"
     return f"{hours * 60:.1f} min" if hours * 60 >= 1 else f"{hours * 3600:.0f} s"
+
+
+def over_seeds(metrics: dict[str, list[dict[str, float]]], columns: tuple[str, ...] = REPORT_METRICS) -> pd.DataFrame:
+    """One row per configuration (the index): ``seeds``, the mean over seeds of each column and,
+    as ``<column> ±``, the half-width of its 95 % t interval over seeds (0 for one seed). The
+    per-seed numbers stay in the run store."""
+    rows = {}
+    for name, per_seed in metrics.items():
+        row = {"seeds": len(per_seed)}
+        for column in columns:
+            mean, low, _ = seed_summary([values[column] for values in per_seed])
+            row |= {column: mean, f"{column} ±": mean - low}
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def with_spread(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns and their ``±`` companions (for ``styled``'s percent argument)."""
+    return tuple(name for column in columns for name in (column, f"{column} ±"))

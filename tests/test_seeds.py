@@ -1,0 +1,38 @@
+"""Training seeds: every configuration a finding compares trains params.seeds seeds, the first
+seed is the configuration itself (its run key does not change), a fine-tuned run continues the
+same seed of its baseline, and tables show the mean over seeds with its interval."""
+
+import pytest
+from scipy import stats
+
+from fundus_lib.config import load_params
+from fundus_lib.experiments import adversarial_runs, all_runs, compared_runs, seeded, training_seeds
+from fundus_lib.paths import project_root
+from fundus_lib.tables import over_seeds
+
+
+@pytest.mark.parametrize("name, seeds", [("demo", 3), ("eyepacs-256", 3), ("eyepacs-512", 3), ("smoke", 1)])
+def test_params_train_enough_seeds(name, seeds):
+    params = load_params(project_root() / "params" / f"{name}.yaml")
+    assert training_seeds(params) == list(range(seeds))
+    labels = all_runs(params)
+    for label in compared_runs(params):
+        assert label in labels
+        assert all(f"{label}, seed {seed}" in labels for seed in range(1, seeds))
+
+
+def test_seeds_keep_the_first_run_and_follow_fine_tuning():
+    params = load_params(project_root() / "params" / "demo.yaml")
+    runs = seeded(params, adversarial_runs(params))
+    assert runs["baseline"][0] == adversarial_runs(params)["baseline"]
+    for seed, (baseline, adversarial) in enumerate(zip(runs["baseline"], runs["adversarially trained"])):
+        assert baseline.seed == adversarial.seed == seed
+        assert adversarial.init_from == baseline
+    assert len({config.model_dump_json() for config in runs["baseline"]}) == 3
+
+
+def test_tables_show_the_mean_over_seeds_with_its_interval():
+    table = over_seeds({"a": [{"kappa": 0.70}, {"kappa": 0.72}, {"kappa": 0.74}], "b": [{"kappa": 0.5}]}, ("kappa",))
+    assert table.loc["a", "kappa"] == pytest.approx(0.72)
+    assert table.loc["a", "kappa ±"] == pytest.approx(stats.t.ppf(0.975, 2) * 0.02 / 3**0.5)
+    assert table.loc["b", "seeds"] == 1 and table.loc["b", "kappa ±"] == 0
