@@ -181,6 +181,10 @@ class TrainConfig(_Section):
         "majority grade (not in the report); rows with oversampling or SMOTE are balanced already and ignore it",
     )
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the classification layer")
+    readout: Literal["argmax", "thresholds"] = Field(
+        "argmax", description="how a grade is read from the five probabilities: argmax (the report), or the "
+        "expected grade cut at four thresholds fitted for kappa on the validation split (fundus_lib.readout)",
+    )
     pretrained: bool = Field(False, description="start from ImageNet weights (a local file, see runtime.weights_dir)")
     augment: bool = Field(True, description="apply the augment section during training")
 
@@ -487,7 +491,7 @@ def load_params(path: str | Path, overrides: dict | None = None) -> Params:
 
 
 #: RunConfig fields added after the run store's first format, with the value all earlier runs had.
-LATER_FIELDS = {"balanced_epochs": 0}
+LATER_FIELDS = {"balanced_epochs": 0, "readout": "argmax"}
 
 
 class RunConfig(_Section):
@@ -509,6 +513,7 @@ class RunConfig(_Section):
     patience: int | None
     balanced_epochs: int = Field(0, ge=0, description="first epochs on class-balanced draws (TrainConfig)")
     dropout: float = Field(ge=0, lt=1)
+    readout: Literal["argmax", "thresholds"] = Field("argmax", description="grade readout (TrainConfig)")
     pretrained: bool
     augment: AugmentConfig | None = Field(description="None = no augmentation")
     seed: int = Field(ge=0)
@@ -546,7 +551,7 @@ def run_config(params: Params, row: ModelRow, **changes: Any) -> RunConfig:
         model=row.model, image_size=row.image_size, batch_size=row.batch_size, epochs=row.epochs or train.epochs,
         optimizer=train.optimizer, lr=row.lr or train.lr, weight_decay=train.weight_decay, schedule=train.schedule,
         select_on=train.select_on, patience=train.patience, balanced_epochs=train.balanced_epochs,
-        dropout=train.dropout, pretrained=train.pretrained,
+        dropout=train.dropout, readout=train.readout, pretrained=train.pretrained,
         augment=params.augment if train.augment else None, seed=params.seed,
     )
     fields.update(changes)

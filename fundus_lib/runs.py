@@ -39,6 +39,7 @@ from fundus_lib.metrics import confusion
 from fundus_lib.models import FundusNet, pretrained_weights_file
 from fundus_lib.paths import runs_dir
 from fundus_lib.provenance import hardware
+from fundus_lib.readout import ThresholdReadout, expected_grade, fit_thresholds, threshold_grades
 from fundus_lib.train import (
     BEST_WEIGHTS,
     CHECKPOINT,
@@ -151,10 +152,13 @@ class Run:
     def predictions(self) -> pd.DataFrame:
         return pd.read_csv(self.root / "predictions.csv", dtype={"patient": str})
 
-    def load_model(self, device: str | torch.device = "cpu") -> FundusNet:
-        """The best epoch's model, in eval mode."""
+    def load_model(self, device: str | torch.device = "cpu") -> FundusNet | ThresholdReadout:
+        """The best epoch's model, in eval mode; with the threshold readout, wrapped so that its
+        output's argmax is the grade the run's tables report."""
         model = build_model(self.config.model_copy(update={"pretrained": False}))
         load_weights(model, self.root / BEST_WEIGHTS)
+        if self.record.get("thresholds"):
+            model = ThresholdReadout(model, self.record["thresholds"])
         return model.to(device).eval()
 
 
@@ -180,14 +184,19 @@ def _finish(config: RunConfig, data: FundusData, root: Path, params: Params) -> 
     model.to(device)
     checkpoint = load_checkpoint(root / CHECKPOINT)
     metrics, matrices, tables = {}, {}, []
-    for split in ("valid", "test"):
-        dataset = FundusDataset(data, split)
-        probabilities = predict(model, dataset, device, params.runtime.eval_batch_size, params.runtime.loader_workers,
-                                params.runtime.amp)
-        metrics[split] = evaluate(probabilities, dataset.labels)
-        matrices[split] = confusion(dataset.labels, probabilities.argmax(axis=1)).tolist() if len(dataset) else []
+    datasets = {split: FundusDataset(data, split) for split in ("valid", "test")}
+    outputs = {split: predict(model, dataset, device, params.runtime.eval_batch_size, params.runtime.loader_workers,
+                              params.runtime.amp) for split, dataset in datasets.items()}
+    thresholds = (fit_thresholds(expected_grade(outputs["valid"]), datasets["valid"].labels).tolist()
+                  if config.readout == "thresholds" else None)
+    for split, dataset in datasets.items():
+        probabilities = outputs[split]
+        grades = (threshold_grades(expected_grade(probabilities), thresholds) if thresholds
+                  else probabilities.argmax(axis=1))
+        metrics[split] = evaluate(probabilities, dataset.labels, grades)
+        matrices[split] = confusion(dataset.labels, grades).tolist() if len(dataset) else []
         rows = data.manifest.loc[dataset.rows, ["image", "patient", "side", "level"]].assign(split=split)
-        rows["prediction"] = probabilities.argmax(axis=1) if len(dataset) else []
+        rows["prediction"] = grades if len(dataset) else []
         for grade in range(probabilities.shape[1]):
             rows[f"p{grade}"] = probabilities[:, grade]
         tables.append(rows)
@@ -198,7 +207,7 @@ def _finish(config: RunConfig, data: FundusData, root: Path, params: Params) -> 
                  "split_sizes": {split: len(data.rows(split)) for split in ("train", "valid", "test")}},
         "history": checkpoint["history"], "best_epoch": checkpoint["best_epoch"], "epochs_run": checkpoint["epoch"],
         "train_seconds": checkpoint["train_seconds"], "preparation_seconds": checkpoint["preparation_seconds"],
-        "metrics": metrics, "confusion": matrices,
+        "metrics": metrics, "confusion": matrices, "thresholds": thresholds,
         "runtime": {"device": str(device), "processes": int(dist.get_world_size()) if dist.is_initialized() else 1,
                     "amp": params.runtime.amp, **hardware()},
         "finished_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

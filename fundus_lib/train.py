@@ -238,9 +238,10 @@ def predict(model: nn.Module, dataset, device: torch.device, batch_size: int = 1
     return np.concatenate(chunks) if chunks else np.zeros((0, 5), np.float32)
 
 
-def evaluate(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """The report's metrics plus the mean cross-entropy of probabilities (N, C) against labels."""
-    predictions = probabilities.argmax(axis=1)
+def evaluate(probabilities: np.ndarray, labels: np.ndarray, predictions: np.ndarray | None = None) -> dict[str, float]:
+    """The report's metrics of ``predictions`` (default: the argmax of probabilities (N, C)) plus the
+    mean cross-entropy of the probabilities against labels."""
+    predictions = probabilities.argmax(axis=1) if predictions is None else predictions
     result = scores(labels, predictions, probabilities.shape[1])
     picked = probabilities[np.arange(len(labels)), labels]
     result["loss"] = float(-np.log(np.clip(picked, 1e-12, 1)).mean()) if len(labels) else float("nan")

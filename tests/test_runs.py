@@ -165,3 +165,21 @@ def test_another_imagenet_weight_file_is_another_run(params, tmp_path):
     with pytest.raises(WeightsError, match="2 ImageNet weight files for resnet18 .*: keep the one to use"):
         weights_sha1(config, runtime)
     assert weights_sha1(run_config(params, params.baselines[0]), runtime) is None
+
+
+def test_a_threshold_readout_run_reports_and_attacks_the_same_grades(params, store):
+    """Thresholds fitted on valid; the test predictions, the metrics and the loaded model's argmax
+    all follow them."""
+    from fundus_lib.metrics import confusion
+    from fundus_lib.readout import expected_grade, threshold_grades
+
+    run = get_run(params, run_config(params, params.baselines[0], readout="thresholds"), progress=False)
+    thresholds = run.record["thresholds"]
+    assert len(thresholds) == 4 and thresholds == sorted(thresholds)
+    table = run.predictions().query("split == 'test'")
+    probabilities = table.filter(regex=r"^p\d$").to_numpy()
+    assert (table["prediction"].to_numpy() == threshold_grades(expected_grade(probabilities), thresholds)).all()
+    assert (run.confusion("test") == confusion(table["level"], table["prediction"])).all()
+    data = run_data(params, run.config, progress=False)
+    images = torch.stack([image for image, _ in FundusDataset(data, "test")])
+    assert (run.load_model()(images).argmax(dim=1).numpy() == table["prediction"].to_numpy()).all()
