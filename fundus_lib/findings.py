@@ -84,12 +84,12 @@ class Finding:
         """The estimates with their intervals, one per comparison."""
         parts = [f"{item.label}: {item.estimate.mean:+.3f} [{item.estimate.low:+.3f}, {item.estimate.high:+.3f}]"
                  for item in self.comparisons]
-        return "; ".join(parts + list(self.undecidable)) or self.note
+        return "; ".join(parts + list(self.undecidable)) or "–"
 
     @property
     def report(self) -> str:
         values = [f"{item.label}: {value:+.3f}" for item, value in zip(self.comparisons, self.reported) if value is not None]
-        return "; ".join(values) or self.note
+        return "; ".join(values) or "no values published"
 
     @property
     def margin(self) -> str:
@@ -510,5 +510,7 @@ def attribution_finding(params: Params, runs: dict[str, Run], train: bool) -> Fi
     comparisons = tuple(item.comparison for item in evidence if not item.reason)
     n = ", ".join(f"{item.measure}: {item.comparison.estimate.n_images} images" for item in evidence) + " × 1 seed"
     return Finding("Figures 7-8", "Adversarial training moves attributions from non-robust features to real structures",
-                   comparisons, tuple(None for _ in comparisons), n, "two pictures (Figures 7-8), no measurement",
+                   comparisons, tuple(None for _ in comparisons), n,
+                   "the report showed two pictures, no measurement; attributions of the first seed only, so "
+                   "inconclusive at best (the spread over seeds is unknown)",
                    undecidable)

@@ -50,7 +50,8 @@ findings = report_findings(params, train=train_missing)
 # %% tags=["hide-input"]
 table = pd.DataFrame([{"where": item.section, "the report's finding": item.claim, REPORT_LABEL: item.report,
                        f"{run_label(params)}: estimate [95 % interval]": item.ours, "n": item.n,
-                       "margin": item.margin, "MDD": item.mdd, "verdict": item.verdict} for item in findings])
+                       "margin": item.margin, "MDD": item.mdd, "verdict": item.verdict, "note": item.note}
+                      for item in findings])
 colours = {REPRODUCED: "background-color: #d9f2d9", CONTRADICTED: "background-color: #f8d7d7",
            INCONCLUSIVE: "background-color: #fff3cd", NOT_TESTED: "background-color: #eeeeee"}
 styled(table.set_index(["where", "the report's finding"]), caption="The report's findings against this run"
