@@ -160,3 +160,19 @@ def test_seed_summary_is_the_mean_with_a_t_interval():
     assert high - mean == pytest.approx(stats.t.ppf(0.975, 2) * 0.02 / np.sqrt(3))
     assert statistics.seed_summary([0.5]) == (0.5, 0.5, 0.5)
     assert statistics.per_grade(np.array([0, 0, 1, 4])) == "2/1/0/0/1"
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_null_per_image_shares_are_not_called_different(seeds, monkeypatch):
+    """The same null test for the per-image rules (robust accuracy, accuracy drop, attribution
+    shares): paired 0/1 outcomes on the same images, each seed its own rate, no true difference."""
+    monkeypatch.setattr(statistics, "REPEATS", 500)
+    rng = np.random.default_rng(7 + seeds)
+    verdicts = []
+    for side in (HIGHER, LOWER):
+        for _ in range(100):
+            hardness = rng.random(300)  # shared by both configurations: the pairing matters
+            per_seed = [statistics.mean_difference(hardness < rng.normal(0.5, 0.03), hardness < rng.normal(0.5, 0.03))
+                        for _ in range(seeds)]
+            verdicts.append(statistics.compare("null", "robust_accuracy", side, per_seed, 300).verdict)
+    assert verdicts.count(REPRODUCED) <= 10
