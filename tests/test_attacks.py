@@ -488,3 +488,17 @@ def test_perturbation_sizes_by_hand():
     assert sizes.median_linf == pytest.approx(0.25)
     failed = perturbation_sizes(images, adversarials, torch.tensor([True, False]))
     assert failed.median_l2 == pytest.approx(0.5) and math.isnan(failed.per_image.l2[1])
+
+
+def test_hop_skip_jump_records_the_best_distance_per_iteration(toy_model, correct):
+    """history: the start and one entry per iteration run, never increasing, ending at the result's L2."""
+    images, labels = correct
+    history = []
+    result = hop_skip_jump(toy_model, images, labels, steps=6, max_queries=100_000, generator=seed(), history=history)
+    assert len(history) == 7
+    trace = torch.stack(history)
+    assert (trace[1:] <= trace[:-1] + 1e-6).all()
+    final = perturbation_sizes(images, result.adversarials, result.success).per_image["l2"].to_numpy()
+    assert torch.allclose(trace[-1].double(), torch.tensor(final), atol=1e-4)
+    plain = hop_skip_jump(toy_model, images, labels, steps=6, max_queries=100_000, generator=seed())
+    assert torch.equal(plain.adversarials, result.adversarials)  # recording changes nothing
