@@ -99,6 +99,9 @@ def decision_attack_sizes(run: Run, data: FundusData, settings: AttackConfig, ro
     queries used and ``l2_<k>``, the best L2 after iteration k (k = 0: the start), to show whether
     the budget converges."""
     def compute() -> pd.DataFrame:
+        if len(rows) == 0:
+            return pd.DataFrame({column: pd.Series(dtype=float) for column in ("l2", "linf", "row", "queries", "l2_0")}
+                                | {"success": pd.Series(dtype=bool)})
         images, labels = _images(data, rows)
         history: list[torch.Tensor] = []
         result = hop_skip_jump(run.load_model(), images, labels, steps=settings.decision.steps,
