@@ -201,3 +201,12 @@ def test_chapter_1_runs_on_the_real_sample(real_sample, tmp_path):
     text = json.dumps(outputs)
     assert "grayscale image" in text  # the skipped originals are reported with their reason
     assert "This dataset has no lesion masks" in text
+
+
+def test_the_conclusions_show_estimate_interval_n_margin_and_verdict(smoke_book):
+    """Every finding with its estimate and interval, n, margin, MDD and a three-way verdict, and one
+    line on the whole; the smoke build trains one seed, so nothing can be decided."""
+    text = json.dumps(executed_outputs(smoke_book / "generated" / "07_conclusions.ipynb"))
+    for header in ("estimate [95 % interval]", "margin", "MDD", "verdict", "test images", "seed(s)"):
+        assert header in text, header
+    assert re.search(r"reproduces \*\*0\*\*, contradicts \*\*0\*\*, is inconclusive on \*\*\d+\*\*", text)
