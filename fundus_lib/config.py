@@ -125,7 +125,7 @@ class DataConfig(_Section):
         if self.source == "synthetic" and self.eyepacs is not None:
             raise ValueError("data.eyepacs is given but data.source is 'synthetic' (the default), which ignores it: "
                              "set data.source: eyepacs to use those images, or remove the eyepacs section")
-        if self.source == "eyepacs" and "synthetic" in self.model_fields_set:
+        if self.source == "eyepacs" and self.synthetic != SyntheticConfig():  # defaults, as a dumped config has, are fine
             raise ValueError("data.synthetic is given but data.source is 'eyepacs', which ignores it: "
                              "remove the synthetic section")
         return self

@@ -54,7 +54,8 @@ def write_with(path: str | Path, write: Callable[[BinaryIO], None], durable: boo
                 os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException as exc:
-        full = getattr(exc, "errno", None) == errno.ENOSPC or shutil.disk_usage(path.parent).free < FULL_DISK_BYTES
+        full = getattr(exc, "errno", None) == errno.ENOSPC or (
+            path.parent.is_dir() and shutil.disk_usage(path.parent).free < FULL_DISK_BYTES)
         temporary.unlink(missing_ok=True)
         if full and isinstance(exc, Exception):  # torch reports a full disk as a bare RuntimeError
             raise DiskFullError(f"cannot write {path}: the disk holding {path.parent} is full; free some space "
