@@ -133,7 +133,7 @@ def test_attack_findings_leave_a_degenerate_model_untested():
     arms = {"baseline": fake_arm("baseline", 0.8), "adversarially trained": fake_arm("adv", 0.8)}
     arms["baseline"].runs[0].test_confusion = np.zeros((5, 5), int)
     arms["baseline"].runs[0].test_confusion[:, 0] = [60, 10, 20, 5, 5]  # grade 0 for every image
-    finding = findings.attack_finding("Figure 6", "x", arms, {}, "baseline", HIGHER, {}, "")
+    finding = findings.attack_finding("Figure 6", "x", arms, {}, "baseline", HIGHER, "curves only")
     assert finding.verdict == NOT_TESTED and "degenerate" in finding.note
 
 
@@ -151,8 +151,9 @@ def test_attack_findings_compare_robust_accuracy_per_image():
 
     arms = {"baseline": fake_arm("baseline", 0.8), "adversarially trained": fake_arm("adv", 0.8)}
     tables = {"baseline": [outcomes(0.2) for _ in range(3)], "adversarially trained": [outcomes(0.6) for _ in range(3)]}
-    finding = findings.attack_finding("Figure 6", "x", arms, tables, "baseline", HIGHER, {}, findings.SUCCESS_NOTE)
+    finding = findings.attack_finding("Figure 6", "x", arms, tables, "baseline", HIGHER, "curves only")
     assert finding.verdict == REPRODUCED and "200 attacked test images" in finding.n
+    assert finding.report == "curves only" and "robust accuracy" in finding.note
     assert finding.comparisons[0].estimate.mean == pytest.approx(0.4, abs=0.06)
 
 
