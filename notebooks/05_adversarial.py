@@ -180,7 +180,7 @@ plt.close(fig)
 fig
 
 # %% tags=["hide-input"]
-found = decision["baseline"]["success"].to_numpy() & decision["adversarially trained"]["success"].to_numpy()
+found = decision["baseline"]["success"].astype(bool).to_numpy() & decision["adversarially trained"]["success"].astype(bool).to_numpy()
 ratio = estimate([median_ratio(decision["adversarially trained"]["l2"].to_numpy()[found],
                                decision["baseline"]["l2"].to_numpy()[found])], int(found.sum()))
 
