@@ -111,7 +111,7 @@ def test_every_chapter_shows_real_data_numbers(real_slice_book):
         assert not [output for output in outputs(notebook) if output["output_type"] == "error"], chapter
         tables = [table for table in html_tables(notebook) if "executed at" not in table]
         assert tables, chapter
-        if chapter != "07_conclusions":
+        if chapter < "06":  # chapters 6-7 label their rows by model and finding (the IDRiD test below)
             assert any(label in table for table in tables), (chapter, "no table shows this run's EyePACS numbers")
 
 
