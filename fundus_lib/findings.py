@@ -58,9 +58,6 @@ DEGENERATE_SHARE = 0.95
 #: Chapter 6's margin: an attribution share must move by at least one percentage point.
 MIN_EFFECT = MARGINS["share"]
 
-VERDICTS = (REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_TESTED)
-
-
 @dataclass(frozen=True)
 class Finding:
     """A claim of the report, its comparisons on this run and the report's values of the same differences."""
@@ -150,10 +147,9 @@ def metric_comparison(label: str, measure: str, side: int, treatment: Arm, refer
     return compare(label, measure, side, per_seed, len(treatment.labels), threshold)
 
 
-def test_n(arms: Sequence[Arm]) -> str:
-    """'3400 test images (2508/224/514/80/74 per grade) x 3 seeds'."""
-    first = arms[0]
-    return f"{len(first.labels)} test images ({per_grade(first.labels)} per grade) × {len(first.runs)} seed(s)"
+def images_behind(item: Arm) -> str:
+    """The n of a finding: '3400 test images (2508/224/514/80/74 per grade) × 3 seed(s)'."""
+    return f"{len(item.labels)} test images ({per_grade(item.labels)} per grade) × {len(item.runs)} seed(s)"
 
 
 def reported_difference(table: pd.DataFrame, treatment, reference, column: str) -> float | None:
@@ -186,7 +182,7 @@ def larger_images_help(arms: dict[tuple[str, int], Arm], report: pd.DataFrame) -
 
     comparison = compare("mean over models of κ(larger) − κ(smaller)", "kappa", HIGHER,
                          [per_seed(seed) for seed in range(seeds)], len(pairs[0][0].labels))
-    return Finding("Table 4", claim, (comparison,), (float(reported),), test_n([pairs[0][0]]),
+    return Finding("Table 4", claim, (comparison,), (float(reported),), images_behind(pairs[0][0]),
                    "models: " + ", ".join(large.name for large, _ in pairs))
 
 
@@ -241,7 +237,7 @@ def reweighting_balances(arms: dict[str, Arm], kinds: dict[str, str], report: pd
                    metric_comparison(f"{best} − cross-entropy, accuracy", "accuracy", HIGHER, arms[best], arms[base],
                                      threshold=-0.01))
     reported = tuple(reported_difference(report, report_best, report_base, column) for column in ("balanced_accuracy", "accuracy"))
-    return Finding("Table 5", claim, comparisons, reported, test_n([arms[base]]),
+    return Finding("Table 5", claim, comparisons, reported, images_behind(arms[base]),
                    f"{best} chosen as the best reweighted row on validation balanced accuracy (the report's: {report_best})")
 
 
@@ -254,7 +250,7 @@ def oversampling_overfits(arms: dict[str, Arm], kinds: dict[str, str], report: p
         return Finding("Table 5", claim, note="no oversampling dropout=0 or cross-entropy row")
     comparisons = tuple(metric_comparison(f"dropout=0 − {other}", "kappa", LOWER, arms[plain], arms[other]) for other in others)
     reported = tuple(reported_difference(report, report_plain, other, "kappa") for other in others)
-    return Finding("Table 5", claim, comparisons, reported, test_n([arms[plain]]))
+    return Finding("Table 5", claim, comparisons, reported, images_behind(arms[plain]))
 
 
 def restart_trades_accuracy(arms: dict[str, Arm], kinds: dict[str, str], report: pd.DataFrame) -> Finding:
@@ -268,7 +264,7 @@ def restart_trades_accuracy(arms: dict[str, Arm], kinds: dict[str, str], report:
                                      arms[restart], arms[base]),
                    metric_comparison("restart − cross-entropy, accuracy", "accuracy", LOWER, arms[restart], arms[base]))
     reported = tuple(reported_difference(report, report_restart, report_base, column) for column in ("balanced_accuracy", "accuracy"))
-    return Finding("Table 5", claim, comparisons, reported, test_n([arms[base]]))
+    return Finding("Table 5", claim, comparisons, reported, images_behind(arms[base]))
 
 
 def smote_is_worst(arms: dict[str, Arm], kinds: dict[str, str], report: pd.DataFrame) -> Finding:
@@ -280,7 +276,7 @@ def smote_is_worst(arms: dict[str, Arm], kinds: dict[str, str], report: pd.DataF
         return Finding("Table 5", claim, note="no SMOTE row, or no other row")
     comparisons = tuple(metric_comparison(f"SMOTE − {other}", "kappa", LOWER, arms[smote], arms[other]) for other in others)
     reported = tuple(reported_difference(report, report_smote, other, "kappa") for other in others)
-    return Finding("Table 5", claim, comparisons, reported, test_n([arms[smote]]))
+    return Finding("Table 5", claim, comparisons, reported, images_behind(arms[smote]))
 
 
 # --- Tables 6-8 and Figure 5 -------------------------------------------------------------------------------------
@@ -292,7 +288,7 @@ def every_level_range(section: str, claim: str, arms: dict[str, Arm], report: pd
     rows = [name for name in arms if name != "baseline"]
     comparisons = tuple(metric_comparison(f"{name} − baseline", measure, side, arms[name], arms["baseline"]) for name in rows)
     reported = tuple(reported_difference(report, name, "baseline", measure) for name in rows)
-    return Finding(section, claim, comparisons, reported, test_n([arms["baseline"]]))
+    return Finding(section, claim, comparisons, reported, images_behind(arms["baseline"]))
 
 
 def per_image_comparisons(section: str, claim: str, values: dict[str, np.ndarray], reference: str, measure: str,
@@ -478,7 +474,7 @@ def report_findings(params: Params, train: bool = False, progress: bool = False)
         "Table 8", "Corruption-trained models lose less accuracy on corrupted test images",
         accuracy_drops(arms6, corrupted, data.manifest["image"]), "baseline", "accuracy_drop", LOWER,
         {name: reported_difference(report8, name, "baseline", "accuracy_drop") for name in arms6},
-        test_n([arms6["baseline"]])))
+        images_behind(arms6["baseline"])))
     report_curves = report_table("pgd_success").assign(eps=lambda frame: frame["eps_255_normalised"] / 255)
     report_curves["model"] = report_curves["model"].str.replace("corruption-trained ", "")
     outcomes = {name: [evaluation.pgd_outcomes(run, data, params.attacks, progress=False) for run in runs]
@@ -493,7 +489,7 @@ def report_findings(params: Params, train: bool = False, progress: bool = False)
     report9 = report_table("table9")
     findings.append(Finding("Table 9", "Adversarial training lowers the clean kappa", (
         metric_comparison("adversarially trained − baseline", "kappa", LOWER, arms9["adversarially trained"], arms9["baseline"]),),
-        (float(report9.iloc[1]["kappa"] - report9.iloc[0]["kappa"]),), test_n([arms9["baseline"]])))
+        (float(report9.iloc[1]["kappa"] - report9.iloc[0]["kappa"]),), images_behind(arms9["baseline"])))
     data = run_data(params, adversarial_seeds["baseline"][0].config, progress=False)
     outcomes = {name: [evaluation.pgd_outcomes(run, data, params.attacks, progress=False) for run in runs]
                 for name, runs in adversarial_seeds.items()}
