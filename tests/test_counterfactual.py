@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fundus_lib.config import load_params
+from fundus_lib.config import load_params, validate_params
 from fundus_lib.data.counterfactual import rerender
 from fundus_lib.data.pipeline import prepare_data
 from fundus_lib.data.synthetic import load_specs
@@ -44,9 +44,10 @@ def test_switching_the_cue_changes_only_the_cue_region(data):
 
 
 def test_real_data_has_no_counterfactuals(real_sample):
-    params = load_params(project_root() / "params" / "smoke.yaml",
-                         {"data": {"source": "eyepacs", "eyepacs": {"images_dir": str(real_sample / "images"),
-                                                                    "labels_csv": str(real_sample / "labels.csv"),
-                                                                    "max_images": 8}}})
+    smoke = load_params(project_root() / "params" / "smoke.yaml").model_dump()
+    real = {"images_dir": str(real_sample / "images"), "labels_csv": str(real_sample / "labels.csv"),
+            "max_images": 16}  # the first 10 are grayscale (skipped): 6 usable images
+    smoke["data"].update(source="eyepacs", synthetic={}, eyepacs=real)  # synthetic settings under eyepacs are an error
+    params = validate_params(smoke)
     with pytest.raises(ValueError, match="synthetic"):
         rerender(prepare_data(params, progress=False), [0], cue=False)
