@@ -267,14 +267,23 @@ def _batch_loss(trainable: nn.Module, model: nn.Module, images, labels, loss_fn,
                             scheme.weight, attack_model=model)
 
 
+def training_autocast(device: torch.device, runtime: RuntimeConfig):
+    """Mixed precision of a training step: float16 on CUDA (``runtime.amp``), bfloat16 on the CPU
+    (``runtime.cpu_bfloat16``), else none."""
+    if device.type == "cuda" and runtime.amp:
+        return torch.autocast("cuda", dtype=torch.float16)
+    if device.type == "cpu" and runtime.cpu_bfloat16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
+
+
 def _train_epoch(trainable, model, loader, loss_fn, optimizer, scaler, device, runtime, bar, config: RunConfig,
                  world: int) -> float:
     """One pass over the loader. Under torchrun each process's mean loss is weighted by its share
     of the batch, so the averaged gradients are those of the whole batch's mean loss."""
     trainable.train()
     total, count = 0.0, 0
-    cuda = device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.float16) if runtime.amp and cuda else nullcontext()
+    autocast = training_autocast(device, runtime)
     memory = torch.channels_last if runtime.channels_last else torch.contiguous_format
     for images, labels in loader:
         images = images.to(device, non_blocking=True, memory_format=memory)

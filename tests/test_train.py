@@ -294,3 +294,17 @@ def test_a_field_added_later_keeps_the_runs_of_a_store():
     config = run_config(params, params.baselines[0])
     assert "balanced_epochs" not in config.identity()
     assert run_key(config, "m") != run_key(config.model_copy(update={"balanced_epochs": 1}), "m")
+
+
+def test_bfloat16_on_the_cpu_trains_in_bfloat16(params, data, tmp_path):
+    from fundus_lib.train import training_autocast
+
+    runtime = params.runtime.model_copy(update={"cpu_bfloat16": True})
+    with training_autocast(torch.device("cpu"), runtime):
+        assert torch.nn.Linear(4, 2)(torch.rand(3, 4)).dtype == torch.bfloat16
+    with training_autocast(torch.device("cpu"), params.runtime):
+        assert torch.nn.Linear(4, 2)(torch.rand(3, 4)).dtype == torch.float32
+    config = run_config(params, params.baselines[0], epochs=1)
+    fit(config, data, tmp_path, runtime, progress=False)
+    history = torch.load(tmp_path / CHECKPOINT, weights_only=True)["history"]
+    assert np.isfinite(history[0]["train_loss"])
