@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fundus_lib.cli import main
@@ -75,3 +77,41 @@ def test_data_where_no_image_is_usable_is_an_error(tmp_path, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert last.startswith(f"fundus data: none of the 3 listed images in {images} is usable")
     assert "2 x file not found" in last and "1 x not an image file" in last
+
+
+def _kernels(pid: int) -> list[int]:
+    """The notebook kernels started by process ``pid``."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        command = (status.parent / "cmdline").read_bytes() if (status.parent / "cmdline").exists() else b""
+        if fields.get("PPid", "").strip() == str(pid) and b"ipykernel" in command:
+            found.append(int(status.parent.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_a_chapter_kernel_dies_with_fundus_run(tmp_path):
+    """kill -9 of `fundus run` leaves no notebook kernel behind (ipykernel polls its parent)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    fundus = Path(sys.executable).parent / "fundus"
+    process = subprocess.Popen([str(fundus), "run", "03", "--params", "params/smoke.yaml", "--out", str(tmp_path), "--quiet"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (kernels := _kernels(process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert kernels, "no kernel started"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in kernels) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in kernels), "a kernel outlived fundus run"
