@@ -185,6 +185,7 @@ if idrid is not None:
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Two IDRiD photographs (Porwal et al. 2020, CC BY 4.0): the image, the clinicians' masks (haemorrhages red, hard exudates yellow) and the integrated gradients of both models for their predicted grade.", "name": "fig-idrid"}}
 if idrid is not None:
     masks = lesion_masks(idrid)
+    models = {name: run.load_model() for name, run in runs.items()}
     pictures, titles = [], []
     for index in (0, 1):
         image = to_tensor(np.array(idrid.images[index])).permute(1, 2, 0).numpy()
@@ -193,9 +194,8 @@ if idrid is not None:
         drawn[masks["hard exudate"][index]] = (1, 1, 0)
         pictures += [image, drawn]
         titles += [idrid.manifest.at[index, "image"], "clinicians' masks"]
-        for name, run in runs.items():
-            model = run.load_model()
-            tensor = torch.as_tensor(image).permute(2, 0, 1)[None].float()
+        tensor = torch.as_tensor(image).permute(2, 0, 1)[None].float()
+        for name, model in models.items():
             predicted = model(tensor).argmax(dim=1)
             attributions = integrated_gradients(model, tensor, predicted, settings.ig_baseline, settings.ig_steps,
                                                 settings.ig_method, settings.internal_batch_size,

@@ -54,15 +54,16 @@ def _photographs(folder: Path) -> list[Path]:
 
 def merged_mask(folder: Path, stem: str) -> np.ndarray:
     """The label map (H, W) uint8 of one photograph: 0, 2 (haemorrhage), 3 (hard exudate)."""
-    merged = None
+    masks = {}
     for suffix, code in MASK_CODES.items():
         path = folder / "masks" / f"{stem}_{suffix}.png"
-        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if mask is None:
+        masks[code] = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if masks[code] is None:
             raise IdridError(f"lesion mask missing or unreadable: {path}")
-        merged = np.zeros(mask.shape, np.uint8) if merged is None else merged
-        if mask.shape != merged.shape:
-            raise IdridError(f"{path} is {mask.shape[1]} x {mask.shape[0]}, unlike the other mask of {stem}")
+    if len({mask.shape for mask in masks.values()}) > 1:
+        raise IdridError(f"the lesion masks of {stem} differ in size: {[mask.shape for mask in masks.values()]}")
+    merged = np.zeros(next(iter(masks.values())).shape, np.uint8)
+    for code, mask in masks.items():  # exudate last: it wins where both are marked
         merged[mask > 127] = code
     return merged
 
