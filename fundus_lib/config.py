@@ -195,9 +195,10 @@ class RuntimeConfig(_Section):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto = cuda if available")
     loader_workers: int = Field(2, ge=0, le=64, description="data loader processes")
     amp: bool = Field(True, description="mixed precision on CUDA")
-    cpu_bfloat16: bool = Field(
-        False, description="bfloat16 autocast for training steps on the CPU (1.5x faster where the CPU has AMX or "
-        "AVX-512 bf16: benchmarks/bench_training.py --cpu-options); numbers differ from float32 runs")
+    cpu_bfloat16: bool | Literal["auto"] = Field(
+        False, description="bfloat16 autocast for training steps on the CPU: true, false, or auto (on where the CPU "
+        "has native bfloat16, AMX or AVX-512 BF16: 2.3x faster for small-cnn at 192 px on such a CPU, slower on "
+        "others; benchmarks/bench_training.py --cpu-options); numbers differ slightly from float32 runs")
     channels_last: bool = Field(True, description="channels-last memory format (faster on CUDA and oneDNN CPUs)")
     eval_batch_size: int = Field(128, ge=1)
     weights_dir: Path = Field(Path("weights"), description="folder of ImageNet weight files for pretrained: true")

@@ -272,9 +272,22 @@ def training_autocast(device: torch.device, runtime: RuntimeConfig):
     (``runtime.cpu_bfloat16``), else none."""
     if device.type == "cuda" and runtime.amp:
         return torch.autocast("cuda", dtype=torch.float16)
-    if device.type == "cpu" and runtime.cpu_bfloat16:
+    if device.type == "cpu" and uses_cpu_bfloat16(runtime):
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def uses_cpu_bfloat16(runtime: RuntimeConfig, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether CPU training steps run under bfloat16 autocast: ``runtime.cpu_bfloat16``, where
+    ``auto`` means the CPU has native bfloat16 arithmetic (the ``amx_bf16`` or ``avx512_bf16``
+    flag; elsewhere bfloat16 is emulated and slower than float32)."""
+    if runtime.cpu_bfloat16 != "auto":
+        return runtime.cpu_bfloat16
+    try:
+        flags = set(cpuinfo.read_text(errors="replace").split())
+    except OSError:
+        return False
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
 
 
 def _train_epoch(trainable, model, loader, loss_fn, optimizer, scaler, device, runtime, bar, config: RunConfig,

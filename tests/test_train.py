@@ -308,3 +308,16 @@ def test_bfloat16_on_the_cpu_trains_in_bfloat16(params, data, tmp_path):
     fit(config, data, tmp_path, runtime, progress=False)
     history = torch.load(tmp_path / CHECKPOINT, weights_only=True)["history"]
     assert np.isfinite(history[0]["train_loss"])
+
+
+def test_cpu_bfloat16_auto_follows_the_cpus_native_bfloat16_flags(params, tmp_path):
+    from fundus_lib.train import uses_cpu_bfloat16
+
+    auto = params.runtime.model_copy(update={"cpu_bfloat16": "auto"})
+    amx, plain = tmp_path / "amx", tmp_path / "plain"
+    amx.write_text("processor : 0\nflags : fpu sse avx512f amx_bf16 amx_tile\n")
+    plain.write_text("processor : 0\nflags : fpu sse avx2 avx512f\n")
+    assert uses_cpu_bfloat16(auto, amx) and not uses_cpu_bfloat16(auto, plain)
+    assert not uses_cpu_bfloat16(auto, tmp_path / "missing")
+    assert uses_cpu_bfloat16(params.runtime.model_copy(update={"cpu_bfloat16": True}), plain)
+    assert not uses_cpu_bfloat16(params.runtime, amx)
