@@ -97,15 +97,18 @@ def decision_attack_sizes(run: Run, data: FundusData, settings: AttackConfig, ro
     grades correctly, so both models are attacked on the same images): per image its L2 and L-inf
     perturbation ([0, 1] pixel units; NaN where no adversarial was found within the query budget),
     queries used and ``l2_<k>``, the best L2 after iteration k (k = 0: the start), to show whether
-    the budget converges."""
+    the budget converges. Each attack starts from a test image of another grade (else uniform
+    noise): on real photographs a model grades noise like most images, grade 0, so noise rarely
+    starts an attack on a correctly graded grade-0 image."""
     def compute() -> pd.DataFrame:
         if len(rows) == 0:
             return pd.DataFrame({column: pd.Series(dtype=float) for column in ("l2", "linf", "row", "queries", "l2_0")}
                                 | {"success": pd.Series(dtype=bool)})
         images, labels = _images(data, rows)
+        starts, _ = _images(data, other_grade_rows(data, rows, settings.seed))
         history: list[torch.Tensor] = []
         result = hop_skip_jump(run.load_model(), images, labels, steps=settings.decision.steps,
-                               max_queries=settings.decision.max_queries,
+                               max_queries=settings.decision.max_queries, starts=starts,
                                generator=torch.Generator().manual_seed(settings.seed), history=history)
         sizes = perturbation_sizes(images, result.adversarials, result.success).per_image
         trace = pd.DataFrame(torch.stack(history, dim=1).numpy(), columns=[f"l2_{k}" for k in range(len(history))])
@@ -113,7 +116,21 @@ def decision_attack_sizes(run: Run, data: FundusData, settings: AttackConfig, ro
                           trace], axis=1)
 
     keys = settings.model_dump(mode="json")
-    return cached(run, "decision", {**keys, "rows": [int(row) for row in rows], "data": data.manifest_hash}, compute)
+    return cached(run, "decision", {**keys, "rows": [int(row) for row in rows], "data": data.manifest_hash,
+                                    "starts": "another grade's test image"}, compute)
+
+
+def other_grade_rows(data: FundusData, rows: np.ndarray, seed: int) -> np.ndarray:
+    """For each manifest row, a seeded random test row whose label is another grade (the row
+    itself where every test image shares its grade)."""
+    generator = np.random.default_rng(seed)
+    test = data.rows("test")
+    test_levels = data.manifest.loc[test, "level"].to_numpy()
+    chosen = []
+    for row, level in zip(rows, data.manifest.loc[rows, "level"].to_numpy()):
+        others = test[test_levels != level]
+        chosen.append(generator.choice(others) if len(others) else row)
+    return np.array(chosen, dtype=int)
 
 
 # --- attributions (chapter 6) ----------------------------------------------------------------------

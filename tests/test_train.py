@@ -321,3 +321,14 @@ def test_cpu_bfloat16_auto_follows_the_cpus_native_bfloat16_flags(params, tmp_pa
     assert not uses_cpu_bfloat16(auto, tmp_path / "missing")
     assert uses_cpu_bfloat16(params.runtime.model_copy(update={"cpu_bfloat16": True}), plain)
     assert not uses_cpu_bfloat16(params.runtime, amx)
+
+
+def test_decision_attack_starts_from_a_test_image_of_another_grade(data):
+    from fundus_lib.evaluation import other_grade_rows
+
+    rows = data.rows("test")[:20]
+    starts = other_grade_rows(data, rows, seed=0)
+    levels = data.manifest["level"]
+    assert set(starts) <= set(data.rows("test"))
+    assert (levels.loc[starts].to_numpy() != levels.loc[rows].to_numpy()).all()
+    assert (starts == other_grade_rows(data, rows, seed=0)).all()
