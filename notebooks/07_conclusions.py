@@ -62,7 +62,9 @@ counts = table["verdict"].value_counts()
 data_note = ("This run used the **synthetic** fundus data, so a reproduced finding means the same pattern appears "
              "on a different, simpler dataset with the project's CPU-sized models, not a confirmation of the report's "
              "EyePACS numbers." if params.data.source == "synthetic" else
-             "This run used real **EyePACS** photographs.")
+             f"This run used real **EyePACS** photographs ({params.description}). Where its networks are smaller "
+             "than the report's or trained from scratch (chapter 2 says which), a finding that holds here holds for "
+             "these photographs and these networks; one that does not may still hold for the report's networks.")
 display(Markdown(
     f"Of the {len(findings)} findings, this run ({params.name}, {params.seeds} seed(s) per compared configuration) "
     f"reproduces **{counts.get(REPRODUCED, 0)}**, contradicts **{counts.get(CONTRADICTED, 0)}**, is inconclusive on "
