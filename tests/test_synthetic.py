@@ -330,10 +330,10 @@ def test_generation_speed(tmp_path):
 _HELD_GENERATION = """
 import sys, time
 from pathlib import Path
-import fundus_lib.data.synthetic as synthetic
+import fundus_lib.data.synthetic.disk as disk
 from fundus_lib.config import SyntheticConfig
 
-folder, render_all = Path(sys.argv[1]), synthetic._render_all
+folder, render_all = Path(sys.argv[1]), disk._render_all
 
 def held(*args):  # the first build, pending marker written: hold until released
     (folder.parent / "holding").touch()
@@ -341,8 +341,8 @@ def held(*args):  # the first build, pending marker written: hold until released
         time.sleep(0.05)
     return render_all(*args)
 
-synthetic._render_all = held
-synthetic.generate_dataset(folder, SyntheticConfig(n_patients=3, raw_width=192), workers=1, progress=False)
+disk._render_all = held
+disk.generate_dataset(folder, SyntheticConfig(n_patients=3, raw_width=192), workers=1, progress=False)
 """
 
 _SECOND_GENERATION = """
