@@ -35,8 +35,9 @@ from fundus_lib.losses import cross_entropy
 
 
 def step_rates(name: str, size: int, batch_size: int, steps: int = 3, channels_last: bool = False,
-               bfloat16: bool = False, compiled: bool = False, warmup: int = 1) -> tuple[float, float]:
-    """(train img/s, eval img/s) of one model on random pixels, after ``warmup`` steps."""
+               bfloat16: bool = False, compiled: bool = False, warmup: int = 1) -> tuple[float, float, float]:
+    """(train img/s, eval img/s, seconds of the ``warmup`` steps before them) of one model on
+    random pixels; the warm-up holds ``torch.compile``'s one-off compilation."""
     torch.manual_seed(0)
     model = create_model(name)
     memory = torch.channels_last if channels_last else torch.contiguous_format
@@ -47,9 +48,11 @@ def step_rates(name: str, size: int, batch_size: int, steps: int = 3, channels_l
     forward = torch.compile(model) if compiled else model
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16)
     model.train()
+    begin = time.perf_counter()
     for step in range(steps + warmup):
         if step == warmup:
             start = time.perf_counter()
+            warmup_seconds = start - begin
         with autocast:
             loss = cross_entropy(forward(images).float(), labels)
         optimizer.zero_grad()
@@ -62,7 +65,7 @@ def step_rates(name: str, size: int, batch_size: int, steps: int = 3, channels_l
         start = time.perf_counter()
         for _ in range(steps):
             model(images)
-    return train, steps * batch_size / (time.perf_counter() - start)
+    return train, steps * batch_size / (time.perf_counter() - start), warmup_seconds
 
 
 #: The CPU options of the training path: name -> (threads: None = all cores, step_rates options).
@@ -76,12 +79,14 @@ CPU_OPTIONS = {
 
 
 def cpu_option_rates(name: str, size: int, batch_size: int, steps: int = 8) -> pd.DataFrame:
-    """Training img/s of one model under each CPU option, and its ratio to the default's."""
+    """Training img/s of one model under each CPU option, its ratio to the default's, and the
+    seconds of the first steps (one for eager, three for torch.compile, which compiles in them)."""
     cores = torch.get_num_threads()
     rows = []
     for option, (threads, settings) in CPU_OPTIONS.items():
         torch.set_num_threads(threads or cores)
-        rows.append({"option": option, "train img/s": step_rates(name, size, batch_size, steps, **settings)[0]})
+        train, _, warmup_seconds = step_rates(name, size, batch_size, steps, **settings)
+        rows.append({"option": option, "train img/s": train, "warm-up s": warmup_seconds})
     torch.set_num_threads(cores)
     table = pd.DataFrame(rows)
     return table.assign(**{"ratio to default": table["train img/s"] / table["train img/s"].iloc[0]})
@@ -107,7 +112,7 @@ def main() -> None:
     rows = []
     for row in params.baselines:
         config = run_config(params, row)
-        train, evaluate = step_rates(row.model, row.image_size, row.batch_size)
+        train, evaluate, _ = step_rates(row.model, row.image_size, row.batch_size)
         dataset = FundusDataset(run_data(params, config, progress=False), "train", transform=build_augmentation(params.augment))
         loader = loader_rate(dataset, row.batch_size, params.runtime.loader_workers)
         rows.append({"model": row.model, "size": row.image_size, "batch": row.batch_size, "train img/s": train,

@@ -39,14 +39,63 @@ def _run(args: argparse.Namespace) -> None:
     from fundus_lib.data.pipeline import prepare_data
 
     chapters = resolve_chapters(args.chapters)
-    prepare_data(load_params(args.params), progress=not args.quiet)  # long work here, with progress bars
+    params = load_params(args.params)
+    prepare_data(params, progress=not args.quiet)  # long work here, with progress bars
+    to_train = {} if args.from_store else runs_to_train(params, chapters, progress=not args.quiet)
+    trainer = _ConsoleTrainer(sum(len(runs) for runs in to_train.values()), quiet=args.quiet)
     timings = {}
     for chapter in chapters:
+        trainer.train(to_train.get(chapter, {}))
         print(f"== {chapter} with {args.params}", flush=True)
         timings[chapter] = execute_chapter(chapter, args.params, args.out, progress=not args.quiet,
                                            train_missing=not args.from_store)
     for chapter, seconds in timings.items():
         print(f"{chapter}: {seconds:.0f} s")
+
+
+def runs_to_train(params, chapters: list[str], progress: bool = True) -> dict[str, dict]:
+    """Per chapter (by name), the runs it reads that are not yet in the store: label -> (params,
+    config), each run once (under the first chapter that needs it)."""
+    from fundus_lib.experiments import all_runs
+    from fundus_lib.runs import RECORD, run_data, run_folder
+
+    numbers = {chapter[:2]: chapter for chapter in chapters}
+    missing: dict[str, dict] = {}
+    seen = set()
+    for label, (run_params, config) in all_runs(params).items():
+        chapter = numbers.get(label[:2])
+        if chapter is None:
+            continue
+        folder = run_folder(run_params, config, run_data(run_params, config, progress))
+        if folder in seen or (folder / RECORD).exists():
+            continue
+        seen.add(folder)
+        missing.setdefault(chapter, {})[label] = (run_params, config)
+    return missing
+
+
+class _ConsoleTrainer:
+    """Trains runs in this process before the chapter that reads them, so the console shows which
+    run trains (its epochs with their progress bars), how many are done and left, and the time
+    left estimated from the mean time of the runs trained so far."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total, self.quiet, self.done, self.seconds = total, quiet, 0, 0.0
+
+    def train(self, runs: dict) -> None:
+        import time
+
+        from fundus_lib.runs import get_run
+
+        for label, (run_params, config) in runs.items():
+            left = "" if not self.done else f", about {self.seconds / self.done * (self.total - self.done) / 60:.0f} min left"
+            print(f"-- run {self.done + 1}/{self.total}: {label}{left}", flush=True)
+            started = time.monotonic()
+            try:
+                get_run(run_params, config, progress=not self.quiet)
+            except UserError as exc:
+                raise UserError(f"{label}: {exc}") from None
+            self.done, self.seconds = self.done + 1, self.seconds + time.monotonic() - started
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -225,7 +225,7 @@ def get_run(params: Params, config: RunConfig, train: bool = True, progress: boo
     """
     processes = start_processes(resolve_device(params.runtime.device))
     data = run_data(params, config, progress, processes)
-    root = runs_dir() / run_key(config, data.manifest_hash, weights_sha1(config, params.runtime))
+    root = run_folder(params, config, data)
     if (root / RECORD).exists():
         return Run.load(root)
     if not train:
@@ -245,6 +245,11 @@ def get_run(params: Params, config: RunConfig, train: bool = True, progress: boo
     if processes.world > 1:
         dist.barrier()
     return Run.load(root)
+
+
+def run_folder(params: Params, config: RunConfig, data: FundusData) -> Path:
+    """The store folder of ``config`` on ``data`` (it holds a record once the run has finished)."""
+    return runs_dir() / run_key(config, data.manifest_hash, weights_sha1(config, params.runtime))
 
 
 def list_runs(root: str | Path | None = None) -> pd.DataFrame:

@@ -103,7 +103,7 @@ def test_a_chapter_kernel_dies_with_fundus_run(tmp_path):
     import time
 
     fundus = Path(sys.executable).parent / "fundus"
-    process = subprocess.Popen([str(fundus), "run", "03", "--params", "params/smoke.yaml", "--out", str(tmp_path), "--quiet"],
+    process = subprocess.Popen([str(fundus), "run", "01", "--params", "params/smoke.yaml", "--out", str(tmp_path), "--quiet"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (kernels := _kernels(process.pid)) and time.monotonic() < deadline:
@@ -115,3 +115,23 @@ def test_a_chapter_kernel_dies_with_fundus_run(tmp_path):
     while any(Path(f"/proc/{pid}").exists() for pid in kernels) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not any(Path(f"/proc/{pid}").exists() for pid in kernels), "a kernel outlived fundus run"
+
+
+def test_fundus_run_trains_each_missing_run_once_before_its_chapter(tmp_path, monkeypatch, capsys):
+    """`fundus run` trains a chapter's missing runs on the console first (which run, k of n, time
+    left), each run once: chapter 5's baseline is chapter 2's, so only chapter 2 lists it."""
+    from fundus_lib.cli import _ConsoleTrainer, runs_to_train
+
+    monkeypatch.setenv("FUNDUS_RUNS_DIR", str(tmp_path / "runs"))
+    params = load_params(project_root() / "params" / "smoke.yaml")
+    chapters = ["02_baselines", "05_adversarial"]
+    missing = runs_to_train(params, chapters, progress=False)
+    assert list(missing["02_baselines"]) == ["02 baselines: small-cnn 48 px"]
+    assert list(missing["05_adversarial"]) == ["05 adversarial: adversarially trained"]
+    trainer = _ConsoleTrainer(2, quiet=True)
+    trainer.train(missing["02_baselines"])
+    trainer.train(missing["05_adversarial"])
+    out = capsys.readouterr().out
+    assert "-- run 1/2: 02 baselines: small-cnn 48 px\n" in out
+    assert "-- run 2/2: 05 adversarial: adversarially trained, about" in out
+    assert runs_to_train(params, chapters, progress=False) == {}
