@@ -8,6 +8,7 @@
     fundus run 01 --params params/eyepacs-512.yaml
     fundus run all --params params/eyepacs-512.yaml --from-store   # render runs trained elsewhere
     fundus check params/*.yaml                # validate params files against the schema
+    fundus grade params/eyepacs-mini.yaml other/images other/trainLabels.csv   # the stored baseline on new photographs
 """
 
 from __future__ import annotations
@@ -117,6 +118,21 @@ def _train(args: argparse.Namespace) -> None:
               f"{test['balanced_accuracy']:.3f}, {run.train_seconds / 60:.1f} min", flush=True)
 
 
+def _grade(args: argparse.Namespace) -> None:
+    from fundus_lib.grading import confusion_frame, grade_folder
+
+    grades, result, skipped = grade_folder(load_params(args.params), args.images_dir, args.labels_csv,
+                                           progress=not args.quiet)
+    grades.to_csv(args.out, index=False)
+    print(f"{len(grades)} photographs graded into {args.out}: accuracy {result['accuracy']:.3f}, balanced accuracy "
+          f"{result['balanced_accuracy']:.3f}, quadratic kappa {result['kappa']:.3f}")
+    print("labels (rows) against grades (columns):")
+    print(confusion_frame(grades["level"], grades["grade"]).to_string())
+    if len(skipped):
+        print(f"{len(skipped)} image(s) skipped:")
+        print(skipped.to_string())
+
+
 def _runs(args: argparse.Namespace) -> None:
     from fundus_lib.runs import list_runs
 
@@ -143,6 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--only", nargs="*", help="train only runs whose label contains one of these")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(handler=_train)
+
+    grade = commands.add_parser("grade", help="grade a folder of labelled photographs with the params' stored baseline")
+    grade.add_argument("params")
+    grade.add_argument("images_dir", help="folder of <patient>_<left|right>.jpeg photographs")
+    grade.add_argument("labels_csv", help="csv with columns image,level")
+    grade.add_argument("--out", default="grades.csv", help="where the grades go (csv: image, level, grade)")
+    grade.add_argument("--quiet", action="store_true", help="no progress bars")
+    grade.set_defaults(handler=_grade)
 
     runs = commands.add_parser("runs", help="list the run store")
     runs.set_defaults(handler=_runs)

@@ -131,3 +131,23 @@ def test_chapter_6_scores_the_idrid_lesions(real_slice_book):
     idrid = [table for table in tables if "IDRiD" in table]
     assert idrid, "no IDRiD score table"
     assert "haemorrhage" in idrid[0] and "hard exudate" in idrid[0]
+
+
+@pytest.mark.slow
+def test_fundus_grade_gives_the_runs_own_grades_on_its_test_photographs(real_slice_book, tmp_path):
+    """`fundus grade` on a folder holding the baseline's test photographs: the same preprocessing
+    and readout as the run's own evaluation, so the same grade for every photograph."""
+    from fundus_lib.config import run_config
+    from fundus_lib.grading import grade_folder
+    from fundus_lib.runs import get_run
+
+    _, params = real_slice_book
+    run = get_run(params, run_config(params, params.baselines[0]), train=False, progress=False)
+    expected = run.predictions().query("split == 'test'")[["image", "level", "prediction"]]
+    labels = tmp_path / "labels.csv"
+    expected[["image", "level"]].to_csv(labels, index=False)
+    grades, result, skipped = grade_folder(params, params.data.eyepacs.images_dir, labels, progress=False)
+    merged = expected.merge(grades, on="image", suffixes=("", "_graded"))
+    assert len(merged) == len(expected) and len(skipped) == 0
+    assert (merged["grade"] == merged["prediction"]).all()
+    assert result["kappa"] == pytest.approx(run.metrics("test")["kappa"])
