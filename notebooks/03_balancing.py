@@ -71,8 +71,8 @@ display(Markdown(
     + ", ".join(f"{count} epochs ({', '.join(n for n, e in epochs.items() if e == count)})"
                 for count in sorted(set(epochs.values()), reverse=True))
     + f". Numbers are on the test split, the mean over {params.seeds} training seed(s) ± the half-width of its 95 % "
-    "interval over seeds (the per-seed numbers are in the run store); the epoch is chosen on validation balanced "
-    "accuracy. Figures show the first seed."
+    "interval over seeds (the per-seed numbers are in the run store); the epoch is chosen on validation "
+    f"{params.train.select_on.replace('_', ' ')} (the report: balanced accuracy). Figures show the first seed."
 ))
 
 # %% [markdown]
