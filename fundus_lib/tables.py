@@ -70,14 +70,14 @@ def duration(hours: float) -> str:
 
 def over_seeds(metrics: dict[str, list[dict[str, float]]], columns: tuple[str, ...] = REPORT_METRICS) -> pd.DataFrame:
     """One row per configuration (the index): ``seeds``, the mean over seeds of each column and,
-    as ``<column> ±``, the half-width of its 95 % t interval over seeds (0 for one seed). The
-    per-seed numbers stay in the run store."""
+    as ``<column> ±``, the half-width of its 95 % t interval over seeds (NaN, shown as "–", for a
+    single seed: one seed has no spread to show). The per-seed numbers stay in the run store."""
     rows = {}
     for name, per_seed in metrics.items():
         row = {"seeds": len(per_seed)}
         for column in columns:
             mean, low, _ = seed_summary([values[column] for values in per_seed])
-            row |= {column: mean, f"{column} ±": mean - low}
+            row |= {column: mean, f"{column} ±": mean - low if len(per_seed) > 1 else float("nan")}
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
