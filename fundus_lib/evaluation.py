@@ -97,15 +97,15 @@ def decision_attack_sizes(run: Run, data: FundusData, settings: AttackConfig, ro
     grades correctly, so both models are attacked on the same images): per image its L2 and L-inf
     perturbation ([0, 1] pixel units; NaN where no adversarial was found within the query budget),
     queries used and ``l2_<k>``, the best L2 after iteration k (k = 0: the start), to show whether
-    the budget converges. Each attack starts from a test image of another grade (else uniform
-    noise): on real photographs a model grades noise like most images, grade 0, so noise rarely
-    starts an attack on a correctly graded grade-0 image."""
+    the budget converges. Each attack starts from a test image that the model grades otherwise
+    (else uniform noise): on real photographs a model grades noise like most images, grade 0, so
+    noise rarely starts an attack on a correctly graded grade-0 image."""
     def compute() -> pd.DataFrame:
         if len(rows) == 0:
             return pd.DataFrame({column: pd.Series(dtype=float) for column in ("l2", "linf", "row", "queries", "l2_0")}
                                 | {"success": pd.Series(dtype=bool)})
         images, labels = _images(data, rows)
-        starts, _ = _images(data, other_grade_rows(data, rows, settings.seed))
+        starts, _ = _images(data, other_grade_rows(data, rows, test_grades(run, data), settings.seed))
         history: list[torch.Tensor] = []
         result = hop_skip_jump(run.load_model(), images, labels, steps=settings.decision.steps,
                                max_queries=settings.decision.max_queries, starts=starts,
@@ -117,18 +117,24 @@ def decision_attack_sizes(run: Run, data: FundusData, settings: AttackConfig, ro
 
     keys = settings.model_dump(mode="json")
     return cached(run, "decision", {**keys, "rows": [int(row) for row in rows], "data": data.manifest_hash,
-                                    "starts": "another grade's test image"}, compute)
+                                    "starts": "a test image the model grades otherwise"}, compute)
 
 
-def other_grade_rows(data: FundusData, rows: np.ndarray, seed: int) -> np.ndarray:
-    """For each manifest row, a seeded random test row whose label is another grade (the row
-    itself where every test image shares its grade)."""
+def test_grades(run: Run, data: FundusData) -> np.ndarray:
+    """The run's grade of each test image (the run's own evaluation), in ``data.rows("test")`` order."""
+    predictions = run.predictions().query("split == 'test'").set_index("image")["prediction"]
+    return predictions.loc[data.manifest.loc[data.rows("test"), "image"]].to_numpy()
+
+
+def other_grade_rows(data: FundusData, rows: np.ndarray, grades: np.ndarray, seed: int) -> np.ndarray:
+    """For each manifest row (a correctly graded image: its grade is its label), a seeded random
+    test row that is graded otherwise (``grades``: a grade per test row, ``data.rows("test")``
+    order); the row itself where no test image is."""
     generator = np.random.default_rng(seed)
     test = data.rows("test")
-    test_levels = data.manifest.loc[test, "level"].to_numpy()
     chosen = []
     for row, level in zip(rows, data.manifest.loc[rows, "level"].to_numpy()):
-        others = test[test_levels != level]
+        others = test[grades != level]
         chosen.append(generator.choice(others) if len(others) else row)
     return np.array(chosen, dtype=int)
 

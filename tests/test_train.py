@@ -323,12 +323,16 @@ def test_cpu_bfloat16_auto_follows_the_cpus_native_bfloat16_flags(params, tmp_pa
     assert not uses_cpu_bfloat16(params.runtime, amx)
 
 
-def test_decision_attack_starts_from_a_test_image_of_another_grade(data):
+def test_decision_attack_starts_from_a_test_image_the_model_grades_otherwise(data):
     from fundus_lib.evaluation import other_grade_rows
 
-    rows = data.rows("test")[:20]
-    starts = other_grade_rows(data, rows, seed=0)
-    levels = data.manifest["level"]
-    assert set(starts) <= set(data.rows("test"))
-    assert (levels.loc[starts].to_numpy() != levels.loc[rows].to_numpy()).all()
-    assert (starts == other_grade_rows(data, rows, seed=0)).all()
+    test = data.rows("test")
+    rows = test[:20]
+    grades = np.random.default_rng(1).integers(0, 5, len(test))  # a model's grades of the test images
+    starts = other_grade_rows(data, rows, grades, seed=0)
+    grade_of = dict(zip(test, grades))
+    assert set(starts) <= set(test)
+    assert all(grade_of[start] != level for start, level in zip(starts, data.manifest.loc[rows, "level"]))
+    assert (starts == other_grade_rows(data, rows, grades, seed=0)).all()
+    zeros = test[data.manifest.loc[test, "level"].to_numpy() == 0]
+    assert (other_grade_rows(data, zeros, np.zeros(len(test), int), seed=0) == zeros).all()  # none graded otherwise
