@@ -46,12 +46,13 @@ def _run(args: argparse.Namespace) -> None:
     trainer = _ConsoleTrainer(sum(len(runs) for runs in to_train.values()), quiet=args.quiet)
     timings = {}
     for chapter in chapters:
-        trainer.train(to_train.get(chapter, {}))
+        training = trainer.train(to_train.get(chapter, {}))
         print(f"== {chapter} with {args.params}", flush=True)
-        timings[chapter] = execute_chapter(chapter, args.params, args.out, progress=not args.quiet,
-                                           train_missing=not args.from_store)
-    for chapter, seconds in timings.items():
-        print(f"{chapter}: {seconds:.0f} s")
+        executing = execute_chapter(chapter, args.params, args.out, progress=not args.quiet,
+                                    train_missing=not args.from_store)
+        timings[chapter] = (training, executing)
+    for chapter, (training, executing) in timings.items():
+        print(f"{chapter}: {training + executing:.0f} s ({training:.0f} s training its runs, {executing:.0f} s executing)")
 
 
 def runs_to_train(params, chapters: list[str], progress: bool = True) -> dict[str, dict]:
@@ -83,11 +84,13 @@ class _ConsoleTrainer:
     def __init__(self, total: int, quiet: bool):
         self.total, self.quiet, self.done, self.seconds = total, quiet, 0, 0.0
 
-    def train(self, runs: dict) -> None:
+    def train(self, runs: dict) -> float:
+        """Train ``runs`` (label -> (params, config)); returns the seconds it took."""
         import time
 
         from fundus_lib.runs import get_run
 
+        begun = time.monotonic()
         for label, (run_params, config) in runs.items():
             left = "" if not self.done else f", about {self.seconds / self.done * (self.total - self.done) / 60:.0f} min left"
             print(f"-- run {self.done + 1}/{self.total}: {label}{left}", flush=True)
@@ -97,6 +100,7 @@ class _ConsoleTrainer:
             except UserError as exc:
                 raise UserError(f"{label}: {exc}") from None
             self.done, self.seconds = self.done + 1, self.seconds + time.monotonic() - started
+        return time.monotonic() - begun
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -129,8 +129,9 @@ def test_fundus_run_trains_each_missing_run_once_before_its_chapter(tmp_path, mo
     assert list(missing["02_baselines"]) == ["02 baselines: small-cnn 48 px"]
     assert list(missing["05_adversarial"]) == ["05 adversarial: adversarially trained"]
     trainer = _ConsoleTrainer(2, quiet=True)
-    trainer.train(missing["02_baselines"])
+    assert trainer.train(missing["02_baselines"]) > 0
     trainer.train(missing["05_adversarial"])
+    assert trainer.train({}) < 1
     out = capsys.readouterr().out
     assert "-- run 1/2: 02 baselines: small-cnn 48 px\n" in out
     assert "-- run 2/2: 05 adversarial: adversarially trained, about" in out
