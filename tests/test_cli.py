@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from fundus_lib.cli import main
+from fundus_lib.config import load_params
 from fundus_lib.paths import project_root
 
 
