@@ -88,24 +88,28 @@ class _ConsoleTrainer:
         """Train ``runs`` (label -> (params, config)); returns the seconds it took."""
         import time
 
-        from fundus_lib.runs import get_run
-
         begun = time.monotonic()
         for label, (run_params, config) in runs.items():
             left = "" if not self.done else f", about {self.seconds / self.done * (self.total - self.done) / 60:.0f} min left"
             print(f"-- run {self.done + 1}/{self.total}: {label}{left}", flush=True)
             started = time.monotonic()
-            try:
-                get_run(run_params, config, progress=not self.quiet)
-            except UserError as exc:
-                raise UserError(f"{label}: {exc}") from None
+            _get_run(label, run_params, config, progress=not self.quiet)
             self.done, self.seconds = self.done + 1, self.seconds + time.monotonic() - started
         return time.monotonic() - begun
 
 
+def _get_run(label: str, params, config, progress: bool):
+    """The run of ``config`` from the store or trained now; a user error names the run's label."""
+    from fundus_lib.runs import get_run
+
+    try:
+        return get_run(params, config, progress=progress)
+    except UserError as exc:
+        raise UserError(f"{label}: {exc}") from None
+
+
 def _train(args: argparse.Namespace) -> None:
     from fundus_lib.experiments import all_runs
-    from fundus_lib.runs import get_run
 
     params = load_params(args.params)
     runs = {label: pair for label, pair in all_runs(params).items()
@@ -113,10 +117,7 @@ def _train(args: argparse.Namespace) -> None:
     if not runs:
         raise UserError(f"no run matches {args.only}; runs: {', '.join(all_runs(params))}")
     for label, (run_params, config) in runs.items():
-        try:
-            run = get_run(run_params, config, progress=not args.quiet)
-        except UserError as exc:
-            raise UserError(f"{label}: {exc}") from None
+        run = _get_run(label, run_params, config, progress=not args.quiet)
         test = run.metrics("test")
         print(f"{label}: run {run.key}, test kappa {test['kappa']:.3f}, balanced accuracy "
               f"{test['balanced_accuracy']:.3f}, {run.train_seconds / 60:.1f} min", flush=True)
