@@ -320,19 +320,33 @@ def _l2(delta: torch.Tensor) -> torch.Tensor:
     return delta.flatten(1).norm(dim=1)
 
 
+def _random_directions(shape: tuple[int, ...], like: torch.Tensor, grid_px: int | None,
+                       generator: torch.Generator | None) -> torch.Tensor:
+    """Gaussian directions shaped (M, S, C, H, W): drawn per pixel, or with ``grid_px`` on a
+    grid_px x grid_px grid per channel and upsampled bilinearly to H x W (a low-frequency
+    subspace of C x grid_px^2 dimensions; QEBA-S, Li et al. 2020, https://arxiv.org/abs/2005.14137)."""
+    count, size, channels, height, width = shape
+    if grid_px is None or grid_px >= min(height, width):
+        return _normal(shape, like, generator)
+    coarse = _normal((count * size, channels, grid_px, grid_px), like, generator)
+    return nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False).view(shape)
+
+
 def _estimate_gradient(oracle: _Oracle, boundary: torch.Tensor, owners: torch.Tensor, delta: torch.Tensor,
-                       evaluations: int, batch_size: int, generator: torch.Generator | None) -> torch.Tensor:
+                       evaluations: int, batch_size: int, grid_px: int | None,
+                       generator: torch.Generator | None) -> torch.Tensor:
     """HopSkipJump's Monte-Carlo direction (unit L2 per image, shaped like ``boundary`` (M, C, H, W))
     towards the adversarial side: mean of (s_i - mean s) u_i over ``evaluations`` decisions
-    s_i = +-1 at boundary + delta x u_i, u_i uniform on the unit sphere (clamped to [0, 1]; no
-    baseline when all s_i agree). At most ``batch_size`` points are held at a time."""
+    s_i = +-1 at boundary + delta x u_i, u_i uniform on the unit sphere (of the full image, or
+    of the ``grid_px`` subspace, see ``_random_directions``; clamped to [0, 1]; no baseline when
+    all s_i agree). At most ``batch_size`` points are held at a time."""
     count, ones = len(owners), [1] * (boundary.dim() - 1)
     scale = delta.view(count, 1, *ones)
     weighted, plain = torch.zeros_like(boundary), torch.zeros_like(boundary)
     total = torch.zeros(count, device=boundary.device)
     chunk = max(1, batch_size // count)
     for size in (min(chunk, evaluations - first) for first in range(0, evaluations, chunk)):
-        directions = _normal((count, size, *boundary.shape[1:]), boundary, generator)
+        directions = _random_directions((count, size, *boundary.shape[1:]), boundary, grid_px, generator)
         directions /= directions.flatten(2).norm(dim=2).view(count, size, *ones)
         points = torch.clamp(boundary.unsqueeze(1) + scale * directions, 0, 1)
         directions = (points - boundary.unsqueeze(1)) / scale
@@ -381,8 +395,8 @@ def _starting_points(oracle: _Oracle, images: torch.Tensor, owners: torch.Tensor
 
 def hop_skip_jump(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int = 40,
                   max_queries: int = 10_000, initial_evals: int = 100, max_evals: int = 1_000,
-                  init_trials: int = 100, starts: torch.Tensor | None = None, batch_size: int = 256,
-                  generator: torch.Generator | None = None,
+                  init_trials: int = 100, starts: torch.Tensor | None = None, direction_grid_px: int | None = None,
+                  batch_size: int = 256, generator: torch.Generator | None = None,
                   history: list[torch.Tensor] | None = None) -> DecisionAttackResult:
     """HopSkipJump (Chen, Jordan & Wainwright 2020, https://arxiv.org/abs/1904.02144), L2 version,
     untargeted: a decision-based attack that sees only the predicted labels. Chosen over the
@@ -409,6 +423,10 @@ def hop_skip_jump(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         init_trials: uniform-noise draws tried per image for a misclassified start.
         starts: optional float (N, C, H, W) in [0, 1], tried first as starting points (e.g.
             images of another grade, as the report's code did, when noise is never misclassified).
+        direction_grid_px: None: random directions per pixel (HopSkipJump). An int: directions
+            drawn on a grid of that many px per side and upsampled bilinearly (QEBA-S, Li et al.
+            2020): the search moves in a low-frequency subspace of C x grid^2 dimensions, which
+            converges in far fewer queries to a larger (upper-bound) distance.
         batch_size: points per forward pass; a gradient estimate holds about 2 x batch_size x
             C x H x W floats at a time.
         generator: torch.Generator for noise and directions, for deterministic results.
@@ -451,7 +469,8 @@ def hop_skip_jump(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
             delta = math.sqrt(dimension) * theta * radius if step > 1 else torch.full_like(radius, 0.1)
             groups = torch.arange(len(owners), device=owners.device).split(max(1, batch_size // evaluations))
             direction = torch.cat([_estimate_gradient(oracle, current[owners[group]], owners[group], delta[group],
-                                                      evaluations, batch_size, generator) for group in groups])
+                                                      evaluations, batch_size, direction_grid_px, generator)
+                                   for group in groups])
             moved = _geometric_step(oracle, current[owners], direction, owners, radius / math.sqrt(step))
             current[owners] = _bisect(oracle, images[owners], moved, owners, rounds)
             distance[owners] = _l2(current[owners] - images[owners])
@@ -460,6 +479,26 @@ def hop_skip_jump(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
             if history is not None:
                 history.append(best_distance.clone())
     return DecisionAttackResult(best, success, oracle.queries)
+
+
+#: A HopSkipJump budget counts as converged when the best L2 fell by less than 5 % over the last
+#: fifth of the iterations (median over images): a further fifth of the budget would then change
+#: a ratio of two models' medians by a few per cent at most, well inside its bootstrap interval
+#: over a few dozen images. Fixed here before any result is seen.
+CONVERGED_FACTOR = 0.95
+
+
+def last_fifth_factor(best_l2: np.ndarray) -> float:
+    """Median over images of the best L2 after the last iteration over the best L2 a fifth of the
+    iterations earlier (1.0 = flat, converged; < 1 still falling). best_l2: (N, iterations + 1)
+    as ``hop_skip_jump``'s history (column 0: the start); images never attacked (0) are left out."""
+    best_l2 = np.asarray(best_l2, dtype=float)
+    last = best_l2.shape[1] - 1
+    earlier = max(0, last - max(1, last // 5))
+    attacked = best_l2[:, earlier] > 0
+    if not attacked.any():
+        return float("nan")
+    return float(np.median(best_l2[attacked, last] / best_l2[attacked, earlier]))
 
 
 @dataclass(frozen=True)

@@ -304,6 +304,10 @@ class DecisionAttackConfig(_Section):
     n_images: int = Field(24, ge=1, le=10_000, description="correctly classified test images attacked")
     steps: int = Field(20, ge=1, le=1000)
     max_queries: int = Field(3000, ge=100, le=1_000_000, description="model queries per image at most")
+    direction_grid_px: int | None = Field(
+        None, ge=2, le=4096,
+        description="random directions drawn on a grid of this many px per side and upsampled (QEBA-S, a "
+                    "low-frequency subspace that converges in far fewer queries); null: per pixel (HopSkipJump)")
 
 
 #: An L-inf radius x 255 in pixel units (0 = the clean images).

@@ -15,11 +15,14 @@ import torch
 from torch import nn
 
 from conftest import require
+from fundus_lib.attacks import _random_directions
 from fundus_lib.attacks import (
     adversarial_loss,
     attack_success,
     eps_from_255,
+    CONVERGED_FACTOR,
     hop_skip_jump,
+    last_fifth_factor,
     perturbation_sizes,
     pgd,
     predict_labels,
@@ -502,3 +505,60 @@ def test_hop_skip_jump_records_the_best_distance_per_iteration(toy_model, correc
     assert torch.allclose(trace[-1].double(), torch.tensor(final), atol=1e-4)
     plain = hop_skip_jump(toy_model, images, labels, steps=6, max_queries=100_000, generator=seed())
     assert torch.equal(plain.adversarials, result.adversarials)  # recording changes nothing
+
+
+def upsampling_basis(grid_px: int) -> torch.Tensor:
+    """(SIZE x SIZE, grid_px^2): bilinear upsampling of each coarse pixel to SIZE x SIZE."""
+    basis = torch.eye(grid_px * grid_px).view(-1, 1, grid_px, grid_px)
+    upsampled = nn.functional.interpolate(basis, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    return upsampled.view(grid_px * grid_px, -1).T
+
+
+def test_random_directions_on_a_grid_lie_in_the_upsampled_subspace():
+    """With a 4 px grid every direction (each channel) is a combination of the 16 upsampled coarse
+    pixels (least-squares residual ~0); per pixel (None) it is not; a grid as large as the image
+    is the per-pixel draw."""
+    basis = upsampling_basis(4)
+    like = torch.zeros(1)
+    coarse = _random_directions((2, 5, 3, SIZE, SIZE), like, 4, seed()).reshape(-1, SIZE * SIZE).T
+    fine = _random_directions((2, 5, 3, SIZE, SIZE), like, None, seed()).reshape(-1, SIZE * SIZE).T
+    def residual(directions):
+        solution = torch.linalg.lstsq(basis, directions).solution
+        return ((basis @ solution - directions).norm(dim=0) / directions.norm(dim=0)).max()
+    assert residual(coarse) < 1e-5 and residual(fine) > 0.5
+    assert torch.equal(_random_directions((2, 5, 3, SIZE, SIZE), like, SIZE, seed()),
+                       _random_directions((2, 5, 3, SIZE, SIZE), like, None, seed()))
+
+
+def test_hop_skip_jump_on_a_grid_reaches_a_linear_optimum_inside_its_subspace():
+    """For logits W x + b with w1 - w0 smooth (upsampled from a 4 px grid), the closest adversarial
+    lies along it, inside the subspace: the grid attack gets within 20 % of |margin| / ||w1 - w0||
+    in 20 steps and never below it, and with half the queries per estimate it is at least as
+    close as the per-pixel attack (measured on these 12 images: 1.08 x against 1.20 x)."""
+    model, (images, labels) = linear_model(), toy_data(12, seed=4)
+    smooth = upsampling_basis(4) @ torch.randn(16, 2 * 3, generator=seed(3))
+    with torch.no_grad():
+        model[1].weight.copy_(smooth.T.reshape(2, 3 * SIZE * SIZE) * 0.02)
+        model[1].bias.copy_(torch.stack([torch.tensor(0.0), -(model[1].weight[1] - model[1].weight[0]).sum() / 2]))
+        logits = model(images)
+    labels = logits.argmax(dim=1)
+    weight = model[1].weight.detach()
+    optimum = ((logits[:, 1] - logits[:, 0]).abs() / (weight[1] - weight[0]).norm()).double()
+    def ratio(**options):
+        result = hop_skip_jump(model, images, labels, steps=20, max_queries=10_000, generator=seed(), **options)
+        sizes = torch.tensor(perturbation_sizes(images, result.adversarials, result.success).per_image.l2.values)
+        assert result.success.all() and (sizes >= optimum * (1 - 1e-4)).all()
+        return float((sizes / optimum).median())
+    on_grid = ratio(direction_grid_px=4, initial_evals=50, max_evals=500)
+    assert on_grid < 1.2 and on_grid <= ratio(initial_evals=50, max_evals=500)
+
+
+def test_last_fifth_factor():
+    """Flat traces give 1, a trace that halves over its last fifth 0.5; images never attacked (0)
+    are left out; the threshold reads as 'less than 5 % lower'."""
+    flat = [[4.0] * 11, [2.0] * 11]
+    assert last_fifth_factor(flat) == 1.0
+    falling = [[8, 8, 8, 8, 8, 8, 8, 8, 8, 6, 4], [0] * 11]
+    assert last_fifth_factor(falling) == 0.5
+    assert math.isnan(last_fifth_factor([[0] * 11]))
+    assert last_fifth_factor([[1.0, 0.96]]) >= CONVERGED_FACTOR > last_fifth_factor([[1.0, 0.94]])
