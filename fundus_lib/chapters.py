@@ -11,10 +11,12 @@ Example::
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
 import jupytext
+import nbformat
 import papermill
 from papermill.exceptions import PapermillExecutionError
 
@@ -102,4 +104,39 @@ def execute_chapter(chapter: str, params_file: str | Path, out_dir: Path | None 
     except PapermillExecutionError as error:
         raise ChapterFailed(f"chapter {chapter} failed in cell {error.exec_count}: {error.ename}: {error.evalue} "
                             f"(the partly executed notebook is {output})") from error
+    _prepare_for_the_book(output, chapter, params_path, parameters)
     return time.perf_counter() - start
+
+
+def rerun_markdown(chapter: str, params_path: Path, parameters: dict) -> str:
+    """The page's last section: the parameters papermill injected (their cell is hidden), the
+    commands that re-run the chapter, and links to download the executed notebook (Sphinx's copy of
+    the page source) and the params file it ran with (embedded in the page, so the link works
+    offline and names the exact file)."""
+    number, params = chapter.split("_")[0], params_path.as_posix()
+    encoded = base64.b64encode(resolve_path(params_path).read_bytes()).decode()
+    injected = ", ".join(f"{name} `{value}`" for name, value in parameters.items())
+    return "\n".join([
+        "## Re-run this chapter", "",
+        f"This page was executed by papermill with the parameters {injected}.", "",
+        "With this project installed (see the README), from the repository root:", "",
+        "```bash", f"fundus run {number} --params {params}", "```", "",
+        "or with papermill itself (jupytext turns the chapter's source into a notebook first):", "",
+        "```bash", f"jupytext --to ipynb notebooks/{chapter}.py -o {chapter}.ipynb",
+        f"papermill {chapter}.ipynb {chapter}-executed.ipynb --cwd . -p params_file {params}", "```", "",
+        f'Download <a class="rerun-download" href="../_sources/generated/{chapter}.ipynb" download>this executed '
+        f'notebook</a> or <a class="rerun-download" download="{params_path.name}" '
+        f'href="data:text/yaml;base64,{encoded}">the params file it ran with ({params})</a>.',
+    ])
+
+
+def _prepare_for_the_book(output: Path, chapter: str, params_path: Path, parameters: dict) -> None:
+    """Hide papermill's injected-parameters cell (its values are named in the re-run section) and end
+    the page with how to re-run it (``rerun_markdown``)."""
+    notebook = nbformat.read(output, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    notebook.cells.append(nbformat.v4.new_markdown_cell(rerun_markdown(chapter, params_path, parameters)))
+    nbformat.write(notebook, output)

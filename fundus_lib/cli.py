@@ -8,6 +8,8 @@
     fundus run 01 --params params/eyepacs-512.yaml
     fundus run all --params params/eyepacs-512.yaml --from-store   # render runs trained elsewhere
     fundus check params/*.yaml                # validate params files against the schema
+    fundus plan params/eyepacs-512.yaml       # runs, image passes, cache size and time before a run
+    fundus rehearse params/eyepacs-512.yaml ../shared/data/eyepacs_mini/images ../shared/data/eyepacs_mini/trainLabels.csv
     fundus grade params/eyepacs-mini.yaml other/images other/trainLabels.csv   # the stored baseline on new photographs
 """
 
@@ -18,6 +20,7 @@ import sys
 
 from fundus_lib.config import load_params
 from fundus_lib.errors import UserError
+from fundus_lib.rehearsal import REHEARSAL_IMAGES
 
 #: Errors that are the user's to fix: printed as one message, without a traceback.
 USER_ERRORS = (UserError, FileNotFoundError)
@@ -145,6 +148,44 @@ def _runs(args: argparse.Namespace) -> None:
     print(table.to_string(index=False) if len(table) else "the run store is empty")
 
 
+def _plan(args: argparse.Namespace) -> None:
+    from fundus_lib.plan import plan_report
+
+    print(plan_report(load_params(args.params), args.params, progress=not args.quiet))
+
+
+def _rehearse(args: argparse.Namespace) -> None:
+    import shutil
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from fundus_lib.paths import data_dir, project_root
+    from fundus_lib.rehearsal import write_rehearsal
+
+    folder = data_dir() / "rehearsals"
+    params_path = write_rehearsal(args.params, args.images_dir, args.labels_csv, folder, args.images)
+    out = folder / params_path.stem
+    book = out / "book"
+    shutil.rmtree(book, ignore_errors=True)
+    shutil.copytree(project_root() / "book", book, ignore=shutil.ignore_patterns("generated", "_build"))
+    print(f"rehearsing {args.params}: every configuration, {args.images} photographs, one epoch ({params_path})",
+          flush=True)
+    started = time.monotonic()
+    _run(argparse.Namespace(chapters=["all"], params=str(params_path), out=str(book / "generated"),
+                            quiet=args.quiet, from_store=False))
+    if args.no_book:
+        return
+    jupyter_book = Path(sys.executable).parent / "jupyter-book"
+    root = project_root()
+    build = subprocess.run([str(jupyter_book), "build", str(book), "--config", str(root / "_config.yml"), "--toc",
+                            str(root / "_toc.yml"), "--path-output", str(out), "-W", "-n", "--keep-going"])
+    if build.returncode:
+        raise UserError(f"the rehearsal's book did not build (jupyter-book exit {build.returncode}; its log is above)")
+    print(f"rehearsal of {args.params}: {time.monotonic() - started:.0f} s; its book is at "
+          f"{out / '_build' / 'html' / 'index.html'}")
+
+
 def _check(args: argparse.Namespace) -> None:
     for path in args.files:
         params = load_params(path)
@@ -184,6 +225,22 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--from-store", action="store_true",
                      help="read every run from the run store and fail on a missing one instead of training it")
     run.set_defaults(handler=_run)
+
+    plan = commands.add_parser("plan", help="what a params file will need: runs, image passes, cache size, time here")
+    plan.add_argument("params")
+    plan.add_argument("--quiet", action="store_true", help="no line per throughput measurement")
+    plan.set_defaults(handler=_plan)
+
+    rehearse = commands.add_parser(
+        "rehearse", help="run a full-scale params file in miniature: every configuration, a few dozen photographs, "
+        "one epoch, one seed; executes every chapter and renders the book (under data/rehearsals/)")
+    rehearse.add_argument("params")
+    rehearse.add_argument("images_dir", help="a Kaggle-layout folder of <patient>_<left|right>.jpeg photographs")
+    rehearse.add_argument("labels_csv", help="csv with columns image,level (rows without a file are left out)")
+    rehearse.add_argument("--images", type=int, default=REHEARSAL_IMAGES, help="labelled photographs to read")
+    rehearse.add_argument("--no-book", action="store_true", help="execute the chapters, do not render the book")
+    rehearse.add_argument("--quiet", action="store_true", help="no progress bars")
+    rehearse.set_defaults(handler=_rehearse)
 
     check = commands.add_parser("check", help="validate params files")
     check.add_argument("files", nargs="+")

@@ -304,6 +304,9 @@ class DecisionAttackConfig(_Section):
     n_images: int = Field(24, ge=1, le=10_000, description="correctly classified test images attacked")
     steps: int = Field(20, ge=1, le=1000)
     max_queries: int = Field(3000, ge=100, le=1_000_000, description="model queries per image at most")
+    initial_evals: int = Field(100, ge=1, le=100_000, description="decisions per gradient estimate at iteration 1 "
+                               "(then x sqrt(iteration)); HopSkipJump's default 100")
+    max_evals: int = Field(1000, ge=1, le=1_000_000, description="decisions per gradient estimate at most")
     direction_grid_px: int | None = Field(
         None, ge=2, le=4096,
         description="random directions drawn on a grid of this many px per side and upsampled (QEBA-S, a "

@@ -109,6 +109,7 @@ def decision_attack_sizes(run: Run, data: FundusData, settings: AttackConfig, ro
         history: list[torch.Tensor] = []
         result = hop_skip_jump(run.load_model(), images, labels, steps=settings.decision.steps,
                                max_queries=settings.decision.max_queries, starts=starts,
+                               initial_evals=settings.decision.initial_evals, max_evals=settings.decision.max_evals,
                                direction_grid_px=settings.decision.direction_grid_px,
                                generator=torch.Generator().manual_seed(settings.seed), history=history)
         sizes = perturbation_sizes(images, result.adversarials, result.success).per_image

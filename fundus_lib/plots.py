@@ -116,3 +116,35 @@ def prediction_shares(shares) -> plt.Figure:
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+#: Colour per verdict (statistics' three-way rule), shared by the conclusions' table and figure.
+VERDICT_COLOURS = {"reproduced": "#2e8b57", "contradicted": "#c0392b", "inconclusive": "#d4a017",
+                   "not tested": "#999999"}
+
+
+def findings_forest(comparisons) -> plt.Figure:
+    """Every tested difference in one picture, one line per comparison (a frame with columns where,
+    comparison, estimate, low, high, threshold, report, verdict): this run's estimate with its 95 %
+    interval (coloured by verdict), the report's value of the same difference (cross, where it
+    published one) and the margin the rule holds it to (grey tick)."""
+    count = len(comparisons)
+    fig, ax = plt.subplots(figsize=(7.2, 0.24 * count + 1.3))
+    positions = np.arange(count)
+    colours = [VERDICT_COLOURS.get(verdict, "#999999") for verdict in comparisons["verdict"]]
+    ax.errorbar(comparisons["estimate"], positions, fmt="none", ecolor=colours, elinewidth=1.6,
+                xerr=[comparisons["estimate"] - comparisons["low"], comparisons["high"] - comparisons["estimate"]])
+    ax.scatter(comparisons["estimate"], positions, c=colours, s=18, zorder=3, label="this run: mean, 95 % interval")
+    ax.scatter(comparisons["report"], positions, marker="x", color="black", s=22, zorder=4, label="the report")
+    ax.scatter(comparisons["threshold"], positions, marker="|", color="grey", s=90, zorder=2, label="margin")
+    ax.axvline(0, color="black", linewidth=0.6)
+    ax.set_yticks(positions, [f"{where}: {label}" for where, label in zip(comparisons["where"], comparisons["comparison"])],
+                  fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("difference (treatment − reference), in the units of its measure")
+    handles = ax.get_legend_handles_labels()[0] + [Patch(color=colour, label=verdict)
+                                                   for verdict, colour in VERDICT_COLOURS.items() if verdict != "not tested"]
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.9 / (0.24 * count + 1.3)), ncol=3)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -44,6 +44,8 @@ Example::
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -103,7 +105,7 @@ def estimate(per_seed: Sequence[Statistic], n_images: int) -> Estimate:
         return Estimate(float("nan"), float("nan"), float("nan"), n_images, len(per_seed))
     every_image = np.arange(n_images)[None]
     values = np.array([float(statistic(every_image)[0]) for statistic in per_seed])
-    indices = np.random.default_rng(BOOTSTRAP_SEED).integers(0, n_images, (REPEATS, n_images), dtype=np.int32)
+    indices = bootstrap_indices(n_images)
     resampled = np.mean([statistic(indices) for statistic in per_seed], axis=0)
     mean = float(values.mean())
     tail = (1 - LEVEL) / 2 * 100
@@ -111,6 +113,14 @@ def estimate(per_seed: Sequence[Statistic], n_images: int) -> Estimate:
     seed_half = seed_half_width(values)
     return Estimate(mean, mean - float(np.hypot(max(mean - low, 0), seed_half)),
                     mean + float(np.hypot(max(high - mean, 0), seed_half)), n_images, len(values))
+
+
+@functools.lru_cache(maxsize=8)
+def bootstrap_indices(n_images: int) -> np.ndarray:
+    """The fixed resamples (REPEATS, n_images) of ``n_images`` test images (read-only, made once)."""
+    indices = np.random.default_rng(BOOTSTRAP_SEED).integers(0, n_images, (REPEATS, n_images), dtype=np.int32)
+    indices.flags.writeable = False
+    return indices
 
 
 def seed_half_width(values: np.ndarray) -> float:
@@ -181,8 +191,26 @@ def compare(label: str, measure: str, side: int, per_seed: Sequence[Statistic], 
 # --- the statistics: metrics of resampled predictions, means of per-image values ---------------------
 
 
+#: Confusion matrices of the fixed resamples, per (labels, predictions): a model's predictions
+#: enter many comparisons (SMOTE's against every other row), its resampled matrices are made once.
+_RESAMPLED_CONFUSIONS: dict[tuple[bytes, bytes], np.ndarray] = {}
+
+
 def batch_confusions(labels: np.ndarray, predictions: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Confusion matrices (R, K, K) of the resamples ``indices`` (R, n) of one model's predictions."""
+    if indices is bootstrap_indices(len(labels)):
+        key = (hashlib.sha1(np.ascontiguousarray(labels)).digest(), hashlib.sha1(np.ascontiguousarray(predictions)).digest())
+        if key not in _RESAMPLED_CONFUSIONS:
+            if len(_RESAMPLED_CONFUSIONS) >= 256:
+                _RESAMPLED_CONFUSIONS.clear()
+            matrices = _confusions(labels, predictions, indices)
+            matrices.flags.writeable = False
+            _RESAMPLED_CONFUSIONS[key] = matrices
+        return _RESAMPLED_CONFUSIONS[key]
+    return _confusions(labels, predictions, indices)
+
+
+def _confusions(labels: np.ndarray, predictions: np.ndarray, indices: np.ndarray) -> np.ndarray:
     count = len(indices)
     codes = labels[indices].astype(np.int64) * N_CLASSES + predictions[indices]
     codes += np.arange(count, dtype=np.int64)[:, None] * N_CLASSES**2

@@ -38,14 +38,16 @@ def beside_report(report: pd.DataFrame, ours: pd.DataFrame, key: str | list[str]
 
 
 def styled(frame: pd.DataFrame, percent: tuple[str, ...] = (), decimals: int = 3, caption: str | None = None):
-    """A Styler for the book: columns whose last level is in ``percent`` as %, floats rounded,
-    underscores in headers shown as spaces."""
+    """A Styler for the book: float columns whose last level is in ``percent`` as %, other floats
+    rounded, underscores in headers shown as spaces."""
     formats = {}
     for column in frame.columns:
         name = column[-1] if isinstance(column, tuple) else column
+        if not pd.api.types.is_float_dtype(frame[column]):
+            continue  # text (e.g. ``spread_text``) and integers are shown as they are
         if name in percent:
             formats[column] = "{:.1%}"
-        elif pd.api.types.is_float_dtype(frame[column]):
+        else:
             formats[column] = f"{{:.{decimals}f}}"
     frame = frame.rename_axis(index=[_readable(name) for name in frame.index.names],
                               columns=[_readable(name) for name in frame.columns.names])
@@ -80,6 +82,23 @@ def over_seeds(metrics: dict[str, list[dict[str, float]]], columns: tuple[str, .
             row |= {column: mean, f"{column} ±": mean - low if len(per_seed) > 1 else float("nan")}
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def spread_text(means: pd.DataFrame, columns: tuple[str, ...], percent: tuple[str, ...] = (),
+                decimals: int = 3) -> pd.DataFrame:
+    """Each of ``columns`` of an ``over_seeds`` frame with its ``±`` companion as one text column,
+    ``0.712 ± 0.013`` (``71.2 ± 1.3 %`` for ``percent`` columns; the mean alone where there is no
+    spread): one column per measure keeps a table within the page."""
+    def text(mean: float, half: float, as_percent: bool) -> str:
+        if pd.isna(mean):
+            return "–"
+        scale, unit, places = (100, " %", 1) if as_percent else (1, "", decimals)
+        shown = f"{mean * scale:.{places}f}"
+        return shown + unit if pd.isna(half) else f"{shown} ± {half * scale:.{places}f}{unit}"
+
+    return pd.DataFrame({column: [text(mean, half, column in percent)
+                                  for mean, half in zip(means[column], means[f"{column} ±"])]
+                         for column in columns}, index=means.index)
 
 
 def with_spread(columns: tuple[str, ...]) -> tuple[str, ...]:

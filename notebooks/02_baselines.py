@@ -66,6 +66,30 @@ styled(beside_report(report_table("table2"), counts, "model", "this project").as
        caption="Table 2: number of parameters with a 5-unit head")
 
 # %% [markdown]
+# ## What the columns measure
+#
+# For N test images with true grades $y_i$ and predicted grades $\hat y_i$, K = 5 grades. The
+# report's accuracy (its eq. 1):
+#
+# $$\text{accuracy} = \frac{1}{N} \sum_{i=1}^{N} \mathbb{1}(\hat y_i = y_i)$$
+#
+# Balanced accuracy, the report's eqs. 2-3 with unit sample weights: each image counts
+# $1 / n_{y_i}$, so it is the mean of the per-grade recalls,
+#
+# $$\text{balanced accuracy} = \frac{1}{K} \sum_{k=0}^{K-1} \frac{\sum_i \mathbb{1}(\hat y_i = y_i = k)}{\sum_i \mathbb{1}(y_i = k)}$$
+#
+# and chance level is $1/K$ = 20 % whatever the class balance. The quadratic weighted kappa (eqs.
+# 4-5, Kaggle's metric), with $O_{jk}$ the number of images of true grade $j$ predicted $k$,
+# $n_j$ and $m_k$ its row and column totals:
+#
+# $$\kappa = 1 - \frac{\sum_{j,k} w_{jk} O_{jk}}{\sum_{j,k} w_{jk} E_{jk}}, \qquad w_{jk} = \frac{(j-k)^2}{(K-1)^2}, \qquad E_{jk} = \frac{n_j \, m_k}{N}$$
+#
+# The report writes $E_{jk} = n_j \times n_k$; here the expected matrix is scaled to the total of
+# $O$ (as scikit-learn's `cohen_kappa_score`, against which a test checks ours), without which the
+# ratio would not be 1 for a chance rater. Kappa is 0 for chance agreement and 1 for perfect; a
+# grade-4 image called 0 costs 16 times a neighbouring-grade error.
+
+# %% [markdown]
 # ## Training the baselines (Table 4)
 #
 # Each run trains with Adam on the training split with the report's augmentation, validates after
@@ -81,13 +105,18 @@ trained = pd.DataFrame([
      **{metric: run.metrics("test")[metric] for metric in REPORT_METRICS}, "training_hours": run.train_seconds / 3600}
     for run in runs.values()
 ])
-report4 = report_table("table4").drop(columns="training_time")
-table4 = (pd.concat([report4.assign(measured_by=REPORT_LABEL), trained.assign(measured_by=ours)])
-          .set_index(["model", "image_size", "measured_by"]).sort_index())
-table4 = table4[["batch_size", "epochs", "best_epoch", *REPORT_METRICS]].assign(training_time=table4["training_hours"].map(duration))
-table4[["batch_size", "epochs", "best_epoch"]] = table4[["batch_size", "epochs", "best_epoch"]].astype("Int64")
-styled(table4, percent=("accuracy", "balanced_accuracy"), decimals=2,
-       caption="Table 4: the report's validation metrics and this run's test metrics, per model and image size; training time of the epochs run")
+SHORT = {"batch_size": "batch", "accuracy": "acc.", "balanced_accuracy": "bal. acc.", "training_time": "time"}
+report4 = report_table("table4")[["model", "image_size", "batch_size", *REPORT_METRICS, "training_time"]]
+ours4 = trained.assign(epochs=[f"{run} ({best})" for run, best in zip(trained["epochs"], trained["best_epoch"])],
+                       training_time=trained["training_hours"].map(duration))
+ours4 = ours4[["model", "image_size", "batch_size", "epochs", *REPORT_METRICS, "training_time"]]
+table4 = beside_report(report4, ours4, ["model", "image_size"], ours).sort_index().rename(columns=SHORT, level=1)
+table4 = table4.rename_axis(index=["model", "px"])
+for column in [(REPORT_LABEL, "batch"), (ours, "batch")]:
+    table4[column] = table4[column].astype("Int64")
+styled(table4, percent=("acc.", "bal. acc."), decimals=2,
+       caption="Table 4: the report's validation metrics beside this run's test metrics, per model and image size "
+               "(px); epochs run (best epoch kept); training time of the epochs run")
 
 # %% tags=["hide-input"]
 baseline_label, baseline = next(iter(runs.items()))

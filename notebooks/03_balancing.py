@@ -40,7 +40,7 @@ from fundus_lib.plots import confusion_heatmaps, prediction_shares
 from fundus_lib.provenance import provenance
 from fundus_lib.report import report_table
 from fundus_lib.runs import get_run
-from fundus_lib.tables import REPORT_LABEL, duration, over_seeds, run_label, styled, with_spread
+from fundus_lib.tables import REPORT_LABEL, beside_report, duration, over_seeds, run_label, spread_text, styled
 
 params = load_params(params_file)
 ours = run_label(params)
@@ -51,11 +51,23 @@ baseline_name = params.balancing.methods[0].name
 # %% [markdown]
 # ## The methods
 #
-# - **Focal loss** multiplies the cross-entropy of each image by `(1 - p_t)^gamma`, so images the
-#   model already gets right (mostly grade 0) count less; gamma = 0 is cross-entropy.
-# - **Class-balanced loss** weights each grade by `(1 - beta) / (1 - beta^n)`, the inverse of its
-#   "effective number" of images (Cui et al.); as beta tends to 1 it becomes inverse frequency.
-# - **Inverse-frequency loss** weights each grade by `1 / n`.
+# With $p_t$ the softmax probability the model gives the true grade $y$ of an image and $n_y$ the
+# number of training images of that grade:
+#
+# - **Focal loss** (the report's eqs. 6-7, written there for two classes) multiplies the
+#   cross-entropy by $(1 - p_t)^\gamma$, so images the model already gets right (mostly grade 0)
+#   count less; $\gamma = 0$ is cross-entropy:
+#
+#   $$\mathrm{FL}(p_t) = -(1 - p_t)^{\gamma} \log p_t$$
+#
+# - **Class-balanced loss** (eqs. 8-9, Cui et al.) weights each grade by the inverse of its
+#   "effective number" of images $E_n = (1 - \beta^{n}) / (1 - \beta)$; as $\beta \to 1$ it becomes
+#   inverse frequency. Here the weights are normalised to sum to K (as Cui et al.; the report's
+#   text does not say), so the loss keeps the scale of cross-entropy:
+#
+#   $$\mathrm{CB}(p_t) = -\frac{1 - \beta}{1 - \beta^{n_y}} \log p_t$$
+#
+# - **Inverse-frequency loss** weights each grade by $1 / n_y$, normalised the same way.
 # - **Oversampling** repeats the images of every grade until each has as many as grade 0 (the
 #   report: 25,810 x 5 images per epoch), with dropout 0, 0.75 or 0.9 before the last layer;
 #   **oversampling + restart** fine-tunes the cross-entropy model on the oversampled set.
@@ -83,23 +95,24 @@ seed_runs = {name: [get_run(params, config, train=train_missing) for config in s
              for name, seeds in seeded(params, configs).items()}
 runs = {name: seeds[0] for name, seeds in seed_runs.items()}
 means = over_seeds({name: [run.metrics("test") for run in seeds] for name, seeds in seed_runs.items()})
+spread = spread_text(means, REPORT_METRICS, percent=("accuracy", "balanced_accuracy"))
 rows = pd.DataFrame([
     {"method": name, "batch_size": run.config.batch_size, "epochs": run.record["epochs_run"],
-     **means.loc[name].drop("seeds"), "training_hours": run.total_seconds / 3600}
+     **spread.loc[name], "training_time": duration(run.total_seconds / 3600)}
     for name, run in runs.items()
 ])
-report5 = report_table("table5").drop(columns="training_time")
+report5 = report_table("table5")[["method", "batch_size", *REPORT_METRICS, "training_time"]]
 order: dict[str, int] = {}
 for name in [*runs, *report5["method"]]:  # this run's order, then the report's extra rows
     order.setdefault(name, len(order))
-table5 = pd.concat([report5.assign(measured_by=REPORT_LABEL), rows.assign(measured_by=ours)])
-table5 = table5.assign(position=table5["method"].map(order)).sort_values(["position", "measured_by"])
-table5 = (table5.set_index(["method", "measured_by"])[["batch_size", "epochs", *with_spread(REPORT_METRICS)]]
-          .assign(training_time=table5.set_index(["method", "measured_by"])["training_hours"].map(duration)))
-table5[["batch_size", "epochs"]] = table5[["batch_size", "epochs"]].astype("Int64")
-styled(table5, percent=with_spread(("accuracy", "balanced_accuracy")), decimals=3,
-       caption="Table 5: balancing methods (this run: mean over seeds ± 95 % interval half-width; epochs and training "
-               "time of the first seed); training time includes SMOTE's generation time")
+SHORT = {"batch_size": "batch", "accuracy": "acc.", "balanced_accuracy": "bal. acc.", "training_time": "time"}
+table5 = beside_report(report5, rows, "method", ours).rename(columns=SHORT, level=1)
+table5 = table5.iloc[np.argsort([order[name] for name in table5.index])]
+for column in [(REPORT_LABEL, "batch"), (ours, "batch"), (ours, "epochs")]:
+    table5[column] = table5[column].astype("Int64")
+styled(table5, percent=("acc.", "bal. acc."), decimals=3,
+       caption="Table 5: the report's balancing methods beside this run's (mean over seeds ± 95 % interval "
+               "half-width; epochs and training time of the first seed; training time includes SMOTE's generation time)")
 
 # %% [markdown]
 # ## Confusion matrices (Figures 2 and 3)
@@ -144,7 +157,6 @@ styled(pd.DataFrame({"predicted grade 0": zero_share, "change vs baseline": zero
 # ## What this run says
 
 # %% tags=["hide-input"]
-measured = rows.set_index("method")
 report_rows = report5.set_index("method")
 on_valid = over_seeds({name: [run.metrics("valid") for run in seeds] for name, seeds in seed_runs.items()})
 lines = []
@@ -152,8 +164,8 @@ for metric, label in (("balanced_accuracy", "balanced accuracy"), ("kappa", "kap
     best_here, best_report = on_valid[metric].idxmax(), report_rows[metric].idxmax()  # chosen on validation
     verdict = "the same method as" if best_here == best_report else "not the method that won in"
     lines.append(
-        f"- Best {label} on validation here: **{best_here}** (on test {measured.at[best_here, metric]:.3f}; the baseline "
-        f"{measured.at[baseline_name, metric]:.3f}), {verdict} the report, whose best was {best_report} "
+        f"- Best {label} on validation here: **{best_here}** (on test {means.at[best_here, metric]:.3f}; the baseline "
+        f"{means.at[baseline_name, metric]:.3f}), {verdict} the report, whose best was {best_report} "
         f"({report_rows.at[best_report, metric]:.3f})."
     )
 moved = zero_share.drop(baseline_name)
@@ -162,7 +174,7 @@ lines.append(
     f"({moved.min():.0%} grade-0 predictions against the baseline's {zero_share[baseline_name]:.0%}; true share "
     f"{true_shares[0]:.0%})."
 )
-loss_rows = [name for name in measured.index if "loss" in name]
+loss_rows = [name for name in means.index if "loss" in name]
 if loss_rows:
     loss_shift = (zero_share[loss_rows] - zero_share[baseline_name]).mean()
     lines.append(

@@ -163,6 +163,18 @@ styled(beside("table8", table8), percent=with_spread(("accuracy", "balanced_accu
 # misleads as a robustness measure, because a misgraded image rarely changes its grade, so a
 # model with a lower clean accuracy looks more robust. The findings are judged on the robust
 # accuracy (right), the share still graded correctly. Lines: the mean over seeds.
+#
+# PGD (the report's eq. 10) starts at $x^0 = x + u$, $u$ uniform in $[-\varepsilon, \varepsilon]$,
+# and takes $T = 5$ steps of size $\alpha = 2.5\,\varepsilon / T$ up the cross-entropy $L$ of the
+# true grade, each projected onto the $\varepsilon$-ball around the image and the valid pixels:
+#
+# $$x^{t+1} = \Pi_{[0,1]^d \,\cap\, \{x' : \|x' - x\|_\infty \le \varepsilon\}} \left( x^t + \alpha \, \operatorname{sgn} \nabla_{x} L(\theta, x^t, y) \right)$$
+#
+# Here $\varepsilon$ is in pixel units, $k/255$ of the [0, 1] range; the report gives it in
+# ImageNet-normalised units, about 4.4 times larger for the same change (its values are
+# converted on the axes). For $N$ attacked images with clean predictions $f(x_i)$:
+#
+# $$\text{success rate} = \frac{1}{N} \sum_i \mathbb{1}\big(f(x_i^{\text{adv}}) \ne f(x_i)\big) \quad \text{(eq. 11)}, \qquad \text{robust accuracy} = \frac{1}{N} \sum_i \mathbb{1}\big(f(x_i^{\text{adv}}) = y_i\big)$$
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Figure 5: PGD success rate against eps (pixel units) for the baseline and the models trained on corrupted images; crosses and dotted lines: the report's values on EyePACS, converted from its normalised units.", "name": "fig-corruption-pgd"}}
 curves = {name: pd.concat([pgd_curve(run, data, params.attacks, progress=False) for run in seeds]).groupby(

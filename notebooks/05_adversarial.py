@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
+from myst_nb import glue
 
 from fundus_lib.attacks import CONVERGED_FACTOR, last_fifth_factor, pgd, predict_labels, report_eps_to_pixels
 from fundus_lib.config import load_params
@@ -77,7 +78,8 @@ styled(units.set_index(units.columns[0]), decimals=3,
 # ## Adversarial training (Table 9)
 #
 # As in the report, each batch's loss is the mean of the clean loss and the loss on PGD examples
-# of the same batch; unlike the report's code, the examples are made with the model in eval mode
+# $x^{\text{adv}}$ of the same batch, $\tfrac12 L(\theta, x, y) + \tfrac12 L(\theta, x^{\text{adv}}, y)$
+# (the weight 1/2 is the params' `weight`); unlike the report's code, the examples are made with the model in eval mode
 # (BatchNorm and dropout frozen), and the update is made in train mode.
 
 # %% tags=["hide-input"]
@@ -106,7 +108,8 @@ styled(table9, percent=with_spread(("accuracy", "balanced_accuracy")),
 # ## PGD success rate against eps (Figure 6)
 #
 # Each model is attacked on the same fixed, seeded sample of test images with L-inf PGD (random
-# start, the report's 5 steps, step size 2.5 eps / steps). The **success rate** is the report's
+# start, the report's 5 steps, step size 2.5 eps / steps; the update and both measures are written
+# out in {ref}`chapter 4 <chapter-corruption>`). The **success rate** is the report's
 # measure: the share of images whose prediction changes. The **robust accuracy** is the share still
 # graded correctly, the measure used elsewhere (e.g. RobustBench); the report did not give it. The
 # success rate misleads as a robustness measure: an image the model already misgrades rarely
@@ -259,14 +262,23 @@ image_grid(pictures, titles, ncols=1 + 2 * len(models), cell_inches=2.0)
 
 # %% tags=["hide-input"]
 clean = {name: run.metrics("test") for name, run in runs.items()}
-display(Markdown(
-    f"- trained a model adversarially (PGD, eps {scheme.eps_255}/255 pixels): its test kappa is "
-    f"{clean['adversarially trained']['kappa']:.3f} against the baseline's {clean['baseline']['kappa']:.3f} "
-    f"(the report: 0.668 against 0.805 on EyePACS);\n"
-    f"- measured PGD's success rate and the robust accuracy from eps 0 to {settings.eps_255[-1]}/255 in pixel units, "
-    f"for both models;\n"
-    f"- measured the perturbation a decision-based attack needs against each model, the report's open question."
-))
+reported9 = report9.set_index("model")["kappa"]
+glue("eps-trained", float(scheme.eps_255), display=False)
+glue("eps-largest", float(settings.eps_255[-1]), display=False)
+glue("kappa-adversarial", float(clean["adversarially trained"]["kappa"]), display=False)
+glue("kappa-baseline", float(clean["baseline"]["kappa"]), display=False)
+glue("report-kappa-adversarial", float(reported9["adversarially trained"]), display=False)
+glue("report-kappa-baseline", float(reported9["baseline"]), display=False)
+
+# %% [markdown]
+# - trained a model adversarially (PGD, eps {glue:text}`eps-trained`/255 pixels): its test kappa
+#   (first seed) is {glue:text}`kappa-adversarial:.3f` against the baseline's
+#   {glue:text}`kappa-baseline:.3f` (the report: {glue:text}`report-kappa-adversarial:.3f` against
+#   {glue:text}`report-kappa-baseline:.3f` on EyePACS);
+# - measured PGD's success rate and the robust accuracy from eps 0 to {glue:text}`eps-largest`/255
+#   in pixel units, for both models;
+# - measured the perturbation a decision-based attack needs against each model, the report's open
+#   question.
 
 # %% [markdown]
 # ## Provenance

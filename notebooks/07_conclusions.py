@@ -34,11 +34,13 @@ train_missing = True  # False: read runs from the store only, never train (`fund
 
 # %% tags=["hide-input"]
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import Markdown
+from myst_nb import glue
 
 from fundus_lib.config import load_params
 from fundus_lib.experiments import baseline_runs
 from fundus_lib.findings import report_findings
+from fundus_lib.plots import VERDICT_COLOURS, findings_forest
 from fundus_lib.provenance import provenance
 from fundus_lib.runs import run_data
 from fundus_lib.statistics import CONTRADICTED, INCONCLUSIVE, NOT_TESTED, REPRODUCED
@@ -46,46 +48,104 @@ from fundus_lib.tables import REPORT_LABEL, run_label, styled
 
 params = load_params(params_file)
 findings = report_findings(params, train=train_missing)
+comparisons = pd.DataFrame([
+    {"where": item.section, "comparison": comparison.label, "rule": comparison.claim(),
+     "report": float("nan") if reported is None else reported, "estimate": comparison.estimate.mean,
+     "low": comparison.estimate.low, "high": comparison.estimate.high, "threshold": comparison.threshold,
+     "MDD": comparison.mdd, "verdict": comparison.verdict}
+    for item in findings for comparison, reported in zip(item.comparisons, item.reported)])
+
+# %% [markdown]
+# ## At a glance
+#
+# Every tested difference of the findings below, this run's against the report's.
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Every comparison behind the findings: this run's mean over seeds with its 95 % interval (coloured by the comparison's verdict), the report's value of the same difference (cross, where it published one) and the margin of the rule (grey tick). Differences are in the units of their measure (kappa, or a share for accuracy, balanced accuracy and robust accuracy).", "name": "fig-findings-at-a-glance"}}
+findings_forest(comparisons) if len(comparisons) else Markdown("No comparison was tested in this run.")
 
 # %% tags=["hide-input"]
-table = pd.DataFrame([{"where": item.section, "the report's finding": item.claim, REPORT_LABEL: item.report,
-                       f"{run_label(params)}: estimate [95 % interval]": item.ours, "n": item.n,
-                       "margin": item.margin, "MDD": item.mdd, "verdict": item.verdict, "note": item.note}
-                      for item in findings])
-colours = {REPRODUCED: "background-color: #d9f2d9", CONTRADICTED: "background-color: #f8d7d7",
-           INCONCLUSIVE: "background-color: #fff3cd", NOT_TESTED: "background-color: #eeeeee"}
-styled(table.set_index(["where", "the report's finding"]), caption="The report's findings against this run"
-       ).map(lambda verdict: colours.get(verdict, ""), subset=["verdict"])
+verdicts = pd.Series([item.verdict for item in findings])
+counts = {verdict: int((verdicts == verdict).sum()) for verdict in (REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_TESTED)}
+glue("n-findings", len(findings), display=False)
+glue("n-seeds", params.seeds, display=False)
+glue("run-name", Markdown(params.name), display=False)
+for verdict, count in counts.items():
+    glue(f"n-{verdict.replace(' ', '-')}", count, display=False)
+glue("data-note", Markdown(
+    "This run used the **synthetic** fundus data, so a reproduced finding means the same pattern appears on a "
+    "different, simpler dataset with the project's CPU-sized models, not a confirmation of the report's EyePACS "
+    "numbers." if params.data.source == "synthetic" else
+    f"This run used real **EyePACS** photographs ({params.description}). Where its networks are smaller than the "
+    "report's or trained from scratch (chapter 2 says which), a finding that holds here holds for these photographs "
+    "and these networks; one that does not may still hold for the report's networks."), display=False)
+
+# %% [markdown]
+# Of the {glue:text}`n-findings` findings, this run ({glue:md}`run-name`, {glue:text}`n-seeds` seed(s)
+# per compared configuration) reproduces **{glue:text}`n-reproduced`**, contradicts
+# **{glue:text}`n-contradicted`**, is inconclusive on **{glue:text}`n-inconclusive`** and does not
+# test **{glue:text}`n-not-tested`**. {glue:md}`data-note`
+
+# %% [markdown]
+# ## The findings, one by one
+#
+# Each finding in a sentence: its verdict, the estimate of its first comparison (treatment minus
+# reference, mean over seeds, 95 % interval) beside the report's value, and the images and seeds
+# behind it. The tables below give every comparison.
 
 # %% tags=["hide-input"]
-counts = table["verdict"].value_counts()
-data_note = ("This run used the **synthetic** fundus data, so a reproduced finding means the same pattern appears "
-             "on a different, simpler dataset with the project's CPU-sized models, not a confirmation of the report's "
-             "EyePACS numbers." if params.data.source == "synthetic" else
-             f"This run used real **EyePACS** photographs ({params.description}). Where its networks are smaller "
-             "than the report's or trained from scratch (chapter 2 says which), a finding that holds here holds for "
-             "these photographs and these networks; one that does not may still hold for the report's networks.")
-display(Markdown(
-    f"Of the {len(findings)} findings, this run ({params.name}, {params.seeds} seed(s) per compared configuration) "
-    f"reproduces **{counts.get(REPRODUCED, 0)}**, contradicts **{counts.get(CONTRADICTED, 0)}**, is inconclusive on "
-    f"**{counts.get(INCONCLUSIVE, 0)}** and does not test **{counts.get(NOT_TESTED, 0)}**. {data_note}"
-))
+def evidence(item) -> str:
+    """The first comparison's estimate, interval and report value, the n, and the count of the others."""
+    if not item.comparisons:
+        note = item.note or "not tested in this run"
+        return note[0].upper() + note[1:]
+    first, reported = item.comparisons[0], item.reported[0]
+    text = (f"{first.label}: {first.estimate.mean:+.3f} [{first.estimate.low:+.3f}, {first.estimate.high:+.3f}]"
+            + (f" against the report's {reported:+.3f}" if reported is not None else "")
+            + f" (rule: {first.claim()}; {item.n})")
+    others = len(item.comparisons) - 1
+    return text + (f", and {others} more comparison(s) in the table below" if others else "")
+
+
+for number, item in enumerate(findings, 1):
+    glue(f"finding-{number}", Markdown(f"**{item.section}**, *{item.claim.lower()}*: **{item.verdict}**. "
+                                       f"{evidence(item)}."), display=False)
+
+# %% [markdown]
+# 1. {glue:md}`finding-1`
+# 2. {glue:md}`finding-2`
+# 3. {glue:md}`finding-3`
+# 4. {glue:md}`finding-4`
+# 5. {glue:md}`finding-5`
+# 6. {glue:md}`finding-6`
+# 7. {glue:md}`finding-7`
+# 8. {glue:md}`finding-8`
+# 9. {glue:md}`finding-9`
+# 10. {glue:md}`finding-10`
+# 11. {glue:md}`finding-11`
+# 12. {glue:md}`finding-12`
+
+# %% tags=["hide-input"]
+table = pd.DataFrame([{"where": item.section, "finding": item.claim, "verdict": item.verdict, "n": item.n,
+                       "note": item.note or "–"} for item in findings])
+styled(table.set_index(["where", "finding"]), caption="The report's findings against this run"
+       ).map(lambda verdict: f"background-color: {VERDICT_COLOURS[verdict]}33" if verdict in VERDICT_COLOURS else "",
+             subset=["verdict"])
 
 # %% [markdown]
 # ## Every comparison
 #
 # The differences behind the verdicts, one per line: treatment minus reference, the rule it is
-# held to, our estimate with its interval and the report's value of the same difference (where
-# it published one).
+# held to (its margin), the report's value of the same difference (where it published one) beside
+# our estimate with its interval, the minimum detectable difference and the comparison's verdict.
 
 # %% tags=["hide-input"]
-rows = [{"where": item.section, "comparison": comparison.label, "rule": comparison.claim(),
-         REPORT_LABEL: float("nan") if reported is None else reported, "estimate": comparison.estimate.mean, "low": comparison.estimate.low,
-         "high": comparison.estimate.high, "MDD": comparison.mdd, "seeds": comparison.estimate.n_seeds,
-         "images": comparison.estimate.n_images, "verdict": comparison.verdict}
-        for item in findings for comparison, reported in zip(item.comparisons, item.reported)]
-styled(pd.DataFrame(rows).set_index(["where", "comparison"]), caption="Every comparison of the findings"
-       ).map(lambda verdict: colours.get(verdict, ""), subset=["verdict"])
+shown = comparisons.assign(
+    ours=[f"{row.estimate:+.3f} [{row.low:+.3f}, {row.high:+.3f}]" for row in comparisons.itertuples()])
+shown = shown[["where", "comparison", "rule", "report", "ours", "MDD", "verdict"]].rename(
+    columns={"report": REPORT_LABEL, "ours": f"{run_label(params)} [95 %]"})
+styled(shown.set_index(["where", "comparison"]), caption="Every comparison of the findings"
+       ).map(lambda verdict: f"background-color: {VERDICT_COLOURS[verdict]}33" if verdict in VERDICT_COLOURS else "",
+             subset=["verdict"]) if len(shown) else Markdown("No comparison was tested in this run.")
 
 # %% [markdown]
 # ## Provenance

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from pathlib import Path
@@ -88,11 +89,11 @@ def read_labels(labels_csv: str | Path) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def _find_file(images_dir: Path, stem: str, present: dict[str, str]) -> str:
+def _find_file(images_dir: str, stem: str, present: dict[str, str]) -> str:
     """The file of ``stem``; ``present`` maps stem + lower-case suffix to the name on disk (1_left.JPEG)."""
     for suffix in IMAGE_SUFFIXES:
         if stem + suffix in present:
-            return str(images_dir / present[stem + suffix])
+            return os.path.join(images_dir, present[stem + suffix])
     return ""
 
 
@@ -110,10 +111,11 @@ def list_images(
         raise FileNotFoundError(f"images folder not found: {images_dir}")
     all_labels = read_labels(labels_csv)
     labels = all_labels.head(max_images) if max_images is not None else all_labels.copy()
-    present = {entry.stem + entry.suffix.lower(): entry.name for entry in images_dir.iterdir()
-               if entry.suffix.lower() in IMAGE_SUFFIXES}
-    labels["path"] = [_find_file(images_dir, stem, present) for stem in labels["image"]]
-    unlabelled = len({Path(name).stem for name in present} - set(all_labels["image"]))
+    # Plain strings, not pathlib: this runs for every run a chapter opens (35,126 files on Kaggle).
+    split = [os.path.splitext(entry.name) for entry in os.scandir(images_dir)]
+    present = {stem + suffix.lower(): stem + suffix for stem, suffix in split if suffix.lower() in IMAGE_SUFFIXES}
+    labels["path"] = [_find_file(str(images_dir), stem, present) for stem in labels["image"]]
+    unlabelled = len({os.path.splitext(name)[0] for name in present} - set(all_labels["image"]))
     if unlabelled:
         warnings.warn(f"{unlabelled} image file(s) in {images_dir} have no row in {labels_csv}; not used")
     return labels.reset_index(drop=True)

@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -80,7 +81,8 @@ def list_items(config: DataConfig, progress: bool = True) -> tuple[pd.DataFrame,
         folder = synthetic_dir(config)
         synthetic.generate_dataset(folder, config.synthetic, config.workers, progress)
         items = list_images(folder / "images", folder / "trainLabels.csv")
-        items["mask_path"] = [str(folder / "masks" / f"{image}.png") for image in items["image"]]
+        masks = str(folder / "masks")
+        items["mask_path"] = [os.path.join(masks, f"{image}.png") for image in items["image"]]
         return items, folder / "images", 0
     real = config.eyepacs
     images_dir, labels_csv = resolve_path(real.images_dir), resolve_path(real.labels_csv)

@@ -1,0 +1,99 @@
+"""A full-scale params file in miniature: every configuration kept, only the amounts shrunk.
+
+Before GPU hours go into ``params/eyepacs-512.yaml``, its rehearsal runs every code path of the
+real run once, on a few dozen photographs of any Kaggle-layout folder: the same architectures,
+image sizes, batch sizes, losses, samplers, corruption and adversarial settings, AMP and loader
+options and table rows, with one epoch per row, a handful of attacked and attributed images,
+one seed, and ImageNet weights only where their files are present.
+
+Example::
+
+    path = write_rehearsal("params/eyepacs-512.yaml", "../shared/data/eyepacs_mini/images",
+                           "../shared/data/eyepacs_mini/trainLabels.csv", Path("data/rehearsals"))
+    # then: fundus run all --params <path>
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from fundus_lib.config import ParamsError, load_params, resolve_path, validate_params
+from fundus_lib.models import pretrained_weights_file
+from fundus_lib.errors import UserError
+
+#: The shrunk amounts (everything else of the params file is kept as it is).
+REHEARSAL_IMAGES = 80          # labelled photographs read: enough for a patient split with every grade
+ATTACKED_IMAGES = 4            # PGD sweep and HopSkipJump images
+ATTRIBUTED_IMAGES = 3          # integrated-gradients images
+IG_STEPS = 4                   # integrated-gradients steps (the report: 100)
+DECISION = {"n_images": 2, "steps": 2, "max_queries": 400}
+#: Keys that count epochs, wherever they appear in a params file.
+EPOCH_KEYS = ("epochs", "fine_tune_epochs", "oversampled_epochs")
+
+
+def _one_epoch(section):
+    """A copy of a params (sub)tree with every epoch count set to 1."""
+    if isinstance(section, dict):
+        return {key: 1 if key in EPOCH_KEYS else _one_epoch(value) for key, value in section.items()}
+    if isinstance(section, list):
+        return [_one_epoch(item) for item in section]
+    return section
+
+
+def _weights_present(raw: dict) -> bool:
+    """Whether every model the params file trains has its ImageNet weight file on this machine."""
+    params = validate_params(raw, source="rehearsal")
+    rows = [*params.baselines, params.balancing.model, params.corruption.model, params.adversarial.model]
+    try:
+        for row in rows:
+            pretrained_weights_file(row.model, resolve_path(params.runtime.weights_dir))
+    except UserError:
+        return False
+    return True
+
+
+def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path,
+                     n_images: int = REHEARSAL_IMAGES) -> dict:
+    """The rehearsal of a params tree (as read from YAML): the same configurations on
+    ``n_images`` photographs of a Kaggle-layout folder, one epoch, one seed, few attacked and
+    attributed images; ``pretrained`` kept only where every weight file is present."""
+    rehearsal = _one_epoch(raw)
+    rehearsal["name"] = f"{raw['name']}-rehearsal"
+    rehearsal["description"] = f"rehearsal of {raw['name']}: every configuration, {n_images} photographs, one epoch"
+    rehearsal["seeds"] = 1
+    data = rehearsal.setdefault("data", {})
+    data["source"] = "eyepacs"
+    data.pop("synthetic", None)
+    data["eyepacs"] = {"images_dir": str(images_dir), "labels_csv": str(labels_csv), "max_images": n_images,
+                       "subset": True}
+    data["split"] = {**data.get("split", {}), "valid": 0.25, "test": 0.25}
+    train = rehearsal.setdefault("train", {})
+    if train.get("pretrained") and not _weights_present(raw):
+        train["pretrained"] = False
+    train.pop("patience", None)
+    attacks = rehearsal.setdefault("attacks", {})
+    attacks.update(n_images=ATTACKED_IMAGES, decision={**attacks.get("decision", {}), **DECISION})
+    attribution = rehearsal.setdefault("attribution", {})
+    attribution.update(n_images=ATTRIBUTED_IMAGES, ig_steps=IG_STEPS,
+                       internal_batch_size=min(attribution.get("internal_batch_size", 50), 8))
+    return rehearsal
+
+
+def write_rehearsal(params_file: str | Path, images_dir: str | Path, labels_csv: str | Path, out_dir: Path,
+                    n_images: int = REHEARSAL_IMAGES) -> Path:
+    """Write the rehearsal of ``params_file`` to ``out_dir/<name>-rehearsal.yaml`` (validated
+    first) and return its path."""
+    load_params(params_file)  # the full-scale file itself must be valid
+    raw = yaml.safe_load(resolve_path(params_file).read_text(encoding="utf-8"))
+    for path, what in ((images_dir, "images folder"), (labels_csv, "labels csv")):
+        if not Path(path).exists():
+            raise ParamsError(f"the rehearsal's {what} {path} does not exist (a Kaggle-layout folder and its csv)")
+    rehearsal = rehearsal_params(raw, Path(images_dir).resolve(), Path(labels_csv).resolve(), n_images)
+    validate_params(rehearsal, source=f"rehearsal of {params_file}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{rehearsal['name']}.yaml"
+    path.write_text(f"# Written by `fundus rehearse {params_file}`: every configuration of it, amounts shrunk.\n"
+                    + yaml.safe_dump(rehearsal, sort_keys=False), encoding="utf-8")
+    return path
