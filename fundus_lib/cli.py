@@ -46,7 +46,8 @@ def _run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     prepare_data(params, progress=not args.quiet)  # long work here, with progress bars
     to_train = {} if args.from_store else runs_to_train(params, chapters, progress=not args.quiet)
-    trainer = _ConsoleTrainer(sum(len(runs) for runs in to_train.values()), quiet=args.quiet)
+    trainer = _ConsoleTrainer({label: pair for runs in to_train.values() for label, pair in runs.items()},
+                              quiet=args.quiet)
     timings = {}
     for chapter in chapters:
         training = trainer.train(to_train.get(chapter, {}))
@@ -82,10 +83,13 @@ def runs_to_train(params, chapters: list[str], progress: bool = True) -> dict[st
 class _ConsoleTrainer:
     """Trains runs in this process before the chapter that reads them, so the console shows which
     run trains (its epochs with their progress bars), how many are done and left, and the time
-    left estimated from the mean time of the runs trained so far."""
+    left: the seconds so far per unit of work done, times the work left, where a run's work is its
+    image passes (``fundus_lib.plan``) times its pixels per image."""
 
-    def __init__(self, total: int, quiet: bool):
-        self.total, self.quiet, self.done, self.seconds = total, quiet, 0, 0.0
+    def __init__(self, runs: dict, quiet: bool):
+        """runs: label -> (params, config), every run this trainer will be asked for."""
+        self.quiet, self.total, self.done, self.seconds, self.work_done = quiet, len(runs), 0, 0.0, 0.0
+        self.work = {label: _work(run_params, config) for label, (run_params, config) in runs.items()}
 
     def train(self, runs: dict) -> float:
         """Train ``runs`` (label -> (params, config)); returns the seconds it took."""
@@ -93,12 +97,28 @@ class _ConsoleTrainer:
 
         begun = time.monotonic()
         for label, (run_params, config) in runs.items():
-            left = "" if not self.done else f", about {self.seconds / self.done * (self.total - self.done) / 60:.0f} min left"
+            left = ""
+            if self.work_done:
+                work_left = sum(self.work.values()) - self.work_done
+                left = f", about {self.seconds / self.work_done * work_left / 60:.0f} min left"
             print(f"-- run {self.done + 1}/{self.total}: {label}{left}", flush=True)
             started = time.monotonic()
             _get_run(label, run_params, config, progress=not self.quiet)
             self.done, self.seconds = self.done + 1, self.seconds + time.monotonic() - started
+            self.work_done += self.work[label]
         return time.monotonic() - begun
+
+
+def _work(params, config) -> float:
+    """A run's training work for the time-left estimate: image passes x pixels per image."""
+    import numpy as np
+
+    from fundus_lib.plan import image_passes
+    from fundus_lib.runs import run_data
+
+    data = run_data(params, config, progress=False)
+    train_counts = np.bincount(data.manifest.loc[data.rows("train"), "level"], minlength=5)
+    return image_passes(config, train_counts) * config.image_size ** 2
 
 
 def _get_run(label: str, params, config, progress: bool):
@@ -113,12 +133,16 @@ def _get_run(label: str, params, config, progress: bool):
 
 def _train(args: argparse.Namespace) -> None:
     from fundus_lib.experiments import all_runs
+    from fundus_lib.runs import RECORD, run_data, run_folder
 
     params = load_params(args.params)
     runs = {label: pair for label, pair in all_runs(params).items()
             if not args.only or any(part in label for part in args.only)}
     if not runs:
         raise UserError(f"no run matches {args.only}; runs: {', '.join(all_runs(params))}")
+    missing = {label: (run_params, config) for label, (run_params, config) in runs.items()
+               if not (run_folder(run_params, config, run_data(run_params, config, not args.quiet)) / RECORD).exists()}
+    _ConsoleTrainer(missing, quiet=args.quiet).train(missing)
     for label, (run_params, config) in runs.items():
         run = _get_run(label, run_params, config, progress=not args.quiet)
         test = run.metrics("test")
