@@ -20,7 +20,6 @@ import sys
 
 from fundus_lib.config import load_params
 from fundus_lib.errors import UserError
-from fundus_lib.rehearsal import REHEARSAL_IMAGES
 
 #: Errors that are the user's to fix: printed as one message, without a traceback.
 USER_ERRORS = (UserError, FileNotFoundError)
@@ -193,8 +192,8 @@ def _rehearse(args: argparse.Namespace) -> None:
     book = out / "book"
     shutil.rmtree(book, ignore_errors=True)
     shutil.copytree(project_root() / "book", book, ignore=shutil.ignore_patterns("generated", "_build"))
-    print(f"rehearsing {args.params}: every configuration, {args.images} photographs, one epoch ({params_path})",
-          flush=True)
+    print(f"rehearsing {args.params}: every configuration, {load_params(params_path).data.eyepacs.max_images} "
+          f"photographs, one epoch ({params_path})", flush=True)
     started = time.monotonic()
     _run(argparse.Namespace(chapters=["all"], params=str(params_path), out=str(book / "generated"),
                             quiet=args.quiet, from_store=False))
@@ -261,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     rehearse.add_argument("params")
     rehearse.add_argument("images_dir", help="a Kaggle-layout folder of <patient>_<left|right>.jpeg photographs")
     rehearse.add_argument("labels_csv", help="csv with columns image,level (rows without a file are left out)")
-    rehearse.add_argument("--images", type=int, default=REHEARSAL_IMAGES, help="labelled photographs to read")
+    rehearse.add_argument("--images", type=int, default=None,
+                          help="labelled photographs to read (default: enough for the largest batch size, at least 80)")
     rehearse.add_argument("--no-book", action="store_true", help="execute the chapters, do not render the book")
     rehearse.add_argument("--quiet", action="store_true", help="no progress bars")
     rehearse.set_defaults(handler=_rehearse)

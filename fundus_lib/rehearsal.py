@@ -15,16 +15,19 @@ Example::
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
 
 from fundus_lib.config import ParamsError, load_params, resolve_path, validate_params
-from fundus_lib.models import pretrained_weights_file
 from fundus_lib.errors import UserError
+from fundus_lib.experiments import all_runs
+from fundus_lib.models import pretrained_weights_file
 
 #: The shrunk amounts (everything else of the params file is kept as it is).
-REHEARSAL_IMAGES = 80          # labelled photographs read: enough for a patient split with every grade
+REHEARSAL_IMAGES = 80          # labelled photographs read at least: a patient split with every grade
+VALID_SHARE = TEST_SHARE = 0.25
 ATTACKED_IMAGES = 4            # PGD sweep and HopSkipJump images
 ATTRIBUTED_IMAGES = 3          # integrated-gradients images
 IG_STEPS = 4                   # integrated-gradients steps (the report: 100)
@@ -54,11 +57,19 @@ def _weights_present(raw: dict) -> bool:
     return True
 
 
-def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path,
-                     n_images: int = REHEARSAL_IMAGES) -> dict:
+def rehearsal_images(raw: dict) -> int:
+    """Photographs a rehearsal reads: REHEARSAL_IMAGES, or more where the largest batch size of
+    the params file needs them (its training split, half the images, must hold one batch)."""
+    largest = max(config.batch_size for _, config in all_runs(validate_params(raw, source="rehearsal")).values())
+    return max(REHEARSAL_IMAGES, math.ceil(1.15 * largest / (1 - VALID_SHARE - TEST_SHARE)))
+
+
+def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path, n_images: int | None = None) -> dict:
     """The rehearsal of a params tree (as read from YAML): the same configurations on
-    ``n_images`` photographs of a Kaggle-layout folder, one epoch, one seed, few attacked and
-    attributed images; ``pretrained`` kept only where every weight file is present."""
+    ``n_images`` photographs of a Kaggle-layout folder (default ``rehearsal_images``), one
+    epoch, one seed, few attacked and attributed images; ``pretrained`` kept only where every
+    weight file is present."""
+    n_images = n_images or rehearsal_images(raw)
     rehearsal = _one_epoch(raw)
     rehearsal["name"] = f"{raw['name']}-rehearsal"
     rehearsal["description"] = f"rehearsal of {raw['name']}: every configuration, {n_images} photographs, one epoch"
@@ -68,7 +79,7 @@ def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path,
     data.pop("synthetic", None)
     data["eyepacs"] = {"images_dir": str(images_dir), "labels_csv": str(labels_csv), "max_images": n_images,
                        "subset": True}
-    data["split"] = {**data.get("split", {}), "valid": 0.25, "test": 0.25}
+    data["split"] = {**data.get("split", {}), "valid": VALID_SHARE, "test": TEST_SHARE}
     train = rehearsal.setdefault("train", {})
     if train.get("pretrained") and not _weights_present(raw):
         train["pretrained"] = False
@@ -82,7 +93,7 @@ def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path,
 
 
 def write_rehearsal(params_file: str | Path, images_dir: str | Path, labels_csv: str | Path, out_dir: Path,
-                    n_images: int = REHEARSAL_IMAGES) -> Path:
+                    n_images: int | None = None) -> Path:
     """Write the rehearsal of ``params_file`` to ``out_dir/<name>-rehearsal.yaml`` (validated
     first) and return its path."""
     load_params(params_file)  # the full-scale file itself must be valid

@@ -106,8 +106,13 @@ def evidence(item) -> str:
     return text + (f", and {others} more comparison(s) in the table below" if others else "")
 
 
+def lower_first(text: str) -> str:
+    """The claim inside a sentence: its first letter lower-cased unless it starts an acronym (SMOTE)."""
+    return text if text[:2].isupper() else text[:1].lower() + text[1:]
+
+
 for number, item in enumerate(findings, 1):
-    glue(f"finding-{number}", Markdown(f"**{item.section}**, *{item.claim.lower()}*: **{item.verdict}**. "
+    glue(f"finding-{number}", Markdown(f"**{item.section}**, *{lower_first(item.claim)}*: **{item.verdict}**. "
                                        f"{evidence(item)}."), display=False)
 
 # %% [markdown]
