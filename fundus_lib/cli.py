@@ -62,7 +62,6 @@ def runs_to_train(params, chapters: list[str], progress: bool = True) -> dict[st
     """Per chapter (by name), the runs it reads that are not yet in the store: label -> (params,
     config), each run once (under the first chapter that needs it)."""
     from fundus_lib.experiments import all_runs
-    from fundus_lib.runs import RECORD, run_data, run_folder
 
     numbers = {chapter[:2]: chapter for chapter in chapters}
     missing: dict[str, dict] = {}
@@ -71,12 +70,20 @@ def runs_to_train(params, chapters: list[str], progress: bool = True) -> dict[st
         chapter = numbers.get(label[:2])
         if chapter is None:
             continue
-        folder = run_folder(run_params, config, run_data(run_params, config, progress))
-        if folder in seen or (folder / RECORD).exists():
+        folder, stored = _store_folder(run_params, config, progress)
+        if folder in seen or stored:
             continue
         seen.add(folder)
         missing.setdefault(chapter, {})[label] = (run_params, config)
     return missing
+
+
+def _store_folder(params, config, progress: bool):
+    """The run's folder in the store, and whether the run is finished there."""
+    from fundus_lib.runs import RECORD, run_data, run_folder
+
+    folder = run_folder(params, config, run_data(params, config, progress))
+    return folder, (folder / RECORD).exists()
 
 
 class _ConsoleTrainer:
@@ -132,7 +139,6 @@ def _get_run(label: str, params, config, progress: bool):
 
 def _train(args: argparse.Namespace) -> None:
     from fundus_lib.experiments import all_runs
-    from fundus_lib.runs import RECORD, run_data, run_folder
 
     params = load_params(args.params)
     runs = {label: pair for label, pair in all_runs(params).items()
@@ -140,7 +146,7 @@ def _train(args: argparse.Namespace) -> None:
     if not runs:
         raise UserError(f"no run matches {args.only}; runs: {', '.join(all_runs(params))}")
     missing = {label: (run_params, config) for label, (run_params, config) in runs.items()
-               if not (run_folder(run_params, config, run_data(run_params, config, not args.quiet)) / RECORD).exists()}
+               if not _store_folder(run_params, config, not args.quiet)[1]}
     _ConsoleTrainer(missing, quiet=args.quiet).train(missing)
     for label, (run_params, config) in runs.items():
         run = _get_run(label, run_params, config, progress=not args.quiet)

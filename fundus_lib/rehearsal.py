@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from fundus_lib.config import ParamsError, load_params, resolve_path, validate_params
+from fundus_lib.config import Params, ParamsError, load_params, resolve_path, validate_params
 from fundus_lib.errors import UserError
 from fundus_lib.experiments import all_runs
 from fundus_lib.models import pretrained_weights_file
@@ -45,9 +45,8 @@ def _one_epoch(section):
     return section
 
 
-def _weights_present(raw: dict) -> bool:
+def _weights_present(params: Params) -> bool:
     """Whether every model the params file trains has its ImageNet weight file on this machine."""
-    params = validate_params(raw, source="rehearsal")
     rows = [*params.baselines, params.balancing.model, params.corruption.model, params.adversarial.model]
     try:
         for row in rows:
@@ -57,10 +56,10 @@ def _weights_present(raw: dict) -> bool:
     return True
 
 
-def rehearsal_images(raw: dict) -> int:
+def rehearsal_images(params: Params) -> int:
     """Photographs a rehearsal reads: REHEARSAL_IMAGES, or more where the largest batch size of
     the params file needs them (its training split, half the images, must hold one batch)."""
-    largest = max(config.batch_size for _, config in all_runs(validate_params(raw, source="rehearsal")).values())
+    largest = max(config.batch_size for _, config in all_runs(params).values())
     return max(REHEARSAL_IMAGES, math.ceil(1.15 * largest / (1 - VALID_SHARE - TEST_SHARE)))
 
 
@@ -69,7 +68,8 @@ def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path, 
     ``n_images`` photographs of a Kaggle-layout folder (default ``rehearsal_images``), one
     epoch, one seed, few attacked and attributed images; ``pretrained`` kept only where every
     weight file is present."""
-    n_images = n_images or rehearsal_images(raw)
+    full = validate_params(raw, source="the params file to rehearse")
+    n_images = n_images or rehearsal_images(full)
     rehearsal = _one_epoch(raw)
     rehearsal["name"] = f"{raw['name']}-rehearsal"
     rehearsal["description"] = f"rehearsal of {raw['name']}: every configuration, {n_images} photographs, one epoch"
@@ -81,7 +81,7 @@ def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path, 
                        "subset": True}
     data["split"] = {**data.get("split", {}), "valid": VALID_SHARE, "test": TEST_SHARE}
     train = rehearsal.setdefault("train", {})
-    if train.get("pretrained") and not _weights_present(raw):
+    if train.get("pretrained") and not _weights_present(full):
         train["pretrained"] = False
     train.pop("patience", None)
     attacks = rehearsal.setdefault("attacks", {})
@@ -96,7 +96,7 @@ def write_rehearsal(params_file: str | Path, images_dir: str | Path, labels_csv:
                     n_images: int | None = None) -> Path:
     """Write the rehearsal of ``params_file`` to ``out_dir/<name>-rehearsal.yaml`` (validated
     first) and return its path."""
-    load_params(params_file)  # the full-scale file itself must be valid
+    load_params(params_file)  # a wrong key fails here, naming the file
     raw = yaml.safe_load(resolve_path(params_file).read_text(encoding="utf-8"))
     for path, what in ((images_dir, "images folder"), (labels_csv, "labels csv")):
         if not Path(path).exists():
