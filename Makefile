@@ -78,6 +78,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_training.py --params $(PARAMS) --report-sizes
 	$(BIN)/python benchmarks/bench_adversarial.py --threads 1
 	$(BIN)/python benchmarks/bench_corruptions.py
+	$(BIN)/python benchmarks/bench_inference.py
 
 lab: venv
 	$(BIN)/python -m pip install --quiet "jupyterlab>=4"

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 import torchvision
 from efficientnet_pytorch import EfficientNet
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 
 from fundus_lib.errors import UserError
 
@@ -56,6 +58,29 @@ class FundusNet(nn.Module):
 
     def forward(self, x: torch.Tensor):
         return self.backbone(self.normalize(x))
+
+
+#: Backbones whose BatchNorm layers torch.fx folds into the convolutions before them without changing
+#: the outputs beyond float rounding (tests/test_models.py checks each). Not listed: inception_v3
+#: (its traced graph gives different outputs) and the efficientnets (fx does not match their padded
+#: convolutions, so folding would change nothing).
+FOLDABLE = ("resnet18", "resnet50", "small-cnn")
+
+
+def inference_model(model: FundusNet) -> FundusNet:
+    """An eval-mode copy of ``model`` for inference (evaluation, attacks, attributions): BatchNorm
+    folded into the convolution before it (backbones in ``FOLDABLE``) and channels-last weights.
+
+    The same function up to float rounding (about 1e-6 of the logits), with gradients with respect
+    to the input as before. On this project's 2-core CPU (benchmarks/bench_inference.py): small-cnn
+    1.9-2.1x faster forward and 1.7x faster input gradients at 64-128 px; resnet18 5 % slower at
+    64 px, where channels-last does not pay, and faster from 128 px. Not for training: the folded
+    layers have no batch statistics.
+    """
+    inference = copy.deepcopy(model).eval()
+    if inference.name in FOLDABLE:
+        inference.backbone = fuse(inference.backbone)
+    return inference.to(memory_format=torch.channels_last)
 
 
 def register_model(name: str):

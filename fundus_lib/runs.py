@@ -36,7 +36,7 @@ from fundus_lib.data.pipeline import FundusData, prepare_data
 from fundus_lib.errors import UserError
 from fundus_lib.files import write_atomic
 from fundus_lib.metrics import confusion
-from fundus_lib.models import FundusNet, pretrained_weights_file
+from fundus_lib.models import FundusNet, inference_model, pretrained_weights_file
 from fundus_lib.paths import runs_dir
 from fundus_lib.provenance import hardware
 from fundus_lib.readout import ThresholdReadout, expected_grade, fit_thresholds, threshold_grades
@@ -154,10 +154,11 @@ class Run:
         return pd.read_csv(self.root / "predictions.csv", dtype={"patient": str})
 
     def load_model(self, device: str | torch.device = "cpu") -> FundusNet | ThresholdReadout:
-        """The best epoch's model, in eval mode; with the threshold readout, wrapped so that its
-        output's argmax is the grade the run's tables report."""
+        """The best epoch's model for inference (eval mode, ``inference_model``); with the threshold
+        readout, wrapped so that its output's argmax is the grade the run's tables report."""
         model = build_model(self.config.model_copy(update={"pretrained": False}))
         load_weights(model, self.root / BEST_WEIGHTS)
+        model = inference_model(model)
         if self.record.get("thresholds"):
             model = ThresholdReadout(model, self.record["thresholds"])
         return model.to(device).eval()
@@ -182,7 +183,7 @@ def _finish(config: RunConfig, data: FundusData, root: Path, params: Params) -> 
     device = resolve_device(params.runtime.device)
     model = build_model(config.model_copy(update={"pretrained": False}))
     load_weights(model, root / BEST_WEIGHTS)
-    model.to(device)
+    model = inference_model(model).to(device)
     checkpoint = load_checkpoint(root / CHECKPOINT)
     metrics, matrices, tables = {}, {}, []
     datasets = {split: FundusDataset(data, split) for split in ("valid", "test")}

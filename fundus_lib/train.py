@@ -47,7 +47,7 @@ from fundus_lib.errors import UserError
 from fundus_lib.files import require_free_space, sweep_temporaries, write_with
 from fundus_lib.losses import build_loss
 from fundus_lib.metrics import confusion, scores
-from fundus_lib.models import FundusNet, create_model, pretrained_weights_file
+from fundus_lib.models import FundusNet, create_model, inference_model, pretrained_weights_file
 from fundus_lib.sampling import balanced_draw, oversample, smote_images
 
 CHECKPOINT = "last.pt"
@@ -444,7 +444,8 @@ def fit(config: RunConfig, data: FundusData, run_dir: Path, runtime: RuntimeConf
                                       processes.world)
         schedule.step()
         if processes.main:
-            probabilities = predict(model, valid_set, device, runtime.eval_batch_size, runtime.loader_workers, runtime.amp)
+            probabilities = predict(inference_model(model), valid_set, device, runtime.eval_batch_size,
+                                    runtime.loader_workers, runtime.amp)
             metrics = evaluate(probabilities, valid_set.labels)
             state["train_seconds"] += time.perf_counter() - started
             state["history"].append({"epoch": epoch + 1, "train_loss": train_loss,

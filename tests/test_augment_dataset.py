@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from fundus_lib.config import AugmentConfig, validate_params
+from fundus_lib.data import pipeline
 from fundus_lib.data.augment import GRAHAM_GREY, build_augmentation
 from fundus_lib.data.dataset import FundusDataset
 from fundus_lib.data.pipeline import prepare_data
@@ -115,6 +119,32 @@ def test_dataset_with_augmentation_works_in_a_loader(real_data):
 
 
 def test_prepare_data_twice_gives_the_same_manifest_hash(real_data):
+    pipeline._PREPARED.clear()  # as a second process would: list, hash and reopen the cache
     again = prepare_data(validate_params({"name": "real", "data": real_data.config.model_dump()}), progress=False)
     assert again.manifest_hash == real_data.manifest_hash
     assert np.array_equal(again.cache.images[:5], real_data.cache.images[:5])
+
+
+def test_prepare_data_is_reused_in_a_process_until_its_listing_or_cache_changes(real_sample, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    photographs = sorted((real_sample / "images").iterdir())[:12]
+    for photograph in photographs:
+        (images / photograph.name).symlink_to(photograph)
+    labels = pd.DataFrame({"image": [photograph.stem for photograph in photographs], "level": [0, 1, 2, 3] * 3})
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    params = validate_params({"name": "reuse", "data": {
+        "source": "eyepacs", "image_size": 32, "workers": 1,
+        "eyepacs": {"images_dir": str(images), "labels_csv": str(tmp_path / "labels.csv")}}})
+    first = prepare_data(params, progress=False)
+    assert prepare_data(params, progress=False) is first
+    labels.head(10).to_csv(tmp_path / "labels.csv", index=False)
+    os.utime(tmp_path / "labels.csv", ns=(1, 1))  # a rewrite may land within the clock's resolution
+    with pytest.warns(UserWarning, match="2 image file"):
+        fewer = prepare_data(params, progress=False)
+    assert fewer is not first and len(fewer.manifest) == 10
+    shutil.rmtree(fewer.cache.root)
+    with pytest.warns(UserWarning, match="2 image file"):
+        rebuilt = prepare_data(params, progress=False)
+    assert rebuilt is not fewer and rebuilt.cache.root.is_dir()
+    assert rebuilt.manifest_hash == fewer.manifest_hash

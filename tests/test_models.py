@@ -9,9 +9,11 @@ import torchvision
 from fundus_lib.config import MODEL_NAMES
 from fundus_lib.models import (
     IMAGENET_MEAN,
+    FOLDABLE,
     IMAGENET_STD,
     WeightsError,
     create_model,
+    inference_model,
     list_models,
     pretrained_weights_file,
 )
@@ -38,6 +40,40 @@ def test_every_model_runs_a_batch_of_pixels(name):
     with torch.no_grad():
         out = model(torch.rand(2, 3, size, size))
     assert out.shape == (2, 5) and torch.isfinite(out).all()
+
+
+def _with_batch_statistics(name: str):
+    """A model whose BatchNorm layers hold non-trivial running statistics and affine weights, so
+    that folding them wrongly would change the outputs."""
+    torch.manual_seed(0)
+    model = create_model(name, dropout=0.2)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return model.train()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_inference_model_computes_the_same_function_and_input_gradients(name):
+    model = _with_batch_statistics(name)
+    size = 80 if name == "inception_v3" else 64
+    images, labels = torch.rand(3, 3, size, size), torch.tensor([0, 2, 4])
+    fast = inference_model(model)
+    assert model.training  # the original is left as it was
+    gradients = []
+    for net in (model.eval(), fast):
+        points = images.clone().requires_grad_(True)
+        logits = net(points)
+        torch.nn.functional.cross_entropy(logits, labels).backward()
+        gradients.append((logits.detach(), points.grad))
+    (logits, gradient), (fast_logits, fast_gradient) = gradients
+    assert torch.allclose(fast_logits, logits, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(fast_gradient, gradient, rtol=1e-3, atol=1e-5 * float(gradient.abs().max()))
+    has_batch_norm = any(isinstance(module, torch.nn.BatchNorm2d) for module in fast.modules())
+    assert has_batch_norm == (name not in FOLDABLE)
 
 
 def test_normalisation_is_inside_the_model():
