@@ -10,12 +10,17 @@ Prints images per second and the ratio ours / naive, measured in this one run, a
 output: per image on one core, then whole builds with 1 and 2 worker processes (ours through
 ``build_cache``, which also hashes files and writes the memory-mapped cache).
 
-    python benchmarks/bench_cache.py [--images 32] [--build-passes 4]
+Then the scaling of our build with the workers: a build of ``--scaling-images`` photographs
+(the generated ones repeated; default 1,000) at 512 px with 1 and with 2 workers, and the ratio
+of their rates, from this one run.
+
+    python benchmarks/bench_cache.py [--images 32] [--build-passes 4] [--scaling-images 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -113,6 +118,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32, help="distinct photographs to generate")
     parser.add_argument("--build-passes", type=int, default=4,
                         help="builds process the photographs this many times, so worker start-up is amortised")
+    parser.add_argument("--scaling-images", type=int, default=1000,
+                        help="photographs of the 1- against 2-worker scaling build (0: skip it)")
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "fundus-bench-photographs")
     args = parser.parse_args()
     paths = make_photographs(args.folder, args.images)
@@ -130,6 +137,11 @@ def main() -> None:
     print(f"{len(paths)} synthetic {FULL_WIDTH} x {FULL_WIDTH * 2 // 3} JPEGs (builds: {args.build_passes} passes, "
           "worker start-up included); ratios measured in this run")
     print(table.to_string(index=False, float_format=lambda value: f"{value:.2f}"))
+    if args.scaling_images:
+        listing = (paths * math.ceil(args.scaling_images / len(paths)))[: args.scaling_images]
+        one, two = ours_build_rate(listing, 512, 1), ours_build_rate(listing, 512, 2)
+        print(f"\nscaling, ours at 512 px, {len(listing):,} photographs: 1 worker {one:.2f} img/s, "
+              f"2 workers {two:.2f} img/s: {two / one:.2f}x")
 
 
 if __name__ == "__main__":

@@ -201,6 +201,11 @@ class RuntimeConfig(_Section):
         "others; benchmarks/bench_training.py --cpu-options); numbers differ slightly from float32 runs")
     channels_last: bool = Field(True, description="channels-last memory format (faster on CUDA and oneDNN CPUs)")
     eval_batch_size: int = Field(128, ge=1)
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="at most this many training images per forward-backward pass: a larger batch is "
+        "split and the gradients of its parts summed before the one optimizer step (the same step for the loss; "
+        "BatchNorm's batch statistics then come from each part); for batches that do not fit the device's memory "
+        "(a rehearsal on the CPU). None: whole batches")
     weights_dir: Path = Field(Path("weights"), description="folder of ImageNet weight files for pretrained: true")
 
 

@@ -24,6 +24,7 @@ from fundus_lib.config import Params, ParamsError, load_params, resolve_path, va
 from fundus_lib.errors import UserError
 from fundus_lib.experiments import all_runs
 from fundus_lib.models import pretrained_weights_file
+from fundus_lib.train import resolve_device
 
 #: The shrunk amounts (everything else of the params file is kept as it is).
 REHEARSAL_IMAGES = 80          # labelled photographs read at least: a patient split with every grade
@@ -32,6 +33,10 @@ ATTACKED_IMAGES = 4            # PGD sweep and HopSkipJump images
 ATTRIBUTED_IMAGES = 3          # integrated-gradients images
 IG_STEPS = 4                   # integrated-gradients steps (the report: 100)
 DECISION = {"n_images": 2, "steps": 2, "max_queries": 400}
+#: On the CPU, training batches pass in parts of this many images (runtime.micro_batch_size) and
+#: evaluation in batches of this many: the full-scale batch sizes (192 images of efficientnet-b1 at
+#: 256 px, 64 of resnet50 at 512 px) ran out of 23 GB whole. On a GPU, whole batches, as the run.
+CPU_MICRO_BATCH = 16
 #: Keys that count epochs, wherever they appear in a params file.
 EPOCH_KEYS = ("epochs", "fine_tune_epochs", "oversampled_epochs")
 
@@ -67,7 +72,7 @@ def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path, 
     """The rehearsal of a params tree (as read from YAML): the same configurations on
     ``n_images`` photographs of a Kaggle-layout folder (default ``rehearsal_images``), one
     epoch, one seed, few attacked and attributed images; ``pretrained`` kept only where every
-    weight file is present."""
+    weight file is present; on the CPU, training in micro-batches (``CPU_MICRO_BATCH``)."""
     full = validate_params(raw, source="the params file to rehearse")
     n_images = n_images or rehearsal_images(full)
     rehearsal = _one_epoch(raw)
@@ -84,6 +89,9 @@ def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path, 
     if train.get("pretrained") and not _weights_present(full):
         train["pretrained"] = False
     train.pop("patience", None)
+    runtime = rehearsal.setdefault("runtime", {})
+    if resolve_device(full.runtime.device).type == "cpu":
+        runtime.update(micro_batch_size=CPU_MICRO_BATCH, eval_batch_size=min(full.runtime.eval_batch_size, CPU_MICRO_BATCH))
     attacks = rehearsal.setdefault("attacks", {})
     attacks.update(n_images=ATTACKED_IMAGES, decision={**attacks.get("decision", {}), **DECISION})
     attribution = rehearsal.setdefault("attribution", {})

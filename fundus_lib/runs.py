@@ -211,7 +211,8 @@ def _finish(config: RunConfig, data: FundusData, root: Path, params: Params) -> 
         "train_seconds": checkpoint["train_seconds"], "preparation_seconds": checkpoint["preparation_seconds"],
         "metrics": metrics, "confusion": matrices, "thresholds": thresholds,
         "runtime": {"device": str(device), "processes": int(dist.get_world_size()) if dist.is_initialized() else 1,
-                    "amp": params.runtime.amp, "cpu_bfloat16": uses_cpu_bfloat16(params.runtime), **hardware()},
+                    "amp": params.runtime.amp, "cpu_bfloat16": uses_cpu_bfloat16(params.runtime),
+                    "micro_batch_size": params.runtime.micro_batch_size, **hardware()},
         "finished_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     write_atomic(root / RECORD, json.dumps(record, indent=1), durable=True)

@@ -38,11 +38,9 @@ from tqdm import tqdm
 
 from fundus_lib.attacks import adversarial_loss
 from fundus_lib.config import RunConfig, RuntimeConfig, resolve_path
-from fundus_lib.data.augment import build_augmentation
+from fundus_lib.data.augment import CorruptThenGraham, RandomCorruption, build_augmentation
 from fundus_lib.data.dataset import FundusDataset, ImageDataset
-from fundus_lib.data.corruptions import RandomCorruption
 from fundus_lib.data.pipeline import FundusData, data_variant
-from fundus_lib.data.preprocess import graham
 from fundus_lib.errors import UserError
 from fundus_lib.files import require_free_space, sweep_temporaries, write_with
 from fundus_lib.losses import build_loss
@@ -293,7 +291,8 @@ def uses_cpu_bfloat16(runtime: RuntimeConfig, cpuinfo: Path = Path("/proc/cpuinf
 def _train_epoch(trainable, model, loader, loss_fn, optimizer, scaler, device, runtime, bar, config: RunConfig,
                  world: int) -> float:
     """One pass over the loader. Under torchrun each process's mean loss is weighted by its share
-    of the batch, so the averaged gradients are those of the whole batch's mean loss."""
+    of the batch, so the averaged gradients are those of the whole batch's mean loss; with
+    ``runtime.micro_batch_size`` each part's mean loss is weighted by its share in the same way."""
     trainable.train()
     total, count = 0.0, 0
     autocast = training_autocast(device, runtime)
@@ -301,13 +300,19 @@ def _train_epoch(trainable, model, loader, loss_fn, optimizer, scaler, device, r
     for images, labels in loader:
         images = images.to(device, non_blocking=True, memory_format=memory)
         labels = labels.to(device, non_blocking=True)
-        with autocast:
-            loss = _batch_loss(trainable, model, images, labels, loss_fn, config)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss * (len(labels) * world / config.batch_size)).backward()
+        part_size = runtime.micro_batch_size or len(labels)
+        parts = list(zip(images.split(part_size), labels.split(part_size)))
+        for number, (part_images, part_labels) in enumerate(parts, start=1):
+            # Under torchrun, gradients are averaged across processes once, after the last part.
+            synchronised = nullcontext() if world == 1 or number == len(parts) else trainable.no_sync()
+            with synchronised:
+                with autocast:
+                    loss = _batch_loss(trainable, model, part_images, part_labels, loss_fn, config)
+                scaler.scale(loss * (len(part_labels) * world / config.batch_size)).backward()
+            total += loss.item() * len(part_labels)
         scaler.step(optimizer)
         scaler.update()
-        total += loss.item() * len(labels)
         count += len(labels)
         bar.update()
         bar.set_postfix(loss=f"{total / count:.3f}")
@@ -329,18 +334,6 @@ class TrainingSet:
     preparation_seconds: float = 0.0
 
 
-class _CorruptThenGraham:
-    """Training transform for corruption on the fly: corrupt the fundus square, Graham-filter it,
-    then the augmentation (if any)."""
-
-    def __init__(self, corruption: RandomCorruption, circle: float, augment=None):
-        self.corruption, self.circle, self.augment = corruption, circle, augment
-
-    def __call__(self, square: np.ndarray) -> np.ndarray:
-        image = graham(self.corruption(square), self.circle)
-        return self.augment(image) if self.augment else image
-
-
 def _training_images(config: RunConfig, data: FundusData, progress: bool) -> FundusDataset:
     """The train split as the run sees it: clean, from a corrupted cache, or corrupted on the fly."""
     augment = build_augmentation(config.augment) if config.augment else None
@@ -349,7 +342,8 @@ def _training_images(config: RunConfig, data: FundusData, progress: bool) -> Fun
         return FundusDataset(data, "train", transform=augment)
     if scheme.on_the_fly:
         squares = data_variant(data, progress, graham=False)
-        transform = _CorruptThenGraham(RandomCorruption(scheme.levels, scheme.clean_share), data.config.graham_circle, augment)
+        corruption = RandomCorruption(scheme.levels, scheme.clean_share)
+        transform = CorruptThenGraham(corruption, data.config.graham_circle, augment)
         return FundusDataset(squares, "train", transform=transform)
     corrupted = data_variant(data, progress, corruption_levels=scheme.levels, corruption_seed=scheme.seed,
                              clean_share=scheme.clean_share)

@@ -336,3 +336,43 @@ def test_decision_attack_starts_from_a_test_image_the_model_grades_otherwise(dat
     assert (starts == other_grade_rows(data, rows, grades, seed=0)).all()
     zeros = test[data.manifest.loc[test, "level"].to_numpy() == 0]
     assert (other_grade_rows(data, zeros, np.zeros(len(test), int), seed=0) == zeros).all()  # none graded otherwise
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "class_balanced"])
+def test_micro_batches_give_the_whole_batchs_step(params, loss):
+    """A batch of 8 split into parts of 3, 3 and 2: the same update as the whole batch (a model
+    without BatchNorm, whose parts would otherwise see other batch statistics)."""
+    from tqdm import tqdm
+
+    from fundus_lib.losses import build_loss
+    from fundus_lib.train import _train_epoch
+
+    config = run_config(params, params.baselines[0], batch_size=8)
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(16, 3, 8, 8, generator=generator), torch.tensor([0, 1, 2, 3, 4, 0, 0, 1] * 2)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=8)
+    loss_fn = build_loss(loss, class_counts=[6, 4, 2, 2, 2])
+    results = []
+    for micro_batch_size in (None, 3):
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+        initial = model[1].weight.detach().clone()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        runtime = params.runtime.model_copy(update={"micro_batch_size": micro_batch_size, "channels_last": False})
+        scaler = torch.amp.GradScaler("cuda", enabled=False)
+        mean_loss = _train_epoch(model, model, loader, loss_fn, optimizer, scaler, torch.device("cpu"), runtime,
+                                 tqdm(disable=True), config, world=1)
+        results.append((mean_loss, [parameter.detach().clone() for parameter in model.parameters()]))
+    (whole_loss, whole), (parts_loss, parts) = results
+    assert parts_loss == pytest.approx(whole_loss, rel=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, parts))
+    assert (whole[0] - initial).abs().max() > 1e-3  # two steps were taken
+
+
+def test_a_run_trains_in_micro_batches(params, data, tmp_path):
+    assert params.baselines[0].batch_size > 5
+    runtime = params.runtime.model_copy(update={"micro_batch_size": 5})
+    config = run_config(params, params.baselines[0], epochs=1)
+    fit(config, data, tmp_path, runtime, progress=False)
+    history = torch.load(tmp_path / CHECKPOINT, weights_only=True)["history"]
+    assert len(history) == 1 and np.isfinite(history[0]["train_loss"])

@@ -1,4 +1,5 @@
-"""Training-time augmentation, as the report's section 2.2 lists it.
+"""Training-time augmentation, as the report's section 2.2 lists it, and corruption on the fly
+(``RandomCorruption``, the report's proposed improvement, with ``CorruptThenGraham``).
 
 Each step is applied with probability ``probability`` (the report: 50 %): an affine transform
 (scale 90-110 %, translation, rotation -30..10 degrees, shear -10..10 degrees, about the image
@@ -27,6 +28,8 @@ import numpy as np
 import torch
 
 from fundus_lib.config import AugmentConfig
+from fundus_lib.data.corruptions import CORRUPTIONS, corrupt
+from fundus_lib.data.preprocess import graham
 
 #: Graham preprocessing maps a flat region to 128: the neutral fill for uncovered borders.
 GRAHAM_GREY = 128
@@ -98,3 +101,32 @@ class Augmentation:
 def build_augmentation(config: AugmentConfig) -> Augmentation:
     """The report's augmentation for a params file's ``augment`` section."""
     return Augmentation(config)
+
+
+class RandomCorruption:
+    """Corruption as augmentation (the report's proposed improvement): each call corrupts a fundus
+    square with a random type and a random level in ``levels``, or leaves it clean with
+    probability ``clean_share``. Draws its seed from torch's generator, so ``torch.manual_seed``
+    and the data loader's worker seeding make it reproducible."""
+
+    def __init__(self, levels: tuple[int, int], clean_share: float = 0.0):
+        self.levels, self.clean_share = levels, clean_share
+
+    def __call__(self, square: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+        if rng.random() < self.clean_share:
+            return square
+        kind = CORRUPTIONS[rng.integers(len(CORRUPTIONS))]
+        return corrupt(square, kind, int(rng.integers(self.levels[0], self.levels[1] + 1)), rng)
+
+
+class CorruptThenGraham:
+    """Training transform for corruption on the fly: corrupt the fundus square, Graham-filter it,
+    then the augmentation (if any)."""
+
+    def __init__(self, corruption: RandomCorruption, circle: float, augment=None):
+        self.corruption, self.circle, self.augment = corruption, circle, augment
+
+    def __call__(self, square: np.ndarray) -> np.ndarray:
+        image = graham(self.corruption(square), self.circle)
+        return self.augment(image) if self.augment else image

@@ -54,7 +54,6 @@ import math
 
 import cv2
 import numpy as np
-import torch
 
 from fundus_lib.data.preprocess import circle_mask
 
@@ -242,20 +241,3 @@ def corruption_for(image_index: int, level_range: tuple[int, int], seed: int) ->
     rng = np.random.default_rng([seed, image_index])
     kind = CORRUPTIONS[rng.integers(len(CORRUPTIONS))]
     return kind, int(rng.integers(low, high + 1)), rng
-
-
-class RandomCorruption:
-    """Corruption as augmentation (the report's proposed improvement): each call corrupts a fundus
-    square with a random type and a random level in ``levels``, or leaves it clean with
-    probability ``clean_share``. Draws its seed from torch's generator, so ``torch.manual_seed``
-    and the data loader's worker seeding make it reproducible."""
-
-    def __init__(self, levels: tuple[int, int], clean_share: float = 0.0):
-        self.levels, self.clean_share = levels, clean_share
-
-    def __call__(self, square: np.ndarray) -> np.ndarray:
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
-        if rng.random() < self.clean_share:
-            return square
-        kind = CORRUPTIONS[rng.integers(len(CORRUPTIONS))]
-        return corrupt(square, kind, int(rng.integers(self.levels[0], self.levels[1] + 1)), rng)
