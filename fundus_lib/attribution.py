@@ -13,7 +13,9 @@ Scores compare a per-pixel map (attributions summed over colour channels, as the
 figures) with a boolean lesion mask: ``relevance_mass`` (share of the positive attribution inside
 the mask), ``pointing_game`` (is the most attributed pixel inside it), ``lesion_auc`` (the map as
 a pixel-wise lesion detector) and ``deletion_auc`` (faithfulness: the class probability as the
-most attributed pixels are removed first; lower = more faithful).
+most attributed pixels are removed first; lower = more faithful). ``reference_maps`` are the
+model-free maps (random, Sobel edges, intensity) every method must beat at the same scores, and
+``randomisation_check`` is Adebayo et al.'s cascading model-parameter randomisation.
 
 Example::
 
@@ -25,10 +27,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from copy import deepcopy
 
+import cv2
 import numpy as np
+import pandas as pd
 import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
+from scipy.stats import spearmanr
+from skimage.metrics import structural_similarity
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -127,6 +134,81 @@ def grad_cam(model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> to
     return upsampled.expand_as(images) / images.shape[1]
 
 
+#: The reference maps every attribution must beat (model-free, scored exactly like the methods):
+#: a random map, the Sobel edge magnitude and the intensity of the input (Graham-filtered, as the
+#: model sees it). Vessels and exudates are salient edges and bright, so a method that lands on
+#: lesions no more than these do has not shown that the model looks at lesions.
+REFERENCES = ("reference: random", "reference: Sobel edges", "reference: intensity")
+
+
+def reference_maps(images: torch.Tensor, seed: int = 0) -> dict[str, np.ndarray]:
+    """The ``REFERENCES`` for images (N, 3, H, W) in [0, 1]: float (N, H, W) each. random: U[0, 1)
+    per pixel (seeded); Sobel edges: the magnitude of the 3 x 3 Sobel gradient of the channel
+    mean; intensity: the channel mean."""
+    grey = images.detach().mean(dim=1).cpu().numpy().astype(np.float32)
+    edges = np.stack([np.hypot(cv2.Sobel(picture, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(picture, cv2.CV_32F, 0, 1, ksize=3))
+                      for picture in grey])
+    random = np.random.default_rng(seed).random(grey.shape, dtype=np.float32)
+    return dict(zip(REFERENCES, (random, edges, grey)))
+
+
+#: A method passes the randomisation check when, with every layer of the model re-initialised, its
+#: maps keep a median rank correlation (of absolute values, per image) below this with the
+#: trained model's maps: most of their ordering then came from what the model learned. Fixed here
+#: before any result is seen; Adebayo et al. (2018) read correlations near 0 as passing and
+#: near 1 as "independent of the model".
+RANDOMISATION_PASS = 0.5
+
+
+def _layers_with_weights(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules that hold their own parameters and can re-initialise them, input first."""
+    return [(name, module) for name, module in model.named_modules()
+            if hasattr(module, "reset_parameters") and any(True for _ in module.parameters(recurse=False))]
+
+
+def map_similarity(first: np.ndarray, second: np.ndarray) -> tuple[float, float]:
+    """(Spearman rank correlation, SSIM) of the absolute values of two maps (H, W), as Adebayo et
+    al. compare saliency maps (SSIM on maps scaled to [0, 1] by their maximum)."""
+    a, b = np.abs(first).ravel(), np.abs(second).ravel()
+    rank = float(spearmanr(a, b).statistic) if a.std() > 0 and b.std() > 0 else float("nan")
+    scaled = [np.abs(picture) / (np.abs(picture).max() or 1.0) for picture in (first, second)]
+    return rank, float(structural_similarity(*scaled, data_range=1.0))
+
+
+def randomisation_check(model: nn.Module, images: torch.Tensor, target: torch.Tensor, method, seed: int = 0
+                        ) -> pd.DataFrame:
+    """Cascading model-parameter randomisation (Adebayo et al. 2018, https://arxiv.org/abs/1810.03292).
+
+    The layers with weights are re-initialised one after another from the output down to the
+    input (cumulatively, seeded), and after each the maps ``method(model, images, target)``
+    (a function returning attributions shaped like images, e.g. ``saliency``) are compared with
+    the trained model's: per image, the rank correlation and SSIM of absolute values
+    (``map_similarity``). ``model`` itself is left untouched.
+
+    Returns one row per step: ``layer`` (the last re-initialised; "none" first), ``layers``
+    re-initialised so far, and the medians over images ``rank_correlation`` and ``ssim``.
+    """
+    trained = pixel_map(method(model, images, target))
+    copy = deepcopy(model)
+    layers = _layers_with_weights(copy)[::-1]
+    rows = [{"layer": "none", "layers": 0, "rank_correlation": 1.0, "ssim": 1.0}]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for count, (name, layer) in enumerate(layers, start=1):
+            layer.reset_parameters()
+            maps = pixel_map(method(copy, images, target))
+            similarity = np.array([map_similarity(first, second) for first, second in zip(trained, maps)])
+            rows.append({"layer": name, "layers": count, "rank_correlation": float(np.nanmedian(similarity[:, 0])),
+                         "ssim": float(np.nanmedian(similarity[:, 1]))})
+    return pd.DataFrame(rows)
+
+
+def passes_randomisation(check: pd.DataFrame) -> bool:
+    """Whether a method's ``randomisation_check`` ends (every layer re-initialised) below
+    ``RANDOMISATION_PASS`` rank correlation with the trained model's maps."""
+    return bool(check["rank_correlation"].iloc[-1] < RANDOMISATION_PASS)
+
+
 def pixel_map(attributions: torch.Tensor) -> np.ndarray:
     """Attributions (N, C, H, W) summed over colour channels (the report's figures): float (N, H, W)."""
     return attributions.detach().sum(dim=1).cpu().numpy()
@@ -210,3 +292,20 @@ def bootstrap_interval(values, repeats: int = 2000, level: float = 0.95, seed: i
     means = rng.choice(values, size=(repeats, values.size), replace=True).mean(axis=1)
     tail = (1 - level) / 2 * 100
     return float(values.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def reference_margin(scores: pd.DataFrame, method: str, measure: str = "relevance_mass", on: str = "row",
+                     seed: int = 0) -> pd.DataFrame:
+    """Does ``method`` beat the model-free references? Per model of a score table (columns model,
+    method, ``on`` (the image), ``measure``; higher = better): the method's mean, the best
+    reference by mean, and the paired difference method - that reference over the same images
+    with its 95 % bootstrap interval; ``beats`` when the interval lies above 0."""
+    rows = []
+    for model, group in scores.groupby("model", sort=False):
+        table = group.pivot_table(index=on, columns="method", values=measure, aggfunc="first")
+        best = max(REFERENCES, key=lambda reference: table[reference].mean())
+        mean, low, high = bootstrap_interval(table[method] - table[best], seed=seed)
+        rows.append({"model": model, "method": table[method].mean(), "best reference": best,
+                     "reference": table[best].mean(), "difference": mean, "low": low, "high": high,
+                     "beats": bool(low > 0), "images": int(table[method].notna().sum())})
+    return pd.DataFrame(rows)

@@ -22,6 +22,7 @@ import torch
 from fundus_lib.attacks import attack_predictions, hop_skip_jump, perturbation_sizes, pgd, predict_labels, success_table
 from fundus_lib.attribution import (
     CAPTUM_IG,
+    REFERENCES,
     deletion_auc,
     deletion_curve,
     grad_cam,
@@ -29,6 +30,7 @@ from fundus_lib.attribution import (
     lesion_auc,
     pixel_map,
     pointing_game,
+    reference_maps,
     relevance_mass,
     saliency,
     smoothgrad,
@@ -177,7 +179,8 @@ def attribution_maps(run: Run, data: FundusData, rows, settings: AttributionConf
 
 def method_maps(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                 settings: AttributionConfig) -> dict[str, np.ndarray]:
-    """Per method, the pixel maps (N, S, S) of class ``labels`` for ``images`` (N, 3, S, S) in [0, 1]."""
+    """Per method, the pixel maps (N, S, S) of class ``labels`` for ``images`` (N, 3, S, S) in [0, 1],
+    then the model-free ``REFERENCES`` (random, Sobel edges, intensity) that every method must beat."""
     generator = torch.Generator().manual_seed(settings.seed)
     report = integrated_gradients(model, images, labels, settings.ig_baseline, settings.ig_steps, settings.ig_method,
                                   settings.internal_batch_size, generator)
@@ -192,6 +195,7 @@ def method_maps(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
         "saliency": pixel_map(saliency(model, images, labels)),
         "smoothgrad": pixel_map(smoothgrad(model, images, labels)),
         "grad-cam": pixel_map(grad_cam(model, images, labels)),
+        **reference_maps(images, settings.seed),
     }
 
 
@@ -218,7 +222,7 @@ def attribution_scores(run: Run, data: FundusData, settings: AttributionConfig) 
         return pd.DataFrame(records)
 
     return cached(run, "attribution", {**settings.model_dump(mode="json"), "data": data.manifest_hash,
-                                       "target": "true grade"}, compute)
+                                       "target": "true grade", "references": list(REFERENCES)}, compute)
 
 
 def lesion_type_scores(run: Run, cache: Cache, settings: AttributionConfig) -> pd.DataFrame:
@@ -243,7 +247,8 @@ def lesion_type_scores(run: Run, cache: Cache, settings: AttributionConfig) -> p
                                     "lesion_auc": lesion_auc(pictures[index], masks[index], field)})
         return pd.DataFrame(records)
 
-    key = {**settings.model_dump(mode="json"), "photographs": cache.manifest["sha1"].tolist()}
+    key = {**settings.model_dump(mode="json"), "photographs": cache.manifest["sha1"].tolist(),
+           "references": list(REFERENCES)}
     return cached(run, "lesion-types", key, compute)
 
 

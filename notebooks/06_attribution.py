@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from fundus_lib.attribution import bootstrap_interval, integrated_gradients, overlay, pixel_map
+from fundus_lib.attribution import bootstrap_interval, integrated_gradients, overlay, pixel_map, reference_margin
 from fundus_lib.config import load_params, resolve_path
 from fundus_lib.data.dataset import to_tensor
 from fundus_lib.data.idrid import IdridError, idrid_cache, lesion_masks
@@ -108,7 +108,11 @@ image_grid(pictures, titles, ncols=1 + len(ig), cell_inches=2.8)
 #   pixels (up to half the image) are greyed out first; lower means the map found what the model
 #   uses (faithfulness).
 #
-# Intervals are 95 % bootstrap intervals over images.
+# Three model-free **reference maps** are scored exactly like the methods: a random map, the
+# Sobel edge magnitude of the input and its intensity (the Graham-filtered image the model sees).
+# Vessels and exudates are salient edges and bright spots, so a method that lands on lesions no
+# more than the edge or intensity map has not shown that the *model* looks at lesions. Intervals
+# are 95 % bootstrap intervals over images.
 
 # %% tags=["hide-input"]
 if not has_masks:
@@ -125,6 +129,13 @@ else:
         summary.append(entry)
     display(styled(pd.DataFrame(summary).set_index(["method", "model"]),
                    caption="Attribution scores against the lesion masks: mean [95 % bootstrap interval]"))
+    margin = reference_margin(scores, REPORT_IG, seed=settings.seed)
+    display(Markdown("Integrated gradients with the report's settings against the best reference map, relevance "
+                     "mass, paired over the same images:\n\n" + "\n".join(
+        f"- {item['model']}: {item['method']:.3f} against {item['reference']:.3f} ({item['best reference']}), "
+        f"difference {item['difference']:+.3f} [{item['low']:+.3f}, {item['high']:+.3f}] over {item['images']} "
+        "images: " + ("**beats the references**" if item["beats"] else "**does not beat the references**")
+        for _, item in margin.iterrows())))
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Every method on one test image with lesions (top row: baseline; bottom row: adversarially trained), next to the lesion mask.", "name": "fig-methods"}}
 if has_masks:
@@ -277,7 +288,8 @@ display(Markdown("\n".join(f"- {item.measure}, adversarially trained minus basel
 # %% tags=["hide-input"]
 display(Markdown(
     "- drawn the report's integrated-gradients overlays (Figures 7 and 8) for both models;\n"
-    + ("- scored six attribution maps against the lesion masks with bootstrap intervals;\n" if has_masks else "")
+    + ("- scored six attribution maps and three model-free reference maps against the lesion masks with "
+       "bootstrap intervals;\n" if has_masks else "")
     + ("- planted a spurious cue and measured how much each model relies on it;\n" if has_spurious_experiment(params) else "")
     + f"- found that this run {overall_words}."
 ))

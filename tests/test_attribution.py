@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 from fundus_lib.attribution import (
+    REFERENCES,
     bootstrap_interval,
     deletion_auc,
     deletion_curve,
     grad_cam,
     integrated_gradients,
     lesion_auc,
+    map_similarity,
     overlay,
+    passes_randomisation,
     pixel_map,
     pointing_game,
+    randomisation_check,
+    reference_maps,
+    reference_margin,
     relevance_mass,
     saliency,
     smoothgrad,
@@ -188,3 +195,61 @@ def test_smoothgrad_is_seeded_and_leaves_the_global_generator_alone():
     assert torch.equal(torch.random.get_rng_state(), before)
     assert torch.equal(smoothgrad(model, x, target, seed=1), first)
     assert not torch.equal(smoothgrad(model, x, target, seed=2), first)
+
+
+def test_reference_maps_are_random_edges_and_intensity():
+    from skimage.filters import sobel
+
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 24, 24) * 0.2
+    images[:, :, :, 12:] += 0.6  # a vertical step: the only strong edge
+    maps = reference_maps(images, seed=3)
+    assert list(maps) == list(REFERENCES) and all(m.shape == (2, 24, 24) for m in maps.values())
+    random, edges, intensity = maps.values()
+    assert np.allclose(intensity, images.mean(dim=1).numpy())
+    assert set(np.argmax(edges[:, 12], axis=1)) <= {11, 12}  # the step's two columns
+    interior = (slice(None), slice(1, -1), slice(1, -1))
+    theirs = np.stack([sobel(picture) for picture in images.mean(dim=1).numpy()])
+    # scikit-image's sobel is the same magnitude with kernels divided by 4 and the sum of squares halved
+    assert np.allclose(edges[interior], theirs[interior] * 4 * np.sqrt(2), rtol=1e-4, atol=1e-5)
+    assert np.array_equal(random, reference_maps(images * 0, seed=3)["reference: random"])  # model- and image-free
+    assert relevance_mass(random[0], random[0] > 2) == 0 and 0.4 < random.mean() < 0.6
+
+
+def test_map_similarity_of_a_map_with_itself_and_with_noise():
+    rng = np.random.default_rng(0)
+    picture = rng.random((32, 32))
+    assert map_similarity(picture, picture) == pytest.approx((1.0, 1.0))
+    assert map_similarity(picture, -picture)[0] == pytest.approx(1.0)  # absolute values
+    rank, ssim = map_similarity(picture, rng.random((32, 32)))
+    assert abs(rank) < 0.1 and ssim < 0.2
+
+
+def test_randomisation_check_fails_a_model_free_map_and_passes_saliency():
+    torch.manual_seed(0)
+    model = create_model("small-cnn").eval()
+    before = [parameter.detach().clone() for parameter in model.parameters()]
+    images, target = torch.rand(3, 3, 48, 48), torch.tensor([0, 1, 2])
+    edges_only = randomisation_check(model, images, target, lambda _, x, y: x.clone())
+    assert (edges_only["rank_correlation"] == 1).all() and not passes_randomisation(edges_only)
+    gradients = randomisation_check(model, images, target, saliency)
+    layers = sum(1 for module in model.modules() if isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)))
+    assert len(gradients) == layers + 1 and gradients["layer"].iloc[1].endswith(str(len(model.backbone) - 1))
+    assert passes_randomisation(gradients), gradients
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the model is left as it was
+
+
+def test_reference_margin_pairs_the_images_and_picks_the_best_reference():
+    rng = np.random.default_rng(0)
+    images = np.arange(40)
+    references = {"reference: random": 0.02, "reference: Sobel edges": 0.30, "reference: intensity": 0.10}
+    records = []
+    for model, gain in (("good", 0.2), ("edge-like", 0.0)):
+        per_image = rng.random(40) * 0.2  # image difficulty, shared by all maps of the image
+        for method, level in {**references, "ig": 0.30 + gain}.items():
+            records += [{"model": model, "row": row, "method": method, "relevance_mass": level + value}
+                        for row, value in zip(images, per_image)]
+    margin = reference_margin(pd.DataFrame(records), "ig").set_index("model")
+    assert (margin["best reference"] == "reference: Sobel edges").all()
+    assert margin.loc["good", "beats"] and margin.loc["good", "difference"] == pytest.approx(0.2)
+    assert not margin.loc["edge-like", "beats"] and margin.loc["edge-like", "images"] == 40
