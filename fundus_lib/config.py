@@ -354,6 +354,8 @@ class AttributionConfig(_Section):
     """Chapter 6: integrated gradients and the other methods, scored against the lesion masks."""
 
     n_images: int = Field(40, ge=1, le=100_000, description="test images with lesions, a fixed seeded sample")
+    sanity_images: int = Field(8, ge=1, le=10_000, description="images of the randomisation check (the first of the "
+                               "sample): every method's maps once per re-initialised layer, the dear part")
     seed: int = Field(0, ge=0)
     ig_steps: int = Field(100, ge=2, le=10_000, description="the report: 100")
     ig_baseline: Literal["uniform", "zero", "grey"] = Field("uniform", description="the report: uniform random")

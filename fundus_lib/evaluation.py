@@ -22,6 +22,7 @@ import torch
 from fundus_lib.attacks import attack_predictions, hop_skip_jump, perturbation_sizes, pgd, predict_labels, success_table
 from fundus_lib.attribution import (
     CAPTUM_IG,
+    RANDOMISATION_PASS,
     REFERENCES,
     deletion_auc,
     deletion_curve,
@@ -29,7 +30,9 @@ from fundus_lib.attribution import (
     integrated_gradients,
     lesion_auc,
     pixel_map,
+    passes_randomisation,
     pointing_game,
+    randomisation_check,
     reference_maps,
     relevance_mass,
     saliency,
@@ -177,26 +180,54 @@ def attribution_maps(run: Run, data: FundusData, rows, settings: AttributionConf
     return method_maps(run.load_model(), images, labels, settings)
 
 
+def attribution_methods(settings: AttributionConfig) -> dict[str, Callable]:
+    """Chapter 6's methods by name: ``method(model, images, labels)`` -> attributions shaped like
+    the images (N, 3, S, S); random draws seeded with ``settings.seed``."""
+    def report(model, images, labels):
+        return integrated_gradients(model, images, labels, settings.ig_baseline, settings.ig_steps, settings.ig_method,
+                                    settings.internal_batch_size, torch.Generator().manual_seed(settings.seed))
+
+    def adversarial_baseline(model, images, labels):
+        start = pgd(model, images, labels, settings.adversarial_baseline_eps_255 / 255, steps=10,
+                    generator=torch.Generator().manual_seed(settings.seed))
+        return integrated_gradients(model, images, labels, start, settings.ig_steps, settings.ig_method,
+                                    settings.internal_batch_size)
+
+    def captum_defaults(model, images, labels):
+        return integrated_gradients(model, images, labels, CAPTUM_IG["baseline"], CAPTUM_IG["steps"],
+                                    CAPTUM_IG["method"], settings.internal_batch_size)
+
+    return {REPORT_IG: report, "integrated gradients (captum defaults)": captum_defaults,
+            "integrated gradients (adversarial baseline)": adversarial_baseline, "saliency": saliency,
+            "smoothgrad": smoothgrad, "grad-cam": grad_cam}
+
+
 def method_maps(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                 settings: AttributionConfig) -> dict[str, np.ndarray]:
     """Per method, the pixel maps (N, S, S) of class ``labels`` for ``images`` (N, 3, S, S) in [0, 1],
     then the model-free ``REFERENCES`` (random, Sobel edges, intensity) that every method must beat."""
-    generator = torch.Generator().manual_seed(settings.seed)
-    report = integrated_gradients(model, images, labels, settings.ig_baseline, settings.ig_steps, settings.ig_method,
-                                  settings.internal_batch_size, generator)
-    adversarial = pgd(model, images, labels, settings.adversarial_baseline_eps_255 / 255, steps=10, generator=generator)
-    return {
-        REPORT_IG: pixel_map(report),
-        "integrated gradients (captum defaults)": pixel_map(integrated_gradients(
-            model, images, labels, CAPTUM_IG["baseline"], CAPTUM_IG["steps"], CAPTUM_IG["method"],
-            settings.internal_batch_size)),
-        "integrated gradients (adversarial baseline)": pixel_map(integrated_gradients(
-            model, images, labels, adversarial, settings.ig_steps, settings.ig_method, settings.internal_batch_size)),
-        "saliency": pixel_map(saliency(model, images, labels)),
-        "smoothgrad": pixel_map(smoothgrad(model, images, labels)),
-        "grad-cam": pixel_map(grad_cam(model, images, labels)),
-        **reference_maps(images, settings.seed),
-    }
+    maps = {name: pixel_map(method(model, images, labels)) for name, method in attribution_methods(settings).items()}
+    return maps | reference_maps(images, settings.seed)
+
+
+def randomisation_checks(run: Run, data: FundusData, settings: AttributionConfig) -> pd.DataFrame:
+    """Every method's cascading model-parameter randomisation check (``randomisation_check``) on
+    the first ``settings.sanity_images`` images of the lesion sample (of the test sample on data
+    without lesion masks), for their true grade: one
+    row per method and re-initialised layer, and ``passes`` per method (``passes_randomisation``)."""
+    def compute() -> pd.DataFrame:
+        rows = (lesion_sample(data, settings.n_images, settings.seed) if data.cache.masks is not None
+                else test_sample_rows(data, settings.n_images, settings.seed))[: settings.sanity_images]
+        images, labels = _images(data, rows, true_grade=True)
+        model = run.load_model()
+        tables = []
+        for name, method in attribution_methods(settings).items():
+            check = randomisation_check(model, images, labels, method, settings.seed)
+            tables.append(check.assign(method=name, passes=passes_randomisation(check), images=len(rows)))
+        return pd.concat(tables, ignore_index=True)
+
+    return cached(run, "randomisation", {**settings.model_dump(mode="json"), "data": data.manifest_hash,
+                                         "pass": RANDOMISATION_PASS}, compute)
 
 
 def attribution_scores(run: Run, data: FundusData, settings: AttributionConfig) -> pd.DataFrame:

@@ -148,3 +148,23 @@ def findings_forest(comparisons) -> plt.Figure:
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def randomisation_curves(checks, threshold: float) -> plt.Figure:
+    """Cascading randomisation (a frame with columns model, method, layers, rank_correlation): per
+    model one panel, per method the median rank correlation with the trained model's maps as
+    layers are re-initialised from the output down; the pass threshold as a dashed line."""
+    models = list(dict.fromkeys(checks["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.2), sharey=True, squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for method, curve in checks[checks["model"] == model].groupby("method", sort=False):
+            ax.plot(curve["layers"], curve["rank_correlation"], marker="o", markersize=3, label=method)
+        ax.axhline(threshold, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("layers re-initialised (from the output)")
+    axes[0][0].set_ylabel("rank correlation with the trained maps")
+    axes[0][0].set_ylim(-0.1, 1.05)
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

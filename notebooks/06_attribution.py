@@ -38,15 +38,16 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from fundus_lib.attribution import bootstrap_interval, integrated_gradients, overlay, pixel_map, reference_margin
+from fundus_lib.attribution import (RANDOMISATION_PASS, bootstrap_interval, integrated_gradients, overlay, pixel_map,
+                                    reference_margin)
 from fundus_lib.config import load_params, resolve_path
 from fundus_lib.data.dataset import to_tensor
 from fundus_lib.data.idrid import IdridError, idrid_cache, lesion_masks
 from fundus_lib.evaluation import (REPORT_IG, attribution_maps, attribution_scores, cue_attribution, cue_reliance,
-                                   lesion_type_scores)
+                                   lesion_type_scores, randomisation_checks)
 from fundus_lib.experiments import adversarial_runs, has_spurious_experiment, spurious_params
 from fundus_lib.findings import MIN_EFFECT, hypothesis_evidence, overall_verdict
-from fundus_lib.plots import image_grid
+from fundus_lib.plots import image_grid, randomisation_curves
 from fundus_lib.provenance import provenance
 from fundus_lib.runs import get_run, run_data
 from fundus_lib.tables import styled
@@ -94,6 +95,30 @@ for position, row in enumerate(figure_rows):
 image_grid(pictures, titles, ncols=1 + len(ig), cell_inches=2.8)
 
 # %% [markdown]
+# ## Sanity check: do the maps depend on what the model learned?
+#
+# Before any map is read as the model's reasons, it must change when the model's knowledge is
+# destroyed (Adebayo et al. 2018, "Sanity checks for saliency maps"): the layers are
+# re-initialised one after another, from the output down to the input, and after each step the
+# maps are compared with the trained model's (rank correlation and SSIM of the absolute values,
+# median over images). A method passes when, with every layer re-initialised, the rank
+# correlation is below the threshold fixed in `fundus_lib.attribution.RANDOMISATION_PASS`; one
+# that fails draws much the same picture for any weights (often the image's edges), and is marked
+# wherever its scores appear below.
+
+# %% tags=["hide-input"]
+checks = pd.concat({name: randomisation_checks(run, data, settings) for name, run in runs.items()}, names=["model"])
+checks = checks.reset_index("model").reset_index(drop=True)
+ends = checks.groupby(["method", "model"], sort=False).last()
+failing = set(ends.index.get_level_values("method")[~ends["passes"].to_numpy()])
+display(styled(ends[["images", "layers", "rank_correlation", "ssim", "passes"]].rename(columns={
+    "layers": "layers re-initialised", "rank_correlation": "rank correlation", "passes": f"passes (< {RANDOMISATION_PASS})"}),
+    caption="Every layer re-initialised: similarity to the trained model's maps (median over images)"))
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Cascading randomisation: each method's rank correlation with the trained model's maps as layers are re-initialised from the output down (dashed: the pass threshold).", "name": "fig-randomisation"}}
+randomisation_curves(checks, RANDOMISATION_PASS)
+
+# %% [markdown]
 # ## Do attributions land on lesions?
 #
 # For a fixed sample of test images that contain lesions, each method's attribution map is
@@ -122,7 +147,8 @@ else:
     scores = scores.reset_index("model").reset_index(drop=True)
     summary = []
     for (method, model), group in scores.groupby(["method", "model"], sort=False):
-        entry = {"method": method, "model": model, "images": len(group)}
+        shown = f"{method} (fails the sanity check)" if method in failing else method
+        entry = {"method": shown, "model": model, "images": len(group)}
         for measure in ("relevance_mass", "pointing_game", "lesion_auc", "deletion"):
             mean, low, high = bootstrap_interval(group[measure].astype(float), seed=settings.seed)
             entry[measure] = f"{mean:.3f} [{low:.3f}, {high:.3f}]"
@@ -176,7 +202,8 @@ if idrid is not None:
                              names=["model"]).reset_index("model").reset_index(drop=True)
     summary = []
     for (lesion, method, model), group in idrid_scores.groupby(["lesion", "method", "model"], sort=False):
-        entry = {"lesion": lesion, "method": method, "model": model, "photographs": len(group)}
+        shown = f"{method} (fails the sanity check)" if method in failing else method
+        entry = {"lesion": lesion, "method": shown, "model": model, "photographs": len(group)}
         for measure in ("relevance_mass", "pointing_game", "lesion_auc"):
             mean, low, high = bootstrap_interval(group[measure].astype(float), seed=settings.seed)
             entry[measure] = f"{mean:.3f} [{low:.3f}, {high:.3f}]"
@@ -288,6 +315,8 @@ display(Markdown("\n".join(f"- {item.measure}, adversarially trained minus basel
 # %% tags=["hide-input"]
 display(Markdown(
     "- drawn the report's integrated-gradients overlays (Figures 7 and 8) for both models;\n"
+    + f"- put every method through the cascading randomisation sanity check: {int(ends['passes'].sum())} of "
+    f"{len(ends)} method-model pairs pass;\n"
     + ("- scored six attribution maps and three model-free reference maps against the lesion masks with "
        "bootstrap intervals;\n" if has_masks else "")
     + ("- planted a spurious cue and measured how much each model relies on it;\n" if has_spurious_experiment(params) else "")
