@@ -35,6 +35,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	@# torchattacks pins requests~=2.25 (clashes with Sphinx); it runs with a newer one.
 	$(BIN)/python -m pip install --quiet --no-deps "torchattacks==3.5.1"
+	@# quantus (the randomisation check's reference in a test) needs opencv-python, which clashes
+	@# with the headless OpenCV; it runs with what the project installs.
+	$(BIN)/python -m pip install --quiet --no-deps "quantus==0.6.0"
 	@touch $@
 
 venv: $(STAMP)

@@ -180,7 +180,7 @@ def randomisation_check(model: nn.Module, images: torch.Tensor, target: torch.Te
     """Cascading model-parameter randomisation (Adebayo et al. 2018, https://arxiv.org/abs/1810.03292).
 
     The layers with weights are re-initialised one after another from the output down to the
-    input (cumulatively, seeded), and after each the maps ``method(model, images, target)``
+    input (cumulatively; each under ``torch.manual_seed(seed)``), and after each the maps ``method(model, images, target)``
     (a function returning attributions shaped like images, e.g. ``saliency``) are compared with
     the trained model's: per image, the rank correlation and SSIM of absolute values
     (``map_similarity``). ``model`` itself is left untouched.
@@ -193,8 +193,8 @@ def randomisation_check(model: nn.Module, images: torch.Tensor, target: torch.Te
     layers = _layers_with_weights(copy)[::-1]
     rows = [{"layer": "none", "layers": 0, "rank_correlation": 1.0, "ssim": 1.0}]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
         for count, (name, layer) in enumerate(layers, start=1):
+            torch.manual_seed(seed)  # per layer, as Quantus's MPRT (which seeds with its seed + 1)
             layer.reset_parameters()
             maps = pixel_map(method(copy, images, target))
             similarity = np.array([map_similarity(first, second) for first, second in zip(trained, maps)])

@@ -227,7 +227,7 @@ def randomisation_checks(run: Run, data: FundusData, settings: AttributionConfig
         return pd.concat(tables, ignore_index=True)
 
     return cached(run, "randomisation", {**settings.model_dump(mode="json"), "data": data.manifest_hash,
-                                         "pass": RANDOMISATION_PASS}, compute)
+                                         "pass": RANDOMISATION_PASS, "seeding": "per layer"}, compute)
 
 
 def attribution_scores(run: Run, data: FundusData, settings: AttributionConfig) -> pd.DataFrame:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import require
 from fundus_lib.attribution import (
     REFERENCES,
     bootstrap_interval,
@@ -253,3 +254,22 @@ def test_reference_margin_pairs_the_images_and_picks_the_best_reference():
     assert (margin["best reference"] == "reference: Sobel edges").all()
     assert margin.loc["good", "beats"] and margin.loc["good", "difference"] == pytest.approx(0.2)
     assert not margin.loc["edge-like", "beats"] and margin.loc["edge-like", "images"] == 40
+
+
+def test_randomisation_check_equals_quantus_mprt():
+    """Quantus's MPRT (cascading, top-down, every layer re-initialised under torch.manual_seed(its
+    seed + 1)) gives the same median rank correlation after each layer as ours."""
+    quantus = require("quantus")
+    torch.manual_seed(0)
+    model = create_model("small-cnn").eval()
+    images, target = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    ours = randomisation_check(model, images, target, saliency, seed=5)
+
+    def explain(model, inputs, targets, **kwargs):
+        return pixel_map(saliency(model, torch.as_tensor(inputs), torch.as_tensor(targets)))[:, None]
+
+    theirs = quantus.MPRT(layer_order="top_down", seed=4, disable_warnings=True)(
+        model=model, x_batch=images.numpy(), y_batch=target.numpy(), a_batch=None, explain_func=explain, device="cpu")
+    theirs.pop("original")
+    assert list(theirs) == ours["layer"].iloc[1:].tolist()
+    assert np.allclose([np.median(values) for values in theirs.values()], ours["rank_correlation"].iloc[1:], atol=1e-9)
