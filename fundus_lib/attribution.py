@@ -46,7 +46,7 @@ CAPTUM_IG = {"steps": 50, "method": "gausslegendre", "baseline": "zero"}
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     modes = [module.training for module in model.modules()]
     model.eval()
     try:
@@ -85,7 +85,7 @@ def integrated_gradients(model: nn.Module, images: torch.Tensor, target: torch.T
     """
     start = ig_baseline(images, baseline, generator)
     trapezoid = method == "riemann_trapezoid"
-    with _eval_mode(model):
+    with eval_mode(model):
         attributions = IntegratedGradients(model).attribute(
             images, baselines=start, target=target, n_steps=steps + 1 if trapezoid else steps, method=method,
             internal_batch_size=internal_batch_size)
@@ -101,7 +101,7 @@ def integrated_gradients(model: nn.Module, images: torch.Tensor, target: torch.T
 
 def saliency(model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Absolute input gradient of the target's logit (Simonyan et al.), shaped like images."""
-    with _eval_mode(model):
+    with eval_mode(model):
         return Saliency(model).attribute(images.detach().clone().requires_grad_(True), target=target)
 
 
@@ -110,7 +110,7 @@ def smoothgrad(model: nn.Module, images: torch.Tensor, target: torch.Tensor, sam
     """SmoothGrad: saliency averaged over ``samples`` copies with Gaussian noise (std ``noise`` in
     pixels). The noise is seeded (captum draws it from torch's global generator, which is left as it was)."""
     devices = [images.device.index or 0] if images.is_cuda else []
-    with _eval_mode(model), torch.random.fork_rng(devices=devices):
+    with eval_mode(model), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         return NoiseTunnel(Saliency(model)).attribute(images.detach().clone().requires_grad_(True), nt_type="smoothgrad",
                                                       nt_samples=samples, nt_samples_batch_size=samples, stdevs=noise,
@@ -128,7 +128,7 @@ def last_convolution(model: nn.Module) -> nn.Module:
 def grad_cam(model: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Grad-CAM on the last convolution, upsampled (bilinear) to the image and repeated over the
     3 channels (divided by 3, so its channel sum is the map), shaped like images."""
-    with _eval_mode(model):
+    with eval_mode(model):
         cam = LayerGradCam(model, last_convolution(model)).attribute(images, target=target)
     upsampled = LayerAttribution.interpolate(cam, images.shape[-2:], interpolate_mode="bilinear")
     return upsampled.expand_as(images) / images.shape[1]
@@ -175,22 +175,23 @@ def map_similarity(first: np.ndarray, second: np.ndarray) -> tuple[float, float]
     return rank, float(structural_similarity(*scaled, data_range=1.0))
 
 
-def randomisation_check(model: nn.Module, images: torch.Tensor, target: torch.Tensor, method, seed: int = 0
-                        ) -> pd.DataFrame:
+def randomisation_check(model: nn.Module, images: torch.Tensor, target: torch.Tensor, method, seed: int = 0,
+                        max_layers: int | None = None) -> pd.DataFrame:
     """Cascading model-parameter randomisation (Adebayo et al. 2018, https://arxiv.org/abs/1810.03292).
 
     The layers with weights are re-initialised one after another from the output down to the
     input (cumulatively; each under ``torch.manual_seed(seed)``), and after each the maps ``method(model, images, target)``
     (a function returning attributions shaped like images, e.g. ``saliency``) are compared with
     the trained model's: per image, the rank correlation and SSIM of absolute values
-    (``map_similarity``). ``model`` itself is left untouched.
+    (``map_similarity``). ``model`` itself is left untouched. ``max_layers`` stops the cascade
+    after that many layers (a rehearsal's shortcut: the check then cannot judge the method).
 
     Returns one row per step: ``layer`` (the last re-initialised; "none" first), ``layers``
     re-initialised so far, and the medians over images ``rank_correlation`` and ``ssim``.
     """
     trained = pixel_map(method(model, images, target))
     copy = deepcopy(model)
-    layers = _layers_with_weights(copy)[::-1]
+    layers = _layers_with_weights(copy)[::-1][:max_layers]
     rows = [{"layer": "none", "layers": 0, "rank_correlation": 1.0, "ssim": 1.0}]
     with torch.random.fork_rng(devices=[]):
         for count, (name, layer) in enumerate(layers, start=1):
@@ -273,7 +274,7 @@ def deletion_curve(model: nn.Module, image: torch.Tensor, target: int, attributi
         removed = torch.as_tensor(order[: int(round(fraction * order.size))])
         flat = copies[index].view(copies.shape[1], -1)
         flat[:, removed] = fill
-    with _eval_mode(model):
+    with eval_mode(model):
         return torch.softmax(model(copies), dim=1)[:, target].cpu().numpy()
 
 

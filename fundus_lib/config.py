@@ -356,6 +356,9 @@ class AttributionConfig(_Section):
     n_images: int = Field(40, ge=1, le=100_000, description="test images with lesions, a fixed seeded sample")
     sanity_images: int = Field(8, ge=1, le=10_000, description="images of the randomisation check (the first of the "
                                "sample): every method's maps once per re-initialised layer, the dear part")
+    sanity_layers: int | None = Field(None, ge=1, description="re-initialise at most this many layers from the "
+                                      "output down (null: every layer, the check as published; a rehearsal "
+                                      "shortens it, and the chapter then judges no method)")
     seed: int = Field(0, ge=0)
     ig_steps: int = Field(100, ge=2, le=10_000, description="the report: 100")
     ig_baseline: Literal["uniform", "zero", "grey"] = Field("uniform", description="the report: uniform random")

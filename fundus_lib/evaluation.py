@@ -222,7 +222,7 @@ def randomisation_checks(run: Run, data: FundusData, settings: AttributionConfig
         model = run.load_model()
         tables = []
         for name, method in attribution_methods(settings).items():
-            check = randomisation_check(model, images, labels, method, settings.seed)
+            check = randomisation_check(model, images, labels, method, settings.seed, settings.sanity_layers)
             tables.append(check.assign(method=name, passes=passes_randomisation(check), images=len(rows)))
         return pd.concat(tables, ignore_index=True)
 

@@ -32,6 +32,8 @@ VALID_SHARE = TEST_SHARE = 0.25
 ATTACKED_IMAGES = 4            # PGD sweep and HopSkipJump images
 ATTRIBUTED_IMAGES = 3          # integrated-gradients images
 IG_STEPS = 4                   # integrated-gradients steps (the report: 100)
+SANITY_LAYERS = 2              # layers the randomisation check re-initialises (on 1 image): every
+                               # layer of an efficientnet at 512 px, for 6 methods, takes hours on a CPU
 DECISION = {"n_images": 2, "steps": 2, "max_queries": 400}
 #: On the CPU, training batches pass in parts of this many images (runtime.micro_batch_size) and
 #: evaluation in batches of this many: the full-scale batch sizes (192 images of efficientnet-b1 at
@@ -95,7 +97,7 @@ def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path, 
     attacks = rehearsal.setdefault("attacks", {})
     attacks.update(n_images=ATTACKED_IMAGES, decision={**attacks.get("decision", {}), **DECISION})
     attribution = rehearsal.setdefault("attribution", {})
-    attribution.update(n_images=ATTRIBUTED_IMAGES, ig_steps=IG_STEPS,
+    attribution.update(n_images=ATTRIBUTED_IMAGES, ig_steps=IG_STEPS, sanity_images=1, sanity_layers=SANITY_LAYERS,
                        internal_batch_size=min(attribution.get("internal_batch_size", 50), 8))
     return rehearsal
 
