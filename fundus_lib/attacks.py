@@ -52,7 +52,7 @@ def report_eps_to_pixels(eps_normalised: float) -> float:
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """The model in eval mode; on exit every module gets its own previous mode back."""
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
@@ -136,7 +136,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float
         return images.clone()
     alpha = 2.5 * eps / steps if alpha is None else alpha
     loss = _cross_entropy if loss is None else loss
-    with _eval_mode(model), torch.enable_grad():  # gradients also under a caller's torch.no_grad()
+    with eval_mode(model), torch.enable_grad():  # gradients also under a caller's torch.no_grad()
         best = _pgd_run(model, images, labels, eps, alpha, steps, random_start, loss, generator)
         if restarts == 1:
             return best
@@ -151,7 +151,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float
     return best
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
@@ -159,7 +159,7 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def predict_labels(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Predicted classes int64 (N,) of images (N, C, H, W) in [0, 1], in eval mode, without gradients."""
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         return model(images).argmax(dim=1)
 
 
@@ -175,7 +175,7 @@ def attack_predictions(model: nn.Module, images: torch.Tensor, labels: torch.Ten
         ``eps_255``, ``image`` (position in ``images``), ``label``, ``clean`` and ``attacked``
         (predicted classes).
     """
-    device = _model_device(model)
+    device = model_device(model)
     eps_list = [float(eps) for eps in eps_list]
     clean_parts, attacked_parts = [], [[] for _ in eps_list]
     batches = list(zip(images.split(batch_size), labels.split(batch_size)))
@@ -447,7 +447,7 @@ def hop_skip_jump(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     if max_queries < start_cost:
         raise ValueError(f"max_queries={max_queries} does not cover the start: "
                          f"1 + init_trials + bisection = {start_cost}")
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         oracle = _Oracle(model, labels, batch_size)
         success = oracle(images, torch.arange(len(images), device=images.device))
         owners = (~success).nonzero().squeeze(1)
