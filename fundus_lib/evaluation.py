@@ -88,7 +88,7 @@ def pgd_outcomes(run: Run, data: FundusData, settings: AttackConfig, progress: b
                                       generator=generator, progress=progress)
         return outcomes.assign(row=rows[outcomes["image"].to_numpy()])
 
-    keys = settings.model_dump(exclude={"decision"}, mode="json")
+    keys = settings.model_dump(exclude={"decision", "robustness"}, mode="json")
     return cached(run, "pgd-outcomes", {**keys, "data": data.manifest_hash}, compute)
 
 
@@ -109,8 +109,8 @@ def decision_attack_sizes(run: Run, data: FundusData, settings: AttackConfig, ro
         if len(rows) == 0:
             return pd.DataFrame({column: pd.Series(dtype=float) for column in ("l2", "linf", "row", "queries", "l2_0")}
                                 | {"success": pd.Series(dtype=bool)})
-        images, labels = _images(data, rows)
-        starts, _ = _images(data, other_grade_rows(data, rows, test_grades(run, data), settings.seed))
+        images, labels = sample_images(data, rows)
+        starts, _ = sample_images(data, other_grade_rows(data, rows, test_grades(run, data), settings.seed))
         history: list[torch.Tensor] = []
         result = hop_skip_jump(run.load_model(), images, labels, steps=settings.decision.steps,
                                max_queries=settings.decision.max_queries, starts=starts,
@@ -122,7 +122,7 @@ def decision_attack_sizes(run: Run, data: FundusData, settings: AttackConfig, ro
         return pd.concat([sizes.assign(row=rows, success=result.success.numpy(), queries=result.queries.numpy()),
                           trace], axis=1)
 
-    keys = settings.model_dump(mode="json")
+    keys = settings.model_dump(exclude={"robustness"}, mode="json")
     return cached(run, "decision", {**keys, "rows": [int(row) for row in rows], "data": data.manifest_hash,
                                     "starts": "a test image the model grades otherwise"}, compute)
 
@@ -159,7 +159,7 @@ def lesion_sample(data: FundusData, n_images: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(with_lesion, size=min(n_images, len(with_lesion)), replace=False))
 
 
-def _images(data: FundusData, rows, true_grade: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_images(data: FundusData, rows, true_grade: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 3, S, S) in [0, 1] and their labels, or with ``true_grade`` the class an attribution
     explains: on synthetic data the generator's grade (``label_noise`` moved some labels off it)."""
     images = torch.stack([to_tensor(np.array(data.cache.images[row])) for row in rows])
@@ -176,7 +176,7 @@ REPORT_IG = "integrated gradients (report)"
 
 def attribution_maps(run: Run, data: FundusData, rows, settings: AttributionConfig) -> dict[str, np.ndarray]:
     """Per method, the pixel maps (N, S, S) of the true grade for the images of ``rows``."""
-    images, labels = _images(data, rows, true_grade=True)
+    images, labels = sample_images(data, rows, true_grade=True)
     return method_maps(run.load_model(), images, labels, settings)
 
 
@@ -218,7 +218,7 @@ def randomisation_checks(run: Run, data: FundusData, settings: AttributionConfig
     def compute() -> pd.DataFrame:
         rows = (lesion_sample(data, settings.n_images, settings.seed) if data.cache.masks is not None
                 else test_sample_rows(data, settings.n_images, settings.seed))[: settings.sanity_images]
-        images, labels = _images(data, rows, true_grade=True)
+        images, labels = sample_images(data, rows, true_grade=True)
         model = run.load_model()
         tables = []
         for name, method in attribution_methods(settings).items():
@@ -238,7 +238,7 @@ def attribution_scores(run: Run, data: FundusData, settings: AttributionConfig) 
         rows = lesion_sample(data, settings.n_images, settings.seed)
         maps = attribution_maps(run, data, rows, settings)
         model = run.load_model()
-        images, labels = _images(data, rows, true_grade=True)
+        images, labels = sample_images(data, rows, true_grade=True)
         lesions = (np.asarray(data.cache.masks[rows]) >= 1) & (np.asarray(data.cache.masks[rows]) <= 5)
         field = circle_mask(data.config.image_size, data.config.graham_circle)
         records = []
@@ -318,7 +318,7 @@ def cue_attribution(run: Run, data: FundusData, settings: AttributionConfig) -> 
         masks = np.asarray(data.cache.masks[rows])
         rows = rows[(masks == 6).any(axis=(1, 2))][: settings.n_images]
         masks = np.asarray(data.cache.masks[rows])
-        images, labels = _images(data, rows, true_grade=True)
+        images, labels = sample_images(data, rows, true_grade=True)
         maps = pixel_map(integrated_gradients(run.load_model(), images, labels, settings.ig_baseline, settings.ig_steps,
                                               settings.ig_method, settings.internal_batch_size,
                                               torch.Generator().manual_seed(settings.seed)))

@@ -35,10 +35,20 @@ IG_STEPS = 4                   # integrated-gradients steps (the report: 100)
 SANITY_LAYERS = 2              # layers the randomisation check re-initialises (on 1 image): every
                                # layer of an efficientnet at 512 px, for 6 methods, takes hours on a CPU
 DECISION = {"n_images": 2, "steps": 2, "max_queries": 400}
-#: On the CPU, training batches pass in parts of this many images (runtime.micro_batch_size) and
-#: evaluation in batches of this many: the full-scale batch sizes (192 images of efficientnet-b1 at
-#: 256 px, 64 of resnet50 at 512 px) ran out of 23 GB whole. On a GPU, whole batches, as the run.
+ROBUSTNESS = {"n_images": ATTACKED_IMAGES, "steps": 2, "square_queries": 10, "ladder_restarts": 2, "clinical_per_grade": 1}
+#: On the CPU, training batches pass in parts of at most this many images (runtime.micro_batch_size)
+#: and evaluation in batches of as many: the full-scale batch sizes (192 images of efficientnet-b1
+#: at 256 px, 64 of resnet50 at 512 px) ran out of 23 GB whole. On a GPU, whole batches, as the run.
 CPU_MICRO_BATCH = 16
+#: ... and of at most this many pixels: efficientnet-b3 at 512 px in parts of 16 was killed at
+#: 16 GB resident (the eyepacs-512 rehearsal); 6 at 512 px, 16 up to 320 px.
+CPU_MICRO_BATCH_PIXELS = 16 * 320 * 320
+
+
+def cpu_micro_batch(params: Params) -> int:
+    """The rehearsal's CPU micro-batch: CPU_MICRO_BATCH, fewer where the largest image needs it."""
+    largest = max(config.image_size for _, config in all_runs(params).values())
+    return max(1, min(CPU_MICRO_BATCH, CPU_MICRO_BATCH_PIXELS // largest**2))
 #: Keys that count epochs, wherever they appear in a params file.
 EPOCH_KEYS = ("epochs", "fine_tune_epochs", "oversampled_epochs")
 
@@ -74,7 +84,7 @@ def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path, 
     """The rehearsal of a params tree (as read from YAML): the same configurations on
     ``n_images`` photographs of a Kaggle-layout folder (default ``rehearsal_images``), one
     epoch, one seed, few attacked and attributed images; ``pretrained`` kept only where every
-    weight file is present; on the CPU, training in micro-batches (``CPU_MICRO_BATCH``)."""
+    weight file is present; on the CPU, training in micro-batches (``cpu_micro_batch``)."""
     full = validate_params(raw, source="the params file to rehearse")
     n_images = n_images or rehearsal_images(full)
     rehearsal = _one_epoch(raw)
@@ -93,9 +103,11 @@ def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path, 
     train.pop("patience", None)
     runtime = rehearsal.setdefault("runtime", {})
     if resolve_device(full.runtime.device).type == "cpu":
-        runtime.update(micro_batch_size=CPU_MICRO_BATCH, eval_batch_size=min(full.runtime.eval_batch_size, CPU_MICRO_BATCH))
+        micro = cpu_micro_batch(full)
+        runtime.update(micro_batch_size=micro, eval_batch_size=min(full.runtime.eval_batch_size, micro))
     attacks = rehearsal.setdefault("attacks", {})
-    attacks.update(n_images=ATTACKED_IMAGES, decision={**attacks.get("decision", {}), **DECISION})
+    attacks.update(n_images=ATTACKED_IMAGES, decision={**attacks.get("decision", {}), **DECISION},
+                   robustness={**attacks.get("robustness", {}), **ROBUSTNESS})
     attribution = rehearsal.setdefault("attribution", {})
     attribution.update(n_images=ATTRIBUTED_IMAGES, ig_steps=IG_STEPS, sanity_images=1, sanity_layers=SANITY_LAYERS,
                        internal_batch_size=min(attribution.get("internal_batch_size", 50), 8))

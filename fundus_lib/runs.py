@@ -153,12 +153,14 @@ class Run:
     def predictions(self) -> pd.DataFrame:
         return pd.read_csv(self.root / "predictions.csv", dtype={"patient": str})
 
-    def load_model(self, device: str | torch.device = "cpu") -> FundusNet | ThresholdReadout:
-        """The best epoch's model for inference (eval mode, ``inference_model``); with the threshold
+    def load_model(self, device: str | torch.device = "cpu", fold: bool = True) -> FundusNet | ThresholdReadout:
+        """The best epoch's model for inference (eval mode, ``inference_model``; ``fold=False``: the
+        model as trained, BatchNorm layers kept, for what needs train mode); with the threshold
         readout, wrapped so that its output's argmax is the grade the run's tables report."""
         model = build_model(self.config.model_copy(update={"pretrained": False}))
         load_weights(model, self.root / BEST_WEIGHTS)
-        model = inference_model(model)
+        if fold:
+            model = inference_model(model)
         if self.record.get("thresholds"):
             model = ThresholdReadout(model, self.record["thresholds"])
         return model.to(device).eval()

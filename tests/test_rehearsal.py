@@ -14,7 +14,7 @@ from fundus_lib.config import load_params, run_config, validate_params
 from fundus_lib.experiments import all_runs
 from fundus_lib.losses import build_loss
 from fundus_lib.paths import project_root
-from fundus_lib.rehearsal import CPU_MICRO_BATCH, rehearsal_params, write_rehearsal
+from fundus_lib.rehearsal import cpu_micro_batch, rehearsal_params, write_rehearsal
 from fundus_lib.train import _batch_loss, build_model, build_optimizer
 
 ROOT = project_root()
@@ -48,7 +48,9 @@ def test_the_rehearsal_keeps_every_configuration_and_shrinks_the_amounts(name, t
     for label, (_, config) in ours.items():
         assert config.epochs == 1, label
         assert without_amounts(config) == without_amounts(first_seed[label]), label
-    on_this_cpu = {"micro_batch_size": CPU_MICRO_BATCH, "eval_batch_size": CPU_MICRO_BATCH}
+    micro = cpu_micro_batch(full)
+    assert micro == (16 if name == "eyepacs-256" else 6)  # 299 px at most, or 512 px
+    on_this_cpu = {"micro_batch_size": micro, "eval_batch_size": micro}
     assert rehearsal.runtime == full.runtime.model_copy(update=on_this_cpu)  # no GPU here
     assert rehearsal.data.image_size == full.data.image_size
     assert rehearsal.attacks.eps_255 == full.attacks.eps_255 and rehearsal.attacks.n_images < full.attacks.n_images

@@ -1,0 +1,155 @@
+"""Chapter 5's robustness evaluations of finished runs (``fundus_lib.robustness``), each cached in
+the run's folder like every evaluation (``evaluation.cached``), so a store filled on a GPU machine
+repeats no attack when a CPU machine renders the book.
+
+Example::
+
+    outcomes = sweep_outcomes(run, data, params.attacks.robustness)   # APGD-CE, APGD-T, Square per eps
+    robustness_table(outcomes)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fundus_lib.attacks import pgd, predict_labels, report_eps_to_pixels
+from fundus_lib.config import RobustnessConfig
+from fundus_lib.data.pipeline import FundusData
+from fundus_lib.evaluation import cached, sample_images, test_sample
+from fundus_lib.robustness import (
+    apgd_ce,
+    attack_outcomes,
+    library_attacks,
+    pgd_attack,
+    referable,
+    report_code_pgd,
+    targeted_pgd,
+)
+from fundus_lib.runs import Run
+
+LIBRARY = "pyautoattack 0.2.0"
+
+
+def _key(settings: RobustnessConfig, data: FundusData, **more) -> dict:
+    return {**settings.model_dump(mode="json"), "data": data.manifest_hash, "library": LIBRARY, **more}
+
+
+def sweep_outcomes(run: Run, data: FundusData, settings: RobustnessConfig, with_square: bool = True,
+                   progress: bool = True) -> pd.DataFrame:
+    """APGD-CE, APGD-T and (``with_square``) Square at every eps of ``settings.eps_255`` on the
+    seeded robustness sample: ``attack_outcomes``' rows plus the manifest ``row``."""
+    def compute() -> pd.DataFrame:
+        rows, images, labels = test_sample(data, settings.n_images, settings.seed)
+        queries = settings.square_queries if with_square else None
+        attacks = library_attacks(settings.steps, settings.restarts, queries, settings.seed)
+        outcomes = attack_outcomes(run.load_model(), images, labels, [eps / 255 for eps in settings.eps_255], attacks,
+                                   progress=progress)
+        return outcomes.assign(row=rows[outcomes["image"].to_numpy()])
+
+    return cached(run, "robustness-sweep" if with_square else "robustness-sweep-white-box", _key(settings, data), compute)
+
+
+def transfer_outcomes(run: Run, source: Run, data: FundusData, settings: RobustnessConfig,
+                      progress: bool = True) -> pd.DataFrame:
+    """APGD-CE crafted on ``source`` (another seed of the same configuration) at the check eps,
+    graded by ``run``'s model, on the robustness sample."""
+    def compute() -> pd.DataFrame:
+        rows, images, labels = test_sample(data, settings.n_images, settings.seed)
+        attack = {"transfer apgd-ce": library_attacks(settings.steps, settings.restarts, None, settings.seed)["apgd-ce"]}
+        outcomes = attack_outcomes(run.load_model(), images, labels, [settings.check_eps_255 / 255], attack,
+                                   progress=progress, source=source.load_model())
+        return outcomes.assign(row=rows[outcomes["image"].to_numpy()])
+
+    return cached(run, "robustness-transfer", _key(settings, data, source=source.root.name), compute)
+
+
+def ladder_rungs(settings: RobustnessConfig) -> dict[str, object]:
+    """The more-steps check's attacks, weakest first: the report's 5-step PGD, PGD with 20 steps,
+    PGD with 20 steps and restarts, then APGD-CE with the sweep's steps and restarts."""
+    return {"PGD 5 steps (the report)": pgd_attack(5, seed=settings.seed),
+            "PGD 20 steps": pgd_attack(20, seed=settings.seed),
+            f"PGD 20 steps x {settings.ladder_restarts} restarts": pgd_attack(20, settings.ladder_restarts, settings.seed),
+            f"APGD-CE {settings.steps} steps": library_attacks(settings.steps, settings.restarts, None,
+                                                              settings.seed)["apgd-ce"]}
+
+
+def ladder_outcomes(run: Run, data: FundusData, settings: RobustnessConfig, progress: bool = True) -> pd.DataFrame:
+    """Every rung of ``ladder_rungs`` at the check eps on the robustness sample."""
+    def compute() -> pd.DataFrame:
+        rows, images, labels = test_sample(data, settings.n_images, settings.seed)
+        outcomes = attack_outcomes(run.load_model(), images, labels, [settings.check_eps_255 / 255],
+                                   ladder_rungs(settings), progress=progress)
+        return outcomes.assign(row=rows[outcomes["image"].to_numpy()])
+
+    return cached(run, "robustness-ladder", _key(settings, data), compute)
+
+
+def report_code_outcomes(run: Run, data: FundusData, settings: RobustnessConfig, eps_255_normalised,
+                         steps: int = 5) -> pd.DataFrame:
+    """The report's attack as its code ran it beside the fixed one, at the report's eps
+    (normalised units), on the robustness sample: per (variant, eps, image) the clean and attacked
+    grades. Variants: ``as shipped`` (eval mode, as its success-rate script), ``as shipped, train
+    mode`` (as its adversarial training attacked), ``fixed`` (this project's PGD, eval mode, eps
+    converted to pixel units: eps x mean ImageNet std)."""
+    def compute() -> pd.DataFrame:
+        rows, images, labels = test_sample(data, settings.n_images, settings.seed)
+        model, trainable = run.load_model(), run.load_model(fold=False)
+        clean = predict_labels(model, images).numpy()
+        records = []
+        for eps in eps_255_normalised:
+            generator = torch.Generator().manual_seed(settings.seed)
+            variants = {
+                "as shipped": report_code_pgd(model, images, labels, eps / 255, steps, generator=generator),
+                "as shipped, train mode": report_code_pgd(trainable, images, labels, eps / 255, steps, train_mode=True,
+                                                          generator=torch.Generator().manual_seed(settings.seed)),
+                "fixed": pgd(model, images, labels, report_eps_to_pixels(eps / 255), steps=steps,
+                             generator=torch.Generator().manual_seed(settings.seed))}
+            for variant, adversarials in variants.items():
+                records.append(pd.DataFrame({"variant": variant, "eps_255_normalised": eps, "row": rows,
+                                             "label": labels.numpy(), "clean": clean,
+                                             "attacked": predict_labels(model, adversarials).numpy()}))
+        return pd.concat(records, ignore_index=True)
+
+    return cached(run, "robustness-report-code", _key(settings, data, eps=list(eps_255_normalised), steps=steps), compute)
+
+
+def clinical_rows(data: FundusData, settings: RobustnessConfig) -> np.ndarray:
+    """Up to ``clinical_per_grade`` seeded test rows of each grade, sorted."""
+    test = data.rows("test")
+    grades = data.manifest.loc[test, "level"].to_numpy()
+    generator = np.random.default_rng(settings.seed)
+    chosen = [generator.choice(test[grades == grade], size=min(settings.clinical_per_grade, int((grades == grade).sum())),
+                               replace=False) for grade in np.unique(grades)]
+    return np.sort(np.concatenate(chosen))
+
+
+def clinical_outcomes(run: Run, data: FundusData, settings: RobustnessConfig) -> pd.DataFrame:
+    """The clinical view at ``clinical_eps_255`` (pixel units) on a per-grade sample: rows per
+    (attack, image) with ``row``, ``label``, ``clean`` and ``attacked``. Attacks: ``to grade 4``
+    (targeted PGD on the grade-0 images), ``to grade 0`` (targeted PGD on the referable ones,
+    grade 2 or more: a missed referral) and ``apgd-ce`` (untargeted, on the referable ones)."""
+    def compute() -> pd.DataFrame:
+        rows = clinical_rows(data, settings)
+        images, labels = sample_images(data, rows)
+        model, eps = run.load_model(), settings.clinical_eps_255 / 255
+        clean = predict_labels(model, images)
+        healthy, sick = labels == 0, torch.as_tensor(referable(labels.numpy()))
+        steps = 20
+
+        def targeted(chosen, grade):
+            return targeted_pgd(model, images[chosen], grade, eps, steps, settings.ladder_restarts,
+                                torch.Generator().manual_seed(settings.seed))
+
+        attacks = {"to grade 4": (healthy, lambda chosen: targeted(chosen, 4)),
+                   "to grade 0": (sick, lambda chosen: targeted(chosen, 0)),
+                   "apgd-ce": (sick, lambda chosen: apgd_ce(model, images[chosen], labels[chosen], eps, settings.steps,
+                                                            settings.restarts, settings.seed))}
+        tables = [pd.DataFrame({"attack": name, "row": rows[chosen.numpy()], "label": labels[chosen].numpy(),
+                                "clean": clean[chosen].numpy(), "attacked": predict_labels(model, attack(chosen)).numpy()})
+                  for name, (chosen, attack) in attacks.items() if chosen.any()]
+        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
+            columns=["attack", "row", "label", "clean", "attacked"])
+
+    return cached(run, "robustness-clinical", _key(settings, data, targeted_steps=20), compute)
