@@ -82,6 +82,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_adversarial.py --threads 1
 	$(BIN)/python benchmarks/bench_corruptions.py
 	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python benchmarks/bench_attacks.py --threads 1
 
 lab: venv
 	$(BIN)/python -m pip install --quiet "jupyterlab>=4"
