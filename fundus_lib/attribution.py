@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from copy import deepcopy
@@ -38,6 +39,9 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 from sklearn.metrics import roc_auc_score
 from torch import nn
+from torchvision.transforms.functional import gaussian_blur
+
+from fundus_lib.models import IMAGENET_MEAN, IMAGENET_STD
 
 #: The report's IG settings: 100 steps, trapezoid rule, uniform random baseline (anchors.md §1).
 REPORT_IG = {"steps": 100, "method": "riemann_trapezoid", "baseline": "uniform"}
@@ -56,16 +60,35 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.train(mode)
 
 
+#: The IG baselines chapter 6 compares (the report's, its code's, black and blurred).
+IG_BASELINES = ("uniform", "uniform-normalised", "zero", "blurred")
+#: The blurred baseline's Gaussian sigma as a share of the image side (Sturmfels et al. 2020,
+#: "Visualizing the impact of feature attribution baselines", blur away the fine structure).
+BLUR_SIGMA_SHARE = 1 / 16
+
+
 def ig_baseline(images: torch.Tensor, kind: str | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The IG starting point: "uniform" (U[0, 1] per pixel, the report), "zero" (black),
-    "grey" (0.5) or a tensor shaped like images (e.g. a PGD example)."""
+    """The IG starting point in [0, 1] pixels: "uniform" (U[0, 1] per pixel, the report's text),
+    "uniform-normalised" (U[0, 1] in ImageNet-normalised units, as the report's code drew it:
+    pixels u x std + mean, so within [mean, mean + std] per channel), "zero" (black), "grey" (0.5),
+    "blurred" (the image under a Gaussian blur of sigma ``BLUR_SIGMA_SHARE`` x its side) or a
+    tensor shaped like images (e.g. a PGD example)."""
     if isinstance(kind, torch.Tensor):
         return kind
-    if kind == "uniform":
-        return torch.rand(images.shape, generator=generator).to(images.device)
+    if kind in ("uniform", "uniform-normalised"):
+        noise = torch.rand(images.shape, generator=generator).to(images.device)
+        if kind == "uniform":
+            return noise
+        mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=images.device).view(1, -1, 1, 1)
+        return noise * std + mean
     if kind in ("zero", "grey"):
         return torch.full_like(images, 0.0 if kind == "zero" else 0.5)
-    raise ValueError(f"unknown IG baseline {kind!r}: uniform, zero, grey or a tensor")
+    if kind == "blurred":
+        sigma = BLUR_SIGMA_SHARE * images.shape[-1]
+        kernel = 2 * math.ceil(3 * sigma) + 1
+        return gaussian_blur(images, [kernel, kernel], [sigma, sigma])
+    raise ValueError(f"unknown IG baseline {kind!r}: uniform, uniform-normalised, zero, grey, blurred or a tensor")
 
 
 def integrated_gradients(model: nn.Module, images: torch.Tensor, target: torch.Tensor, baseline="uniform",

@@ -381,7 +381,8 @@ class AttributionConfig(_Section):
                                       "shortens it, and the chapter then judges no method)")
     seed: int = Field(0, ge=0)
     ig_steps: int = Field(100, ge=2, le=10_000, description="the report: 100")
-    ig_baseline: Literal["uniform", "zero", "grey"] = Field("uniform", description="the report: uniform random")
+    ig_baseline: Literal["uniform", "uniform-normalised", "zero", "grey", "blurred"] = Field(
+        "uniform", description="the report: uniform random (its code: in normalised units)")
     ig_method: Literal["riemann_trapezoid", "gausslegendre"] = Field("riemann_trapezoid", description="the report: trapezoid")
     internal_batch_size: int = Field(50, ge=1, description="images x steps evaluated at once (memory bound)")
     adversarial_baseline_eps_255: float = Field(2.0, gt=0, le=64, description="PGD example as IG baseline")

@@ -21,12 +21,15 @@ import torch
 
 from fundus_lib.attacks import attack_predictions, hop_skip_jump, perturbation_sizes, pgd, predict_labels, success_table
 from fundus_lib.attribution import (
+    BLUR_SIGMA_SHARE,
     CAPTUM_IG,
+    IG_BASELINES,
     RANDOMISATION_PASS,
     REFERENCES,
     deletion_auc,
     deletion_curve,
     grad_cam,
+    ig_baseline,
     integrated_gradients,
     lesion_auc,
     pixel_map,
@@ -254,6 +257,38 @@ def attribution_scores(run: Run, data: FundusData, settings: AttributionConfig) 
 
     return cached(run, "attribution", {**settings.model_dump(mode="json"), "data": data.manifest_hash,
                                        "target": "true grade", "references": list(REFERENCES)}, compute)
+
+
+def ig_baseline_scores(run: Run, data: FundusData, settings: AttributionConfig) -> pd.DataFrame:
+    """Integrated gradients with the report's steps and rule from each of ``IG_BASELINES``, on
+    the images of the sanity check: per (baseline, image) the completeness gap (sum of the
+    attributions - (f(x) - f(baseline)) of the true grade's logit), that gap relative to
+    |f(x) - f(baseline)|, and on data with lesion masks the relevance mass."""
+    def compute() -> pd.DataFrame:
+        has_masks = data.cache.masks is not None
+        rows = (lesion_sample(data, settings.n_images, settings.seed) if has_masks
+                else test_sample_rows(data, settings.n_images, settings.seed))[: settings.sanity_images]
+        images, labels = sample_images(data, rows, true_grade=True)
+        model = run.load_model()
+        records = []
+        for baseline in IG_BASELINES:
+            start = ig_baseline(images, baseline, torch.Generator().manual_seed(settings.seed))
+            attributions, gap = integrated_gradients(model, images, labels, start, settings.ig_steps, settings.ig_method,
+                                                     settings.internal_batch_size, return_delta=True)
+            with torch.no_grad():
+                index = torch.arange(len(rows))
+                change = (model(images)[index, labels] - model(start)[index, labels]).abs()
+            maps = pixel_map(attributions)
+            for position, row in enumerate(rows):
+                lesions = np.asarray(data.cache.masks[row]) if has_masks else None
+                records.append({"baseline": baseline, "row": row, "completeness_gap": float(gap[position]),
+                                "relative_gap": float(gap[position].abs() / change[position].clamp_min(1e-12)),
+                                "relevance_mass": relevance_mass(maps[position], (lesions >= 1) & (lesions <= 5))
+                                if has_masks else float("nan")})
+        return pd.DataFrame(records)
+
+    return cached(run, "ig-baselines", {**settings.model_dump(mode="json"), "data": data.manifest_hash,
+                                        "baselines": list(IG_BASELINES), "blur": BLUR_SIGMA_SHARE}, compute)
 
 
 def lesion_type_scores(run: Run, cache: Cache, settings: AttributionConfig) -> pd.DataFrame:

@@ -10,11 +10,14 @@ from torch import nn
 
 from conftest import require
 from fundus_lib.attribution import (
+    BLUR_SIGMA_SHARE,
+    IG_BASELINES,
     REFERENCES,
     bootstrap_interval,
     deletion_auc,
     deletion_curve,
     grad_cam,
+    ig_baseline,
     integrated_gradients,
     lesion_auc,
     map_similarity,
@@ -29,7 +32,7 @@ from fundus_lib.attribution import (
     saliency,
     smoothgrad,
 )
-from fundus_lib.models import create_model
+from fundus_lib.models import IMAGENET_MEAN, IMAGENET_STD, create_model
 
 
 def linear_model(weights: torch.Tensor) -> nn.Module:
@@ -83,6 +86,41 @@ def test_ig_with_the_reports_settings_is_complete_on_a_cnn():
     with torch.no_grad():
         gap = (model(x) - model(torch.rand(x.shape, generator=torch.Generator().manual_seed(3))))[[0, 1], [0, 3]]
     assert (delta.abs() <= 0.05 * gap.abs() + 1e-3).all()  # completeness within 5 % of f(x) - f(baseline)
+
+
+def test_the_ig_baselines_in_pixel_units():
+    """The report's code drew U[0, 1] on normalised tensors: in pixels each channel lies in
+    [mean, mean + std] and is the same draw as the text's pixel noise, mapped; blurred is the
+    image under a Gaussian of sigma side/16 (cv2 as the reference); every baseline in [0, 1]."""
+    cv2 = require("cv2")
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    pixel = ig_baseline(images, "uniform", torch.Generator().manual_seed(1))
+    normalised = ig_baseline(images, "uniform-normalised", torch.Generator().manual_seed(1))
+    assert torch.allclose(normalised, pixel * std + mean)
+    assert (normalised >= mean).all() and (normalised <= mean + std).all()
+    sigma = BLUR_SIGMA_SHARE * 64
+    blurred = ig_baseline(images, "blurred")
+    reference = cv2.GaussianBlur(images[0].permute(1, 2, 0).numpy(), (2 * int(np.ceil(3 * sigma)) + 1,) * 2, sigma,
+                                 borderType=cv2.BORDER_REFLECT_101)
+    assert np.abs(blurred[0].permute(1, 2, 0).numpy() - reference).max() < 1e-4
+    assert blurred.std() < 0.2 * images.std()  # the noise is blurred away
+    for kind in IG_BASELINES:
+        start = ig_baseline(images, kind, torch.Generator().manual_seed(2))
+        assert start.shape == images.shape and start.min() >= 0 and start.max() <= 1, kind
+    with pytest.raises(ValueError, match="unknown IG baseline"):
+        ig_baseline(images, "black")
+
+
+@pytest.mark.parametrize("kind", IG_BASELINES)
+def test_ig_is_complete_from_every_baseline(kind):
+    model = create_model("small-cnn").eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    start = ig_baseline(x, kind, torch.Generator().manual_seed(3))
+    _, delta = integrated_gradients(model, x, torch.tensor([0, 3]), start, steps=100, return_delta=True)
+    with torch.no_grad():
+        change = (model(x) - model(start))[[0, 1], [0, 3]]
+    assert (delta.abs() <= 0.05 * change.abs() + 1e-3).all()
 
 
 def test_batch_equals_one_image_at_a_time():
