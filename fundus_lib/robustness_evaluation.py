@@ -30,6 +30,8 @@ from fundus_lib.robustness import (
 from fundus_lib.runs import Run
 
 LIBRARY = "pyautoattack 0.2.0"
+#: Targeted PGD steps of the clinical view (with ``ladder_restarts`` restarts).
+CLINICAL_STEPS = 20
 
 
 def _key(settings: RobustnessConfig, data: FundusData, **more) -> dict:
@@ -136,10 +138,9 @@ def clinical_outcomes(run: Run, data: FundusData, settings: RobustnessConfig) ->
         model, eps = run.load_model(), settings.clinical_eps_255 / 255
         clean = predict_labels(model, images)
         healthy, sick = labels == 0, torch.as_tensor(referable(labels.numpy()))
-        steps = 20
 
         def targeted(chosen, grade):
-            return targeted_pgd(model, images[chosen], grade, eps, steps, settings.ladder_restarts,
+            return targeted_pgd(model, images[chosen], grade, eps, CLINICAL_STEPS, settings.ladder_restarts,
                                 torch.Generator().manual_seed(settings.seed))
 
         attacks = {"to grade 4": (healthy, lambda chosen: targeted(chosen, 4)),
@@ -152,4 +153,4 @@ def clinical_outcomes(run: Run, data: FundusData, settings: RobustnessConfig) ->
         return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
             columns=["attack", "row", "label", "clean", "attacked"])
 
-    return cached(run, "robustness-clinical", _key(settings, data, targeted_steps=20), compute)
+    return cached(run, "robustness-clinical", _key(settings, data, targeted_steps=CLINICAL_STEPS), compute)
