@@ -337,6 +337,8 @@ class RobustnessConfig(_Section):
     square_queries: int = Field(5000, ge=1, le=1_000_000, description="Square's queries per image (AutoAttack: "
                                 "5,000; below 1,000 only to rehearse or smoke-test)")
     check_eps_255: Eps255 = Field(1.0, description="eps of the transfer and the more-steps checks")
+    ladder_steps: int = Field(20, ge=1, le=10_000, description="PGD steps of the ladder's longer rungs and of the "
+                              "clinical view's targeted attack (the report: 5)")
     ladder_restarts: int = Field(3, ge=2, le=100, description="restarts of the ladder's strongest PGD rung")
     clinical_per_grade: int = Field(40, ge=1, le=100_000, description="test images per grade of the clinical view")
     clinical_eps_255: Eps255 = Field(0.565, description="the report's 2.5/255 normalised, in pixel units")

@@ -35,7 +35,7 @@ IG_STEPS = 4                   # integrated-gradients steps (the report: 100)
 SANITY_LAYERS = 2              # layers the randomisation check re-initialises (on 1 image): every
                                # layer of an efficientnet at 512 px, for 6 methods, takes hours on a CPU
 DECISION = {"n_images": 2, "steps": 2, "max_queries": 400}
-ROBUSTNESS = {"n_images": ATTACKED_IMAGES, "steps": 2, "square_queries": 10, "ladder_restarts": 2, "clinical_per_grade": 1}
+ROBUSTNESS = {"n_images": ATTACKED_IMAGES, "steps": 2, "square_queries": 10, "ladder_steps": 2, "ladder_restarts": 2, "clinical_per_grade": 1}
 #: On the CPU, training batches pass in parts of at most this many images (runtime.micro_batch_size)
 #: and evaluation in batches of as many: the full-scale batch sizes (192 images of efficientnet-b1
 #: at 256 px, 64 of resnet50 at 512 px) ran out of 23 GB whole. On a GPU, whole batches, as the run.

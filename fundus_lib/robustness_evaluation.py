@@ -30,8 +30,6 @@ from fundus_lib.robustness import (
 from fundus_lib.runs import Run
 
 LIBRARY = "pyautoattack 0.2.0"
-#: Targeted PGD steps of the clinical view (with ``ladder_restarts`` restarts).
-CLINICAL_STEPS = 20
 
 
 def _key(settings: RobustnessConfig, data: FundusData, **more) -> dict:
@@ -68,11 +66,13 @@ def transfer_outcomes(run: Run, source: Run, data: FundusData, settings: Robustn
 
 
 def ladder_rungs(settings: RobustnessConfig) -> dict[str, object]:
-    """The more-steps check's attacks, weakest first: the report's 5-step PGD, PGD with 20 steps,
-    PGD with 20 steps and restarts, then APGD-CE with the sweep's steps and restarts."""
+    """The more-steps check's attacks, weakest first: the report's 5-step PGD, PGD with
+    ``ladder_steps``, the same with ``ladder_restarts`` restarts, then APGD-CE with the sweep's
+    steps and restarts."""
+    steps, restarts = settings.ladder_steps, settings.ladder_restarts
     return {"PGD 5 steps (the report)": pgd_attack(5, seed=settings.seed),
-            "PGD 20 steps": pgd_attack(20, seed=settings.seed),
-            f"PGD 20 steps x {settings.ladder_restarts} restarts": pgd_attack(20, settings.ladder_restarts, settings.seed),
+            f"PGD {steps} steps": pgd_attack(steps, seed=settings.seed),
+            f"PGD {steps} steps x {restarts} restarts": pgd_attack(steps, restarts, settings.seed),
             f"APGD-CE {settings.steps} steps": library_attacks(settings.steps, settings.restarts, None,
                                                               settings.seed)["apgd-ce"]}
 
@@ -140,7 +140,7 @@ def clinical_outcomes(run: Run, data: FundusData, settings: RobustnessConfig) ->
         healthy, sick = labels == 0, torch.as_tensor(referable(labels.numpy()))
 
         def targeted(chosen, grade):
-            return targeted_pgd(model, images[chosen], grade, eps, CLINICAL_STEPS, settings.ladder_restarts,
+            return targeted_pgd(model, images[chosen], grade, eps, settings.ladder_steps, settings.ladder_restarts,
                                 torch.Generator().manual_seed(settings.seed))
 
         attacks = {"to grade 4": (healthy, lambda chosen: targeted(chosen, 4)),
@@ -153,4 +153,4 @@ def clinical_outcomes(run: Run, data: FundusData, settings: RobustnessConfig) ->
         return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
             columns=["attack", "row", "label", "clean", "attacked"])
 
-    return cached(run, "robustness-clinical", _key(settings, data, targeted_steps=CLINICAL_STEPS), compute)
+    return cached(run, "robustness-clinical", _key(settings, data), compute)

@@ -426,7 +426,8 @@ for name in ("baseline", "adversarially trained"):
     clinical_rows_ += [{"model": name, "measure": measure, **share(np.asarray(hits))} for measure, hits in views.items()]
 clinical = pd.DataFrame(clinical_rows_).set_index(["model", "measure"])
 styled(clinical, percent=("share", "low", "high"),
-       caption=f"The clinical view at {strong.clinical_eps_255:g}/255 (pixel units)")
+       caption=f"The clinical view at {strong.clinical_eps_255:g}/255 (pixel units; targeted PGD {strong.ladder_steps} "
+               f"steps x {strong.ladder_restarts} restarts)")
 
 # %% [markdown]
 # ## A gallery of adversarial examples
