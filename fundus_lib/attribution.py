@@ -227,6 +227,18 @@ def randomisation_check(model: nn.Module, images: torch.Tensor, target: torch.Te
     return pd.DataFrame(rows)
 
 
+def label_randomisation_check(model: nn.Module, shuffled: nn.Module, images: torch.Tensor, target: torch.Tensor,
+                              method) -> dict[str, float]:
+    """Data randomisation (Adebayo et al. 2018): the maps of ``model`` against those of
+    ``shuffled``, the same architecture trained on permuted labels, for the same images and
+    ``target``: medians over images of ``rank_correlation`` and ``ssim`` (``map_similarity``),
+    and ``passes`` (rank correlation below ``RANDOMISATION_PASS``)."""
+    pairs = zip(pixel_map(method(model, images, target)), pixel_map(method(shuffled, images, target)))
+    similarity = np.array([map_similarity(first, second) for first, second in pairs])
+    rank = float(np.nanmedian(similarity[:, 0]))
+    return {"rank_correlation": rank, "ssim": float(np.nanmedian(similarity[:, 1])), "passes": rank < RANDOMISATION_PASS}
+
+
 def passes_randomisation(check: pd.DataFrame) -> bool:
     """Whether a method's ``randomisation_check`` ends (every layer re-initialised) below
     ``RANDOMISATION_PASS`` rank correlation with the trained model's maps."""

@@ -535,7 +535,7 @@ def load_params(path: str | Path, overrides: dict | None = None) -> Params:
 
 
 #: RunConfig fields added after the run store's first format, with the value all earlier runs had.
-LATER_FIELDS = {"balanced_epochs": 0, "readout": "argmax"}
+LATER_FIELDS = {"balanced_epochs": 0, "readout": "argmax", "shuffled_labels": False}
 
 
 class RunConfig(_Section):
@@ -569,6 +569,8 @@ class RunConfig(_Section):
     init_from: RunConfig | None = Field(None, description="start from this run's best weights (fine-tuning)")
     adversarial: AdversarialTraining | None = Field(None, description="None = clean training")
     corruption: CorruptionTraining | None = Field(None, description="None = clean images")
+    shuffled_labels: bool = Field(False, description="train on the train split's labels permuted with the seed "
+                                  "(chapter 6's data-randomisation sanity check)")
 
     def identity(self) -> dict:
         """The fields that make the run what it is (the run store's key, a checkpoint's owner): all of

@@ -31,6 +31,7 @@ from fundus_lib.attribution import (
     grad_cam,
     ig_baseline,
     integrated_gradients,
+    label_randomisation_check,
     lesion_auc,
     pixel_map,
     passes_randomisation,
@@ -219,8 +220,7 @@ def randomisation_checks(run: Run, data: FundusData, settings: AttributionConfig
     without lesion masks), for their true grade: one
     row per method and re-initialised layer, and ``passes`` per method (``passes_randomisation``)."""
     def compute() -> pd.DataFrame:
-        rows = (lesion_sample(data, settings.n_images, settings.seed) if data.cache.masks is not None
-                else test_sample_rows(data, settings.n_images, settings.seed))[: settings.sanity_images]
+        rows = sanity_rows(data, settings)
         images, labels = sample_images(data, rows, true_grade=True)
         model = run.load_model()
         tables = []
@@ -231,6 +231,30 @@ def randomisation_checks(run: Run, data: FundusData, settings: AttributionConfig
 
     return cached(run, "randomisation", {**settings.model_dump(mode="json"), "data": data.manifest_hash,
                                          "pass": RANDOMISATION_PASS, "seeding": "per layer"}, compute)
+
+
+def sanity_rows(data: FundusData, settings: AttributionConfig) -> np.ndarray:
+    """The sanity checks' images: the first ``settings.sanity_images`` of the lesion sample (of the
+    test sample on data without lesion masks)."""
+    rows = (lesion_sample(data, settings.n_images, settings.seed) if data.cache.masks is not None
+            else test_sample_rows(data, settings.n_images, settings.seed))
+    return rows[: settings.sanity_images]
+
+
+def label_randomisation_checks(run: Run, shuffled: Run, data: FundusData, settings: AttributionConfig) -> pd.DataFrame:
+    """Every method's data-randomisation check (``label_randomisation_check``): ``run``'s maps
+    against those of ``shuffled`` (its configuration trained on permuted labels) on the sanity
+    images, for their true grade: one row per method."""
+    def compute() -> pd.DataFrame:
+        rows = sanity_rows(data, settings)
+        images, labels = sample_images(data, rows, true_grade=True)
+        model, other = run.load_model(), shuffled.load_model()
+        return pd.DataFrame([{"method": name, "images": len(rows),
+                              **label_randomisation_check(model, other, images, labels, method)}
+                             for name, method in attribution_methods(settings).items()])
+
+    return cached(run, "label-randomisation", {**settings.model_dump(mode="json"), "data": data.manifest_hash,
+                                               "pass": RANDOMISATION_PASS, "shuffled": shuffled.root.name}, compute)
 
 
 def attribution_scores(run: Run, data: FundusData, settings: AttributionConfig) -> pd.DataFrame:
@@ -266,8 +290,7 @@ def ig_baseline_scores(run: Run, data: FundusData, settings: AttributionConfig) 
     |f(x) - f(baseline)|, and on data with lesion masks the relevance mass."""
     def compute() -> pd.DataFrame:
         has_masks = data.cache.masks is not None
-        rows = (lesion_sample(data, settings.n_images, settings.seed) if has_masks
-                else test_sample_rows(data, settings.n_images, settings.seed))[: settings.sanity_images]
+        rows = sanity_rows(data, settings)
         images, labels = sample_images(data, rows, true_grade=True)
         model = run.load_model()
         records = []

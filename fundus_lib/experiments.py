@@ -70,6 +70,7 @@ def all_runs(params: Params) -> dict[str, tuple[Params, RunConfig]]:
     runs |= {f"05 adversarial: {name}": config for name, config in adversarial_runs(params).items()}
     runs |= {f"{label}, seed {config.seed}": config for label, seeds in seeded(params, compared_runs(params)).items()
              for config in seeds[1:]}
+    runs["06 attribution: baseline, shuffled labels"] = shuffled_label_run(params)
     every = {label: (params, config) for label, config in runs.items()}
     if has_spurious_experiment(params):
         cue_params = spurious_params(params)
@@ -106,6 +107,11 @@ def adversarial_runs(params: Params) -> dict[str, RunConfig]:
     if settings.fine_tune_epochs:
         changes.update(init_from=baseline, epochs=settings.fine_tune_epochs)
     return {"baseline": baseline, "adversarially trained": baseline.model_copy(update=changes)}
+
+
+def shuffled_label_run(params: Params) -> RunConfig:
+    """Chapter 6's data-randomisation check: Table 9's baseline trained on permuted labels."""
+    return adversarial_runs(params)["baseline"].model_copy(update={"shuffled_labels": True})
 
 
 def has_spurious_experiment(params: Params) -> bool:

@@ -134,7 +134,8 @@ def attack_outcomes(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
                     source: nn.Module | None = None) -> pd.DataFrame:
     """Every attack at every eps on every image: one row per (attack, eps, image) with columns
     ``attack``, ``eps`` ([0, 1] units), ``eps_255``, ``image`` (position), ``label``, ``clean`` and
-    ``attacked`` (predicted grades of ``model``).
+    ``attacked`` (predicted grades of ``model``). At eps 0 the only point of the ball is the image
+    itself, so no attack runs.
 
     source: craft the adversarials on this model instead (a transfer attack) and grade them with
     ``model``. Images (on any device) are attacked ``batch_size`` at a time on the model's device.
@@ -151,7 +152,9 @@ def attack_outcomes(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
                 bar.set_postfix_str(f"{name} eps {eps * 255:g}/255")
                 attacked = []
                 for batch_images, batch_labels in batches:
-                    adversarials = attack(source, batch_images.to(device), batch_labels.to(device), float(eps))
+                    batch_images = batch_images.to(device)
+                    adversarials = batch_images if eps == 0 else attack(source, batch_images, batch_labels.to(device),
+                                                                        float(eps))
                     attacked.append(predict_labels(model, adversarials).cpu())
                     bar.update()
                 records.append(pd.DataFrame({"attack": name, "eps": float(eps), "eps_255": float(eps) * 255,

@@ -25,7 +25,9 @@ from fundus_lib.robustness import (
     pgd_attack,
     referable,
     report_code_pgd,
+    robustness_table,
     targeted_pgd,
+    worst_case,
 )
 from fundus_lib.runs import Run
 
@@ -36,19 +38,56 @@ def _key(settings: RobustnessConfig, data: FundusData, **more) -> dict:
     return {**settings.model_dump(mode="json"), "data": data.manifest_hash, "library": LIBRARY, **more}
 
 
+def white_box_outcomes(run: Run, data: FundusData, settings: RobustnessConfig, progress: bool = True) -> pd.DataFrame:
+    """APGD-CE and APGD-T at every eps of ``settings.eps_255`` on the seeded robustness sample:
+    ``attack_outcomes``' rows plus the manifest ``row``."""
+    def compute() -> pd.DataFrame:
+        attacks = library_attacks(settings.steps, settings.restarts, None, settings.seed)
+        return _sample_outcomes(run, data, settings, attacks, progress)
+
+    return cached(run, "robustness-white-box", _key(settings, data), compute)
+
+
+def square_outcomes(run: Run, data: FundusData, settings: RobustnessConfig, progress: bool = True) -> pd.DataFrame:
+    """Square (black-box, ``settings.square_queries`` queries) like ``white_box_outcomes``."""
+    def compute() -> pd.DataFrame:
+        attacks = {"square": library_attacks(settings.steps, settings.restarts, settings.square_queries,
+                                             settings.seed)["square"]}
+        return _sample_outcomes(run, data, settings, attacks, progress)
+
+    return cached(run, "robustness-square", _key(settings, data), compute)
+
+
+def _sample_outcomes(run: Run, data: FundusData, settings: RobustnessConfig, attacks: dict, progress: bool,
+                     eps_255: tuple[float, ...] | None = None, source: Run | None = None) -> pd.DataFrame:
+    """``attacks`` at ``eps_255`` (default: the sweep's) on the robustness sample, with the manifest ``row``."""
+    rows, images, labels = test_sample(data, settings.n_images, settings.seed)
+    eps_list = [eps / 255 for eps in (settings.eps_255 if eps_255 is None else eps_255)]
+    outcomes = attack_outcomes(run.load_model(), images, labels, eps_list, attacks, progress=progress,
+                               source=None if source is None else source.load_model())
+    return outcomes.assign(row=rows[outcomes["image"].to_numpy()])
+
+
 def sweep_outcomes(run: Run, data: FundusData, settings: RobustnessConfig, with_square: bool = True,
                    progress: bool = True) -> pd.DataFrame:
-    """APGD-CE, APGD-T and (``with_square``) Square at every eps of ``settings.eps_255`` on the
-    seeded robustness sample: ``attack_outcomes``' rows plus the manifest ``row``."""
-    def compute() -> pd.DataFrame:
-        rows, images, labels = test_sample(data, settings.n_images, settings.seed)
-        queries = settings.square_queries if with_square else None
-        attacks = library_attacks(settings.steps, settings.restarts, queries, settings.seed)
-        outcomes = attack_outcomes(run.load_model(), images, labels, [eps / 255 for eps in settings.eps_255], attacks,
-                                   progress=progress)
-        return outcomes.assign(row=rows[outcomes["image"].to_numpy()])
+    """The eps sweep: ``white_box_outcomes`` and (``with_square``) ``square_outcomes``."""
+    white_box = white_box_outcomes(run, data, settings, progress)
+    return pd.concat([white_box, square_outcomes(run, data, settings, progress)], ignore_index=True) if with_square \
+        else white_box
 
-    return cached(run, "robustness-sweep" if with_square else "robustness-sweep-white-box", _key(settings, data), compute)
+
+def strongest_outcomes(run: Run, data: FundusData, settings: RobustnessConfig, progress: bool = True) -> pd.DataFrame:
+    """Per (eps, image) of the sweep the worst case of the white-box attacks (``robustness.worst_case``):
+    the findings' attack."""
+    return worst_case(white_box_outcomes(run, data, settings, progress))
+
+
+def strongest_curve(runs: list[Run], data: FundusData, settings: RobustnessConfig) -> pd.DataFrame:
+    """Robust accuracy under ``strongest_outcomes`` per eps (``eps_255``, pixel units), the mean
+    over the seeds' ``runs``."""
+    tables = [robustness_table(strongest_outcomes(run, data, settings, progress=False), with_worst_case=False)
+              for run in runs]
+    return pd.concat(tables).groupby("eps_255", as_index=False)["robust_accuracy"].mean()
 
 
 def transfer_outcomes(run: Run, source: Run, data: FundusData, settings: RobustnessConfig,
@@ -56,11 +95,8 @@ def transfer_outcomes(run: Run, source: Run, data: FundusData, settings: Robustn
     """APGD-CE crafted on ``source`` (another seed of the same configuration) at the check eps,
     graded by ``run``'s model, on the robustness sample."""
     def compute() -> pd.DataFrame:
-        rows, images, labels = test_sample(data, settings.n_images, settings.seed)
         attack = {"transfer apgd-ce": library_attacks(settings.steps, settings.restarts, None, settings.seed)["apgd-ce"]}
-        outcomes = attack_outcomes(run.load_model(), images, labels, [settings.check_eps_255 / 255], attack,
-                                   progress=progress, source=source.load_model())
-        return outcomes.assign(row=rows[outcomes["image"].to_numpy()])
+        return _sample_outcomes(run, data, settings, attack, progress, (settings.check_eps_255,), source)
 
     return cached(run, "robustness-transfer", _key(settings, data, source=source.root.name), compute)
 
@@ -80,10 +116,7 @@ def ladder_rungs(settings: RobustnessConfig) -> dict[str, object]:
 def ladder_outcomes(run: Run, data: FundusData, settings: RobustnessConfig, progress: bool = True) -> pd.DataFrame:
     """Every rung of ``ladder_rungs`` at the check eps on the robustness sample."""
     def compute() -> pd.DataFrame:
-        rows, images, labels = test_sample(data, settings.n_images, settings.seed)
-        outcomes = attack_outcomes(run.load_model(), images, labels, [settings.check_eps_255 / 255],
-                                   ladder_rungs(settings), progress=progress)
-        return outcomes.assign(row=rows[outcomes["image"].to_numpy()])
+        return _sample_outcomes(run, data, settings, ladder_rungs(settings), progress, (settings.check_eps_255,))
 
     return cached(run, "robustness-ladder", _key(settings, data), compute)
 

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from fundus_lib.attacks import adversarial_loss
 from fundus_lib.config import RunConfig, RuntimeConfig, resolve_path
 from fundus_lib.data.augment import CorruptThenGraham, RandomCorruption, build_augmentation
-from fundus_lib.data.dataset import FundusDataset, ImageDataset
+from fundus_lib.data.dataset import FundusDataset, ImageDataset, permuted_labels
 from fundus_lib.data.pipeline import FundusData, data_variant
 from fundus_lib.errors import UserError
 from fundus_lib.files import require_free_space, sweep_temporaries, write_with
@@ -355,6 +355,8 @@ def training_set(config: RunConfig, data: FundusData, progress: bool = True) -> 
     rebalanced as ``config.sampling`` says."""
     augment = build_augmentation(config.augment) if config.augment else None
     real = _training_images(config, data, progress)
+    if config.shuffled_labels:
+        real.labels = permuted_labels(real.labels, config.seed)
     counts = np.bincount(real.labels, minlength=5)
     if config.sampling == "oversample":
         oversampled = lambda epoch: oversample(real.labels, np.random.default_rng(epoch_seed(config.seed, epoch)))  # noqa: E731

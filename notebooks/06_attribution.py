@@ -44,8 +44,9 @@ from fundus_lib.config import load_params, resolve_path
 from fundus_lib.data.dataset import to_tensor
 from fundus_lib.data.idrid import IdridError, idrid_cache, lesion_masks
 from fundus_lib.evaluation import (REPORT_IG, attribution_maps, attribution_scores, cue_attribution, cue_reliance,
-                                   ig_baseline_scores, lesion_type_scores, randomisation_checks)
-from fundus_lib.experiments import adversarial_runs, has_spurious_experiment, spurious_params
+                                   ig_baseline_scores, label_randomisation_checks, lesion_type_scores,
+                                   randomisation_checks)
+from fundus_lib.experiments import adversarial_runs, has_spurious_experiment, shuffled_label_run, spurious_params
 from fundus_lib.findings import MIN_EFFECT, hypothesis_evidence, overall_verdict
 from fundus_lib.plots import image_grid, randomisation_curves
 from fundus_lib.provenance import provenance
@@ -146,6 +147,26 @@ display(styled(ends[["images", "layers", "rank_correlation", "ssim", "passes"]].
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Cascading randomisation: each method's rank correlation with the trained model's maps as layers are re-initialised from the output down (dashed: the pass threshold).", "name": "fig-randomisation"}}
 randomisation_curves(checks, RANDOMISATION_PASS)
+
+# %% [markdown]
+# The second check of Adebayo et al. randomises the data instead of the weights: the baseline's
+# configuration is trained again, with the same seed and amounts, on the training labels permuted
+# at random, so that the grades no longer belong to their images. Whatever that model learned is
+# not the relation between lesions and grade, so a method whose maps of the two models agree (rank
+# correlation of the absolute values at or above the same threshold, median over the same images,
+# for the true grade) explains the image, not the model, and is marked below like a method that
+# fails the cascade.
+
+# %% tags=["hide-input"]
+shuffled_run = get_run(params, shuffled_label_run(params), train=train_missing)
+label_checks = label_randomisation_checks(runs["baseline"], shuffled_run, data, settings).set_index("method")
+failing |= set(label_checks.index[~label_checks["passes"].to_numpy()])
+shuffled_accuracy = shuffled_run.metrics("test")["accuracy"]
+display(styled(label_checks[["images", "rank_correlation", "ssim", "passes"]].rename(columns={
+    "rank_correlation": "rank correlation", "passes": f"passes (< {RANDOMISATION_PASS})"}),
+    caption=f"The baseline's maps against those of its configuration trained on shuffled labels (median over images; "
+            f"the shuffled-label model's test accuracy: {shuffled_accuracy:.1%}, the baseline's: "
+            f"{runs['baseline'].metrics('test')['accuracy']:.1%})"))
 
 # %% [markdown]
 # ## Do attributions land on lesions?

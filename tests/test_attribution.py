@@ -19,6 +19,7 @@ from fundus_lib.attribution import (
     grad_cam,
     ig_baseline,
     integrated_gradients,
+    label_randomisation_check,
     lesion_auc,
     map_similarity,
     overlay,
@@ -276,6 +277,18 @@ def test_randomisation_check_fails_a_model_free_map_and_passes_saliency():
     assert len(gradients) == layers + 1 and gradients["layer"].iloc[1].endswith(str(len(model.backbone) - 1))
     assert passes_randomisation(gradients), gradients
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the model is left as it was
+
+
+def test_label_randomisation_fails_a_map_of_the_image_and_passes_another_models_gradients():
+    torch.manual_seed(0)
+    model, other = create_model("small-cnn").eval(), create_model("small-cnn").eval()
+    images, target = torch.rand(3, 3, 48, 48), torch.tensor([0, 1, 2])
+    image_only = label_randomisation_check(model, other, images, target, lambda _, x, y: x.clone())
+    assert image_only["rank_correlation"] == pytest.approx(1.0) and not image_only["passes"]
+    itself = label_randomisation_check(model, model, images, target, saliency)
+    assert itself["rank_correlation"] == pytest.approx(1.0) and itself["ssim"] == pytest.approx(1.0)
+    assert not itself["passes"]
+    assert label_randomisation_check(model, other, images, target, saliency)["passes"]
 
 
 def test_reference_margin_pairs_the_images_and_picks_the_best_reference():

@@ -61,7 +61,9 @@ def shrunk(params: dict) -> dict:
     params["corruption"]["oversampled_epochs"] = 1
     params["adversarial"]["fine_tune_epochs"] = 1
     params["attacks"] = {**params["attacks"], "n_images": 12, "eps_255": [0, 1, 4], "steps": 2,
-                         "decision": {"n_images": 2, "steps": 2, "max_queries": 400}}
+                         "decision": {"n_images": 2, "steps": 2, "max_queries": 400},
+                         "robustness": {"n_images": 6, "eps_255": [0, 1, 16], "steps": 3, "square_queries": 100,
+                                        "ladder_steps": 3, "clinical_per_grade": 2}}
     params["attribution"] = {**params["attribution"], "n_images": 4, "ig_steps": 8, "internal_batch_size": 16}
     return params
 

@@ -182,6 +182,23 @@ def test_outcomes_and_table_count_as_by_hand(model, sample):
     assert table.loc[2, "robust_kappa"] == pytest.approx(expected)
 
 
+def test_outcomes_at_eps_zero_run_no_attack(model, sample):
+    """At eps 0 the ball holds only the image: the attack is not called (Square would spend its
+    whole budget there) and the attacked grade is the clean one."""
+    images, labels = sample
+    calls = []
+
+    def recording(net, x, y, eps):
+        calls.append(eps)
+        return pgd_attack(2)(net, x, y, eps)
+
+    outcomes = attack_outcomes(model, images[:8], labels[:8], [0, 1 / 255], {"pgd": recording}, batch_size=4,
+                               progress=False)
+    assert calls == [1 / 255, 1 / 255]
+    at_zero = outcomes[outcomes["eps"] == 0]
+    assert len(at_zero) == 8 and (at_zero["attacked"] == at_zero["clean"]).all()
+
+
 def test_transfer_outcomes_grade_with_the_target_model(model, sample):
     """A transfer attack crafted on another model is graded by the attacked one, and an attack
     crafted on the model itself is at least as strong."""

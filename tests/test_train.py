@@ -286,6 +286,24 @@ def test_balanced_epochs_draw_class_balanced_samples_first(params, data):
     assert not (training.positions(0) == training.positions(1)).all()  # each epoch its own draw
 
 
+def test_shuffled_labels_keep_the_grades_but_not_their_images(params, data):
+    """The data-randomisation run trains on the same grades in a seeded order that no longer
+    follows the images; the images themselves are the train split's, unchanged."""
+    from fundus_lib.train import training_set
+
+    config = run_config(params, params.baselines[0], augment=None)
+    true = training_set(config, data, progress=False)
+    shuffled = training_set(config.model_copy(update={"shuffled_labels": True}), data, progress=False)
+    again = training_set(config.model_copy(update={"shuffled_labels": True}), data, progress=False)
+    assert np.array_equal(np.sort(shuffled.dataset.labels), np.sort(true.dataset.labels))
+    assert (shuffled.dataset.labels != true.dataset.labels).mean() > 0.3
+    assert np.array_equal(shuffled.dataset.labels, again.dataset.labels)
+    assert np.array_equal(shuffled.class_counts, true.class_counts)
+    assert torch.equal(shuffled.dataset[0][0], true.dataset[0][0])
+    assert config.identity() == config.model_copy(update={"shuffled_labels": False}).identity()
+    assert "shuffled_labels" in config.model_copy(update={"shuffled_labels": True}).identity()
+
+
 def test_a_field_added_later_keeps_the_runs_of_a_store():
     """balanced_epochs came after the store's first format: at 0 it leaves the run key unchanged."""
     from fundus_lib.runs import run_key

@@ -53,6 +53,12 @@ class ImageDataset(Dataset):
         return to_tensor(image), label, torch.from_numpy(mask)
 
 
+def permuted_labels(labels: np.ndarray, seed: int) -> np.ndarray:
+    """``labels`` in a seeded random order: the same grades, no longer belonging to their images
+    (the data-randomisation sanity check's training labels)."""
+    return np.random.default_rng([seed, 0x5EED]).permutation(np.asarray(labels))
+
+
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1]."""
     return torch.from_numpy(image).permute(2, 0, 1).float().div(255).contiguous()
