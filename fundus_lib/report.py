@@ -52,3 +52,12 @@ def report_table(name: str) -> pd.DataFrame:
         frame["training_hours"] = frame["training_time"].map(duration_hours)
     frame.attrs["caption"] = table["caption"]
     return frame
+
+
+def other_study(name: str) -> dict:
+    """A published number of another study (``other_studies`` of ``report_numbers.yaml``): its
+    ``source``, ``measure`` and values, shown for scale and labelled with its source."""
+    studies = _numbers().get("other_studies", {})
+    if name not in studies:
+        raise KeyError(f"no other study {name!r}; available: {', '.join(studies)}")
+    return dict(studies[name])

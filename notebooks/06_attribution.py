@@ -50,6 +50,7 @@ from fundus_lib.experiments import adversarial_runs, has_spurious_experiment, sh
 from fundus_lib.findings import MIN_EFFECT, hypothesis_evidence, overall_verdict
 from fundus_lib.plots import image_grid, randomisation_curves
 from fundus_lib.provenance import provenance
+from fundus_lib.report import other_study
 from fundus_lib.runs import get_run, run_data
 from fundus_lib.tables import styled
 
@@ -260,6 +261,13 @@ if idrid is not None:
         summary.append(entry)
     display(styled(pd.DataFrame(summary).set_index(["lesion", "method", "model"]),
                    caption="IDRiD photographs (real lesions, clinicians' masks): mean [95 % bootstrap interval]"))
+    published = other_study("idrid_saliency")
+    display(Markdown(
+        f"For scale, published elsewhere ({published['source']}): {published['measure']} "
+        f"{published['low']:.2f}-{published['high']:.2f}, best {published['best']}. That score is not one of the "
+        "measures above, so the range says how far CNN saliency usually lands from clinicians' outlines, not a "
+        "number these can be compared with. IDRiD (Porwal et al. 2020) is another camera and population than "
+        "EyePACS."))
     report_ig = idrid_scores[idrid_scores["method"] == REPORT_IG]
     paired = report_ig.pivot_table(index=["lesion", "image"], columns="model", values="relevance_mass")
     lines = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fundus_lib.report import duration_hours, report_table
+from fundus_lib.report import duration_hours, other_study, report_table
 
 
 def test_table1_counts_and_shares_agree():
@@ -58,3 +58,12 @@ def test_durations():
 def test_unknown_table_lists_the_available_ones():
     with pytest.raises(KeyError, match="table1"):
         report_table("table99")
+
+
+def test_other_studies_are_labelled_ranges_apart_from_the_reports_tables():
+    study = other_study("idrid_saliency")
+    assert "Van Craenendonck" in study["source"] and 0 <= study["low"] < study["high"] <= 1
+    with pytest.raises(KeyError, match="idrid_saliency"):
+        other_study("nothing")
+    with pytest.raises(KeyError):
+        report_table("idrid_saliency")
