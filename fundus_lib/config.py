@@ -376,6 +376,8 @@ class AttributionConfig(_Section):
     """Chapter 6: integrated gradients and the other methods, scored against the lesion masks."""
 
     n_images: int = Field(40, ge=1, le=100_000, description="test images with lesions, a fixed seeded sample")
+    verdict_images: int = Field(200, ge=1, le=100_000, description="test images with lesions behind the hypothesis "
+                                "verdict's IG relevance mass, per seed pair (the report's IG only)")
     sanity_images: int = Field(8, ge=1, le=10_000, description="images of the randomisation check (the first of the "
                                "sample): every method's maps once per re-initialised layer, the dear part")
     sanity_layers: int | None = Field(None, ge=1, description="re-initialise at most this many layers from the "

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from fundus_lib.attacks import attack_predictions, hop_skip_jump, perturbation_sizes, pgd, predict_labels, success_table
 from fundus_lib.attribution import (
@@ -231,6 +232,26 @@ def randomisation_checks(run: Run, data: FundusData, settings: AttributionConfig
 
     return cached(run, "randomisation", {**settings.model_dump(mode="json"), "data": data.manifest_hash,
                                          "pass": RANDOMISATION_PASS, "seeding": "per layer"}, compute)
+
+
+def verdict_relevance_mass(run: Run, data: FundusData, settings: AttributionConfig, progress: bool = False,
+                           batch_images: int = 16) -> pd.DataFrame:
+    """The report's integrated gradients on ``settings.verdict_images`` test images with lesions,
+    for their true grade: per image (``row``) the relevance mass on the lesions (the hypothesis
+    verdict's measure, paired over seeds)."""
+    def compute() -> pd.DataFrame:
+        rows = lesion_sample(data, settings.verdict_images, settings.seed)
+        model, method = run.load_model(), attribution_methods(settings)[REPORT_IG]
+        masses = []
+        for start in tqdm(range(0, len(rows), batch_images), desc="IG relevance mass", unit="batch", disable=not progress):
+            chosen = rows[start:start + batch_images]
+            images, labels = sample_images(data, chosen, true_grade=True)
+            maps, masks = pixel_map(method(model, images, labels)), np.asarray(data.cache.masks[chosen])
+            masses += [relevance_mass(picture, (mask >= 1) & (mask <= 5)) for picture, mask in zip(maps, masks)]
+        return pd.DataFrame({"row": rows, "relevance_mass": masses})
+
+    return cached(run, "verdict-relevance-mass", {**settings.model_dump(mode="json"), "data": data.manifest_hash,
+                                                  "batch": batch_images}, compute)
 
 
 def sanity_rows(data: FundusData, settings: AttributionConfig) -> np.ndarray:

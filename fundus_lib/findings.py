@@ -378,12 +378,14 @@ class Evidence:
 WORDS = {REPRODUCED: "supports", CONTRADICTED: "refutes", INCONCLUSIVE: "inconclusive", NOT_TESTED: "no data"}
 
 
-def judge_difference(differences: np.ndarray, more_is_support: bool, measure: str) -> Evidence:
-    """A per-image paired difference judged by the statistics rule on a share (margin MIN_EFFECT)."""
-    values = np.asarray(differences, dtype=float)
-    values = values[~np.isnan(values)]
+def judge_difference(per_seed: Sequence[np.ndarray], more_is_support: bool, measure: str) -> Evidence:
+    """Per seed pair the per-image paired differences (the same images for every pair), judged by
+    the statistics rule on a share (margin MIN_EFFECT; one seed pair is inconclusive at best).
+    An image with no value in some pair is left out of all of them."""
+    values = np.array([np.asarray(differences, dtype=float) for differences in per_seed])
+    values = values[:, ~np.isnan(values).any(axis=0)]
     comparison = compare(measure, "share", HIGHER if more_is_support else LOWER,
-                         [mean_difference(values, np.zeros_like(values))], len(values))
+                         [mean_difference(seed, np.zeros_like(seed)) for seed in values], values.shape[1])
     estimate = comparison.estimate
     return Evidence(measure, estimate.mean, estimate.low, estimate.high, WORDS[comparison.verdict], comparison=comparison)
 
@@ -393,21 +395,25 @@ def cannot_discriminate(evidence: Evidence, reason: str) -> Evidence:
     return Evidence(evidence.measure, evidence.mean, evidence.low, evidence.high, "inconclusive", reason, evidence.comparison)
 
 
-def hypothesis_evidence(params: Params, runs: dict[str, Run], train: bool = False) -> list[Evidence]:
-    """Chapter 6's test of the report's hypothesis on the baseline and adversarially trained runs:
-    more IG relevance mass on lesions (with lesion masks), fewer predictions changed by flipping
-    the spurious cue and less IG mass on it (with the spurious-cue experiment). Paired over images.
-    A cue measure on which the baseline itself is below MIN_EFFECT cannot show a decrease: inconclusive."""
+def hypothesis_evidence(params: Params, seed_runs: dict[str, list[Run]], train: bool = False) -> list[Evidence]:
+    """Chapter 6's test of the report's hypothesis on the baseline and adversarially trained runs
+    (``seed_runs``: each model's seeds, paired in order): more IG relevance mass on lesions (with
+    lesion masks; ``attribution.verdict_images`` images, every seed pair), fewer predictions changed
+    by flipping the spurious cue and less IG mass on it (with the spurious-cue experiment, one seed
+    pair). Paired over images. A cue measure on which the baseline itself is below MIN_EFFECT
+    cannot show a decrease: inconclusive."""
     from fundus_lib import evaluation
 
     settings, adversarial = params.attribution, "adversarially trained"
     evidence = []
-    data = run_data(params, runs["baseline"].config, progress=False)
+    data = run_data(params, seed_runs["baseline"][0].config, progress=False)
     if data.cache.masks is not None:
-        scores = pd.concat({name: evaluation.attribution_scores(run, data, settings) for name, run in runs.items()},
-                           names=["model", "position"]).reset_index("model")
-        ig = scores[scores["method"] == evaluation.REPORT_IG].pivot(index="row", columns="model", values="relevance_mass")
-        evidence.append(judge_difference(ig[adversarial] - ig["baseline"], True, "IG relevance mass on lesions"))
+        per_seed = []
+        for baseline, treated in zip(seed_runs["baseline"], seed_runs[adversarial]):
+            masses = {name: evaluation.verdict_relevance_mass(run, data, settings).set_index("row")["relevance_mass"]
+                      for name, run in (("baseline", baseline), (adversarial, treated))}
+            per_seed.append((masses[adversarial] - masses["baseline"]).to_numpy())
+        evidence.append(judge_difference(per_seed, True, "IG relevance mass on lesions"))
     if has_spurious_experiment(params):
         cue_params = spurious_params(params)
         cue_runs = {name: get_run(cue_params, config, train=train, progress=False)
@@ -419,7 +425,7 @@ def hypothesis_evidence(params: Params, runs: dict[str, Run], train: bool = Fals
             flips[name] = (table["cue flipped"] != table["as generated"]).astype(float)
             mass[name] = evaluation.cue_attribution(run, cue_data, settings).set_index("row")["mass_on_cue"]
         for measure, values in (("share of predictions changed by flipping the cue", flips), ("IG mass on the cue", mass)):
-            piece = judge_difference((values[adversarial] - values["baseline"]).dropna(), False, measure)
+            piece = judge_difference([(values[adversarial] - values["baseline"]).dropna()], False, measure)
             if values["baseline"].mean() < MIN_EFFECT:
                 piece = cannot_discriminate(piece, f"the baseline's own value is {values['baseline'].mean():.1%}: "
                                                    "there is nothing for adversarial training to reduce")
@@ -502,19 +508,21 @@ def report_findings(params: Params, train: bool = False, progress: bool = False)
     findings.append(attack_finding("Figure 6", "Adversarial training makes the model resist PGD", arms9,
                                    strongest(params, data, adversarial_seeds),
                                    "baseline", HIGHER, "success-rate curves drawn, no values published"))
-    findings.append(attribution_finding(params, {name: runs[0] for name, runs in adversarial_seeds.items()}, train))
+    findings.append(attribution_finding(params, adversarial_seeds, train))
     return findings
 
 
-def attribution_finding(params: Params, runs: dict[str, Run], train: bool) -> Finding:
-    """Figures 7-8 from chapter 6's evidence (the first seed's runs: attributions are the dearest measure).
-    A piece that cannot discriminate makes the finding inconclusive at best, with its reason."""
-    evidence = [item for item in hypothesis_evidence(params, runs, train=train) if item.word != "no data"]
+def attribution_finding(params: Params, seed_runs: dict[str, list[Run]], train: bool) -> Finding:
+    """Figures 7-8 from chapter 6's evidence (``hypothesis_evidence``). A piece that cannot
+    discriminate makes the finding inconclusive at best, with its reason."""
+    evidence = [item for item in hypothesis_evidence(params, seed_runs, train=train) if item.word != "no data"]
     undecidable = tuple(f"{item.measure} {item.mean:+.3f} [{item.low:+.3f}, {item.high:+.3f}] cannot discriminate: "
                         f"{item.reason}" for item in evidence if item.reason)
     comparisons = tuple(item.comparison for item in evidence if not item.reason)
-    n = ", ".join(f"{item.measure}: {item.comparison.estimate.n_images} images" for item in evidence) + " × 1 seed"
+    n = ", ".join(f"{item.measure}: {item.comparison.estimate.n_images} images × {item.comparison.estimate.n_seeds} "
+                  f"seed pair(s)" for item in evidence)
+    single = [item.measure for item in evidence if item.comparison.estimate.n_seeds < 2]
+    note = (f"{', '.join(single)}: one seed pair, so inconclusive at best (the spread over seeds is unknown)"
+            if single else "")
     return Finding("Figures 7-8", "Adversarial training moves attributions from non-robust features to real structures",
-                   comparisons, tuple(None for _ in comparisons), n,
-                   "attributions of the first seed only, so inconclusive at best (the spread over seeds is unknown)",
-                   undecidable, "two pictures, no measurement")
+                   comparisons, tuple(None for _ in comparisons), n, note, undecidable, "two pictures, no measurement")

@@ -109,7 +109,8 @@ def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path, 
     attacks.update(n_images=ATTACKED_IMAGES, decision={**attacks.get("decision", {}), **DECISION},
                    robustness={**attacks.get("robustness", {}), **ROBUSTNESS})
     attribution = rehearsal.setdefault("attribution", {})
-    attribution.update(n_images=ATTRIBUTED_IMAGES, ig_steps=IG_STEPS, sanity_images=1, sanity_layers=SANITY_LAYERS,
+    attribution.update(n_images=ATTRIBUTED_IMAGES, verdict_images=ATTRIBUTED_IMAGES, ig_steps=IG_STEPS, sanity_images=1,
+                       sanity_layers=SANITY_LAYERS,
                        internal_batch_size=min(attribution.get("internal_batch_size", 50), 8))
     return rehearsal
 

@@ -46,7 +46,7 @@ from fundus_lib.data.idrid import IdridError, idrid_cache, lesion_masks
 from fundus_lib.evaluation import (REPORT_IG, attribution_maps, attribution_scores, cue_attribution, cue_reliance,
                                    ig_baseline_scores, label_randomisation_checks, lesion_type_scores,
                                    randomisation_checks)
-from fundus_lib.experiments import adversarial_runs, has_spurious_experiment, shuffled_label_run, spurious_params
+from fundus_lib.experiments import adversarial_runs, has_spurious_experiment, seeded, shuffled_label_run, spurious_params
 from fundus_lib.findings import MIN_EFFECT, hypothesis_evidence, overall_verdict
 from fundus_lib.plots import image_grid, randomisation_curves
 from fundus_lib.provenance import provenance
@@ -350,18 +350,25 @@ else:
 # The hypothesis predicts two things: the adversarially trained model puts **more** of its
 # attribution on lesions, and it relies **less** on the non-robust cue. Each is judged by the
 # rule of `fundus_lib.statistics` on the paired difference (adversarially trained minus baseline)
-# over the same images: its 95 % bootstrap interval wholly beyond one percentage point in the
-# predicted direction supports, wholly short of it refutes, otherwise inconclusive. A measure the
+# over the same images, for every seed pair (the first seed of each model, then the second, ...):
+# its 95 % interval (bootstrap over the images, widened by the spread over seed pairs) wholly
+# beyond one percentage point in the predicted direction supports, wholly short of it refutes,
+# otherwise inconclusive; one seed pair is inconclusive at best. The lesion measure uses the
+# report's integrated gradients on a larger sample of test images with lesions
+# (`attribution.verdict_images`) for every seed; the cue measures have one seed pair. A measure the
 # baseline itself does not show (below one point) cannot discriminate and counts as inconclusive.
 
 # %% tags=["hide-input"]
-evidence = hypothesis_evidence(params, runs, train=train_missing)
+seed_runs = {name: [get_run(params, config, train=train_missing) for config in seeds]
+             for name, seeds in seeded(params, adversarial_runs(params)).items()}
+evidence = hypothesis_evidence(params, seed_runs, train=train_missing)
 overall = overall_verdict(evidence)
 overall_words = {"supports": "supports the hypothesis", "refutes": "refutes the hypothesis",
                  "inconclusive": "is inconclusive on the hypothesis as a whole",
                  "untested": "cannot test the hypothesis"}[overall]
 display(Markdown("\n".join(f"- {item.measure}, adversarially trained minus baseline: difference {item.mean:+.3f} "
-                           f"[{item.low:+.3f}, {item.high:+.3f}] → **{item.word}**"
+                           f"[{item.low:+.3f}, {item.high:+.3f}] ({item.comparison.estimate.n_images} images × "
+                           f"{item.comparison.estimate.n_seeds} seed pair(s)) → **{item.word}**"
                            + (f" ({item.reason})" if item.reason else "") + "." for item in evidence)
                  + f"\n\nOn the {params.data.source} data of this run ({params.name}), the evidence **{overall_words}**."))
 

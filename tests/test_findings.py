@@ -165,12 +165,23 @@ def test_config_and_name_classifiers_agree_on_the_full_scale_table_5():
     assert set(kinds.values()) == set(report5()["kind"])
 
 
-def test_differences_are_judged_by_their_interval_and_margin():
+def test_differences_are_judged_by_their_interval_and_margin_over_seed_pairs():
     rng = np.random.default_rng(0)
-    clear = rng.normal(0.1, 0.02, 200)
-    # attributions use one seed: decided only through chapter 6's own rule on a single model pair
-    assert findings.judge_difference(clear, True, "m").comparison.estimate.low > findings.MIN_EFFECT
-    assert findings.judge_difference(np.array([]), True, "m").word == "no data"
+    clear = [rng.normal(0.1, 0.02, 200) for _ in range(3)]
+    assert findings.judge_difference(clear, True, "m").word == "supports"
+    assert findings.judge_difference(clear, False, "m").word == "refutes"
+    one_pair = findings.judge_difference(clear[:1], True, "m")
+    assert one_pair.comparison.estimate.low > findings.MIN_EFFECT and one_pair.word == "inconclusive"
+    null = [rng.normal(0.0, 0.05, 200) for _ in range(3)]  # two models that do not differ
+    # ... support neither direction
+    assert "supports" not in {findings.judge_difference(null, side, "m").word for side in (True, False)}
+    assert findings.judge_difference([np.array([])], True, "m").word == "no data"
+
+
+def test_an_image_without_a_value_in_one_seed_pair_leaves_every_pair():
+    first, second = np.array([0.1, np.nan, 0.3]), np.array([0.2, 0.2, np.nan])
+    evidence = findings.judge_difference([first, second], True, "m")
+    assert evidence.comparison.estimate.n_images == 1 and evidence.mean == pytest.approx(0.15)
 
 
 def test_the_overall_verdict_treats_a_piece_that_cannot_discriminate_as_no_evidence():
