@@ -60,7 +60,12 @@ class SyntheticConfig(_Section):
         REPORT_CLASS_BALANCE, description="shares of grades 0-4 (default: the report's Table 1)"
     )
     spurious_cue: float = Field(
-        0.0, ge=0, le=1, description="0 = off; otherwise P(cue present) = strength * grade / 4"
+        0.0, ge=0, le=1, description="0 = off; otherwise P(cue present) = strength on referable eyes (grade 2-4), "
+        "never on grades 0-1 (a high-contrast checkerboard, lower left)",
+    )
+    distractor: float = Field(
+        0.0, ge=0, le=1, description="P(distractor present) on any eye, independent of the grade: a stripe patch as "
+        "salient as the cue (upper right), the control of the spurious-cue experiment; 0 = off",
     )
     jpeg_quality: int = Field(92, ge=50, le=100)
 
@@ -392,6 +397,9 @@ class AttributionConfig(_Section):
     adversarial_baseline_eps_255: float = Field(2.0, gt=0, le=64, description="PGD example as IG baseline")
     spurious_cue: float = Field(
         1.0, ge=0, le=1, description="cue strength of the spurious-cue experiment (synthetic data only; 0 = skip)"
+    )
+    distractor: float = Field(
+        0.5, ge=0, le=1, description="P(distractor) in the spurious-cue experiment's data (the grade-independent control)"
     )
     lesion_photographs: Path | None = Field(
         None, description="folder of real photographs with clinicians' lesion masks in the IDRiD layout "

@@ -50,7 +50,7 @@ from fundus_lib.data.idrid import lesion_masks
 from fundus_lib.data.dataset import FundusDataset, to_tensor
 from fundus_lib.data.pipeline import FundusData, data_variant
 from fundus_lib.data.preprocess import circle_mask
-from fundus_lib.data.synthetic import load_specs
+from fundus_lib.data.synthetic import CUE_CODE, DISTRACTOR_CODE, load_specs
 from fundus_lib.files import write_atomic
 from fundus_lib.runs import Run
 from fundus_lib.train import evaluate, predict
@@ -369,18 +369,38 @@ def lesion_type_scores(run: Run, cache: Cache, settings: AttributionConfig) -> p
 CUE_SAMPLE = 800
 
 
-def cue_reliance(run: Run, data: FundusData) -> pd.DataFrame:
-    """Per image of a fixed sample of test images (at most CUE_SAMPLE): grade, whether it carries
-    the cue, and the prediction as generated, with the cue removed from every image and with the
-    cue flipped (added where absent, removed where present)."""
-    def compute() -> pd.DataFrame:
+#: The last data's counterfactual images (every model of the cue experiment sees the same ones).
+_CUE_VARIANTS: dict[str, tuple] = {}
+
+
+def cue_variants(data: FundusData) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The fixed sample of test images of the cue measures (at most CUE_SAMPLE): rows, whether each
+    carries the cue and the distractor, and the images as generated, with the cue removed, with the
+    cue flipped and with the distractor flipped. Rendered once per data set in a process."""
+    if data.manifest_hash not in _CUE_VARIANTS:
         rows = test_sample_rows(data, CUE_SAMPLE, seed=0)
         specs = {spec.image: spec for spec in load_specs(data.images_dir.parent)}
-        cue = np.array([specs[image].cue for image in data.manifest.loc[rows, "image"]])
+        chosen = [specs[image] for image in data.manifest.loc[rows, "image"]]
+        cue, distractor = np.array([spec.cue for spec in chosen]), np.array([spec.distractor for spec in chosen])
+        variants = {"as generated": np.asarray(data.cache.images[rows])}
+        changes = {"cue removed": {"cue": False}, "cue flipped": {"cue": ~cue}, "distractor flipped": {"distractor": ~distractor}}
+        for name, change in tqdm(changes.items(), desc="counterfactual images", unit="variant", leave=False):
+            variants[name] = rerender(data, rows, **change)
+        _CUE_VARIANTS.clear()
+        _CUE_VARIANTS[data.manifest_hash] = (rows, cue, distractor, variants)
+    return _CUE_VARIANTS[data.manifest_hash]
+
+
+def cue_reliance(run: Run, data: FundusData) -> pd.DataFrame:
+    """Per image of a fixed sample of test images (at most CUE_SAMPLE): grade, whether it carries
+    the cue and the distractor, and the prediction as generated, with the cue removed from every
+    image, with the cue flipped (added where absent, removed where present) and with the
+    distractor flipped (the control: as salient, independent of the grade)."""
+    def compute() -> pd.DataFrame:
+        rows, cue, distractor, variants = cue_variants(data)
         model = run.load_model()
-        variants = {"as generated": np.asarray(data.cache.images[rows]), "cue removed": rerender(data, rows, False),
-                    "cue flipped": rerender(data, rows, ~cue)}
-        table = pd.DataFrame({"row": rows, "grade": data.manifest.loc[rows, "level"].to_numpy(), "cue": cue})
+        table = pd.DataFrame({"row": rows, "grade": data.manifest.loc[rows, "level"].to_numpy(), "cue": cue,
+                              "distractor": distractor})
         for name, images in variants.items():
             tensors = torch.stack([to_tensor(image) for image in images])
             table[name] = torch.cat([predict_labels(model, chunk) for chunk in tensors.split(64)]).numpy()
@@ -391,21 +411,30 @@ def cue_reliance(run: Run, data: FundusData) -> pd.DataFrame:
 
 def cue_attribution(run: Run, data: FundusData, settings: AttributionConfig) -> pd.DataFrame:
     """Per test image carrying the cue (at most ``settings.n_images``): the share of positive IG
-    (the report's settings) on the cue patch and on the lesions, and the patch's share of the field."""
+    (the report's settings) on the cue patch, on the distractor (where the image has one) and on
+    the lesions, and each patch's share of the field."""
     def compute() -> pd.DataFrame:
         rows = data.rows("test")
         masks = np.asarray(data.cache.masks[rows])
-        rows = rows[(masks == 6).any(axis=(1, 2))][: settings.n_images]
+        rows = rows[(masks == CUE_CODE).any(axis=(1, 2))][: settings.n_images]
         masks = np.asarray(data.cache.masks[rows])
         images, labels = sample_images(data, rows, true_grade=True)
         maps = pixel_map(integrated_gradients(run.load_model(), images, labels, settings.ig_baseline, settings.ig_steps,
                                               settings.ig_method, settings.internal_batch_size,
                                               torch.Generator().manual_seed(settings.seed)))
         field = circle_mask(data.config.image_size, data.config.graham_circle)
-        return pd.DataFrame({"row": rows, "grade": labels.numpy(),
-                             "mass_on_cue": [relevance_mass(m, mask == 6) for m, mask in zip(maps, masks)],
+
+        def mass_on(code: int) -> list[float]:
+            """Share of positive IG on the patch of ``code``, NaN on an image without it."""
+            return [relevance_mass(m, mask == code) if (mask == code).any() else float("nan") for m, mask in zip(maps, masks)]
+
+        def area_share(code: int) -> list[float]:
+            return [(mask == code).sum() / field.sum() if (mask == code).any() else float("nan") for mask in masks]
+
+        return pd.DataFrame({"row": rows, "grade": labels.numpy(), "mass_on_cue": mass_on(CUE_CODE),
+                             "mass_on_distractor": mass_on(DISTRACTOR_CODE),
                              "mass_on_lesions": [relevance_mass(m, (mask >= 1) & (mask <= 5)) for m, mask in zip(maps, masks)],
-                             "cue_area_share": [(mask == 6).sum() / field.sum() for mask in masks]})
+                             "cue_area_share": area_share(CUE_CODE), "distractor_area_share": area_share(DISTRACTOR_CODE)})
 
     return cached(run, "cue-attribution", {**settings.model_dump(mode="json"), "data": data.manifest_hash,
                                            "target": "true grade"}, compute)

@@ -74,7 +74,8 @@ def all_runs(params: Params) -> dict[str, tuple[Params, RunConfig]]:
     every = {label: (params, config) for label, config in runs.items()}
     if has_spurious_experiment(params):
         cue_params = spurious_params(params)
-        every |= {f"06 spurious cue: {name}": (cue_params, config) for name, config in adversarial_runs(cue_params).items()}
+        every |= {f"06 spurious cue: {name}" + (f", seed {config.seed}" if position else ""): (cue_params, config)
+                  for name, seeds in spurious_runs(params).items() for position, config in enumerate(seeds)}
     return every
 
 
@@ -120,9 +121,16 @@ def has_spurious_experiment(params: Params) -> bool:
 
 
 def spurious_params(params: Params) -> Params:
-    """The params with the synthetic data regenerated with the spurious cue switched on."""
-    synthetic = params.data.synthetic.model_copy(update={"spurious_cue": params.attribution.spurious_cue})
+    """The params with the synthetic data regenerated with the spurious cue and the distractor switched on."""
+    synthetic = params.data.synthetic.model_copy(update={"spurious_cue": params.attribution.spurious_cue,
+                                                           "distractor": params.attribution.distractor})
     return params.model_copy(update={"data": params.data.model_copy(update={"synthetic": synthetic})})
+
+
+def spurious_runs(params: Params) -> dict[str, list[RunConfig]]:
+    """The spurious-cue experiment's baseline and adversarially trained runs, once per training
+    seed (on ``spurious_params``' data; paired by seed in chapter 6's verdict)."""
+    return seeded(params, adversarial_runs(spurious_params(params)))
 
 
 def level_label(levels: tuple[int, int]) -> str:

@@ -395,13 +395,55 @@ def cannot_discriminate(evidence: Evidence, reason: str) -> Evidence:
     return Evidence(evidence.measure, evidence.mean, evidence.low, evidence.high, "inconclusive", reason, evidence.comparison)
 
 
-def hypothesis_evidence(params: Params, seed_runs: dict[str, list[Run]], train: bool = False) -> list[Evidence]:
+def cue_power(baseline_tables: Sequence[pd.DataFrame]) -> Evidence:
+    """Whether the spurious-cue experiment can show anything, decided on the baseline alone (its
+    cue-reliance tables, one per seed) before the adversarial model is looked at: flipping the cue
+    must change more of its predictions than flipping the distractor (as salient, independent of
+    the grade), paired over images, by more than MIN_EFFECT. ``supports`` = the test has power."""
+    per_seed = [((table["cue flipped"] != table["as generated"]).astype(float)
+                 - (table["distractor flipped"] != table["as generated"]).astype(float)).to_numpy()
+                for table in baseline_tables]
+    return judge_difference(per_seed, True, "the baseline's predictions changed by flipping the cue, minus the distractor")
+
+
+def cue_evidence(params: Params, seed_runs: dict[str, list[Run]]) -> list[Evidence]:
+    """The spurious-cue measures of the hypothesis over every seed pair (``seed_runs``: the cue
+    experiment's runs per model, paired in order): fewer predictions changed by flipping the cue,
+    less IG mass on it. Without power (``cue_power`` on the baseline) both are inconclusive."""
+    from fundus_lib import evaluation
+
+    adversarial = "adversarially trained"
+    data = run_data(spurious_params(params), seed_runs["baseline"][0].config, progress=False)
+    tables = {name: [evaluation.cue_reliance(run, data) for run in runs] for name, runs in seed_runs.items()}
+    power = cue_power(tables["baseline"])
+
+    def flips(table: pd.DataFrame) -> pd.Series:
+        return (table["cue flipped"] != table["as generated"]).astype(float)
+
+    def mass(run: Run) -> pd.Series:
+        return evaluation.cue_attribution(run, data, params.attribution).set_index("row")["mass_on_cue"]
+
+    measures = {"share of predictions changed by flipping the cue":
+                [flips(treated) - flips(base) for base, treated in zip(tables["baseline"], tables[adversarial])],
+                "IG mass on the cue": [mass(treated) - mass(base)
+                                       for base, treated in zip(seed_runs["baseline"], seed_runs[adversarial])]}
+    evidence = []
+    for measure, per_seed in measures.items():
+        piece = judge_difference([difference.to_numpy() for difference in per_seed], False, measure)
+        if power.word != "supports":
+            piece = cannot_discriminate(piece, f"the cue has no measured power: the baseline's flips exceed the "
+                                               f"distractor's by {power.mean:+.1%} [{power.low:+.1%}, {power.high:+.1%}]")
+        evidence.append(piece)
+    return evidence
+
+
+def hypothesis_evidence(params: Params, seed_runs: dict[str, list[Run]],
+                        cue_runs: dict[str, list[Run]] | None = None) -> list[Evidence]:
     """Chapter 6's test of the report's hypothesis on the baseline and adversarially trained runs
     (``seed_runs``: each model's seeds, paired in order): more IG relevance mass on lesions (with
-    lesion masks; ``attribution.verdict_images`` images, every seed pair), fewer predictions changed
-    by flipping the spurious cue and less IG mass on it (with the spurious-cue experiment, one seed
-    pair). Paired over images. A cue measure on which the baseline itself is below MIN_EFFECT
-    cannot show a decrease: inconclusive."""
+    lesion masks; ``attribution.verdict_images`` images, every seed pair), and, with the spurious-cue
+    experiment's runs (``cue_runs``, likewise), fewer predictions changed by flipping the cue and
+    less IG mass on it (``cue_evidence``). Paired over images."""
     from fundus_lib import evaluation
 
     settings, adversarial = params.attribution, "adversarially trained"
@@ -414,22 +456,8 @@ def hypothesis_evidence(params: Params, seed_runs: dict[str, list[Run]], train: 
                       for name, run in (("baseline", baseline), (adversarial, treated))}
             per_seed.append((masses[adversarial] - masses["baseline"]).to_numpy())
         evidence.append(judge_difference(per_seed, True, "IG relevance mass on lesions"))
-    if has_spurious_experiment(params):
-        cue_params = spurious_params(params)
-        cue_runs = {name: get_run(cue_params, config, train=train, progress=False)
-                    for name, config in adversarial_runs(cue_params).items()}
-        cue_data = run_data(cue_params, cue_runs["baseline"].config, progress=False)
-        flips, mass = {}, {}
-        for name, run in cue_runs.items():
-            table = evaluation.cue_reliance(run, cue_data)
-            flips[name] = (table["cue flipped"] != table["as generated"]).astype(float)
-            mass[name] = evaluation.cue_attribution(run, cue_data, settings).set_index("row")["mass_on_cue"]
-        for measure, values in (("share of predictions changed by flipping the cue", flips), ("IG mass on the cue", mass)):
-            piece = judge_difference([(values[adversarial] - values["baseline"]).dropna()], False, measure)
-            if values["baseline"].mean() < MIN_EFFECT:
-                piece = cannot_discriminate(piece, f"the baseline's own value is {values['baseline'].mean():.1%}: "
-                                                   "there is nothing for adversarial training to reduce")
-            evidence.append(piece)
+    if cue_runs is not None:
+        evidence += cue_evidence(params, cue_runs)
     return evidence
 
 
@@ -508,14 +536,17 @@ def report_findings(params: Params, train: bool = False, progress: bool = False)
     findings.append(attack_finding("Figure 6", "Adversarial training makes the model resist PGD", arms9,
                                    strongest(params, data, adversarial_seeds),
                                    "baseline", HIGHER, "success-rate curves drawn, no values published"))
-    findings.append(attribution_finding(params, adversarial_seeds, train))
+    cue_params = spurious_params(params)
+    cue_runs = runs_of(adversarial_runs(cue_params), cue_params) if has_spurious_experiment(params) else None
+    findings.append(attribution_finding(params, adversarial_seeds, cue_runs))
     return findings
 
 
-def attribution_finding(params: Params, seed_runs: dict[str, list[Run]], train: bool) -> Finding:
+def attribution_finding(params: Params, seed_runs: dict[str, list[Run]],
+                        cue_runs: dict[str, list[Run]] | None = None) -> Finding:
     """Figures 7-8 from chapter 6's evidence (``hypothesis_evidence``). A piece that cannot
     discriminate makes the finding inconclusive at best, with its reason."""
-    evidence = [item for item in hypothesis_evidence(params, seed_runs, train=train) if item.word != "no data"]
+    evidence = [item for item in hypothesis_evidence(params, seed_runs, cue_runs) if item.word != "no data"]
     undecidable = tuple(f"{item.measure} {item.mean:+.3f} [{item.low:+.3f}, {item.high:+.3f}] cannot discriminate: "
                         f"{item.reason}" for item in evidence if item.reason)
     comparisons = tuple(item.comparison for item in evidence if not item.reason)

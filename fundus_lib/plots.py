@@ -24,6 +24,7 @@ LESION_COLOURS = {
     4: (0, 220, 255),     # cotton-wool spot
     5: (0, 255, 60),      # neovascularisation
     6: (80, 80, 255),     # spurious cue
+    7: (255, 140, 0),     # distractor
 }
 
 

@@ -24,8 +24,9 @@
 # - score the attributions of both models against the lesion masks of the synthetic images
 #   (relevance mass, pointing game, lesion AUC, deletion), with bootstrap confidence intervals,
 #   for integrated gradients and three other methods;
-# - plant a spurious cue correlated with the grade, train both kinds of model on it, and measure
-#   how much each relies on the cue and how much attribution it puts there;
+# - plant a spurious cue correlated with the grade and a grade-independent distractor, train both
+#   kinds of model on it, check on the baseline that the test has power, and measure how much
+#   each relies on the cue and how much attribution it puts there;
 # - state, from these numbers, whether this run supports the report's hypothesis.
 
 # %% tags=["parameters", "remove-cell"]
@@ -43,11 +44,13 @@ from fundus_lib.attribution import (RANDOMISATION_PASS, bootstrap_interval, inte
 from fundus_lib.config import load_params, resolve_path
 from fundus_lib.data.dataset import to_tensor
 from fundus_lib.data.idrid import IdridError, idrid_cache, lesion_masks
+from fundus_lib.data.synthetic import load_specs
 from fundus_lib.evaluation import (REPORT_IG, attribution_maps, attribution_scores, cue_attribution, cue_reliance,
                                    ig_baseline_scores, label_randomisation_checks, lesion_type_scores,
                                    randomisation_checks)
-from fundus_lib.experiments import adversarial_runs, has_spurious_experiment, seeded, shuffled_label_run, spurious_params
-from fundus_lib.findings import MIN_EFFECT, hypothesis_evidence, overall_verdict
+from fundus_lib.experiments import (adversarial_runs, has_spurious_experiment, seeded, shuffled_label_run, spurious_params,
+                                    spurious_runs)
+from fundus_lib.findings import cue_power, hypothesis_evidence, overall_verdict
 from fundus_lib.plots import image_grid, randomisation_curves
 from fundus_lib.provenance import provenance
 from fundus_lib.report import other_study
@@ -304,45 +307,88 @@ if idrid is not None:
 # ## The spurious cue
 #
 # The report's hypothesis is about non-robust features. The synthetic generator can plant one: a
-# faint checkerboard patch, a few grey levels strong, at a fixed place in the image, present with
-# probability (strength x grade / 4). A model can use it to guess the grade. Both kinds of model
-# are trained on data with the cue; then each test image is shown as generated, with the cue
-# removed, and with the cue flipped (added where it was absent, removed where present). A model
-# that relies on the cue changes its answers when the cue changes.
+# checkerboard patch (0.2 R across, 32 grey levels either side of the image) at a fixed place in
+# the lower left, drawn with probability `attribution.spurious_cue` on every referable eye (true
+# grade 2-4) and never on grades 0-1, so it tells a model the first decision a grader makes. Its
+# control is a **distractor**: horizontal stripes as large and as strong, in the upper right,
+# drawn on half of the eyes whatever their grade. Both kinds of model are trained (every seed)
+# on data with both patches; then each test image is shown as generated, with the cue removed,
+# with the cue flipped (added where it was absent, removed where present) and with the distractor
+# flipped. A model that relies on the cue changes its answers when the cue changes, and no more
+# when the equally salient distractor does than chance.
+#
+# **Power first, on the baseline alone.** The cue measures can show adversarial training reducing
+# a reliance only if the baseline has one. Before the adversarially trained model is looked at,
+# the share of the baseline's predictions that flipping the cue changes, minus the share that
+# flipping the distractor changes (paired over images, every seed), must exceed one percentage
+# point with its 95 % interval. Without that, the cue measures of the verdict are no evidence
+# either way.
 
 # %% tags=["hide-input"]
 if not has_spurious_experiment(params):
     display(Markdown("*The spurious-cue experiment needs the synthetic data and `attribution.spurious_cue` > 0.*"))
 else:
     cue_params = spurious_params(params)
-    cue_runs = {name: get_run(cue_params, config, train=train_missing) for name, config in adversarial_runs(cue_params).items()}
-    cue_data = run_data(cue_params, cue_runs["baseline"].config, progress=False)
-    reliance_rows, attribution_rows, reliance_tables, mass_tables = [], [], {}, {}
-    for name, run in cue_runs.items():
-        table = cue_reliance(run, cue_data)
-        reliance_tables[name] = table
-        correct = {variant: (table[variant] == table["grade"]).mean() for variant in ("as generated", "cue removed", "cue flipped")}
-        reliance_rows.append({"model": name, "images": len(table), "with cue": table["cue"].mean(),
-                              **{f"accuracy, {variant}": value for variant, value in correct.items()},
-                              "predictions changed by flipping the cue": (table["cue flipped"] != table["as generated"]).mean()})
-        masses = cue_attribution(run, cue_data, settings)
-        mass_tables[name] = masses
-        attribution_rows.append({"model": name, "images with the cue": len(masses),
+    cue_runs = {name: [get_run(cue_params, config, train=train_missing) for config in seeds]
+                for name, seeds in spurious_runs(params).items()}
+    cue_data = run_data(cue_params, cue_runs["baseline"][0].config, progress=False)
+    reliance_tables = {name: [cue_reliance(run, cue_data) for run in runs] for name, runs in cue_runs.items()}
+    power = cue_power(reliance_tables["baseline"])
+    display(Markdown(
+        f"**Power check (baseline only, {power.comparison.estimate.n_images} test images × "
+        f"{power.comparison.estimate.n_seeds} seeds):** flipping the cue changes "
+        f"{np.mean([(t['cue flipped'] != t['as generated']).mean() for t in reliance_tables['baseline']]):.1%} of the "
+        f"baseline's predictions, flipping the distractor "
+        f"{np.mean([(t['distractor flipped'] != t['as generated']).mean() for t in reliance_tables['baseline']]):.1%}; "
+        f"difference {power.mean:+.1%} [{power.low:+.1%}, {power.high:+.1%}] → "
+        + ("**the cue test has power**." if power.word == "supports" else
+           "**no measured power**: the cue measures below count as no evidence either way.")))
+
+# %% tags=["hide-input"]
+if has_spurious_experiment(params):
+    examples = cue_data.rows("test")[:64]
+    specs = {spec.image: spec for spec in load_specs(cue_data.images_dir.parent)}
+    kinds = {(True, True): "cue and distractor", (True, False): "cue only", (False, True): "distractor only",
+             (False, False): "neither"}
+    shown = {}
+    for row in examples:
+        spec = specs[cue_data.manifest.at[row, "image"]]
+        shown.setdefault((spec.cue, spec.distractor), row)
+    order = [key for key in kinds if key in shown]
+    image_grid([np.asarray(cue_data.cache.images[shown[key]]) for key in order],
+               [f"{kinds[key]} (grade {cue_data.manifest.at[shown[key], 'level']})" for key in order],
+               ncols=len(order), cell_inches=2.4)
+
+# %% tags=["hide-input"]
+if has_spurious_experiment(params):
+    variants = ("as generated", "cue removed", "cue flipped")
+    reliance_rows, attribution_rows = [], []
+    for name, tables in reliance_tables.items():
+        def seed_mean(value) -> float:
+            return float(np.mean([value(table) for table in tables]))
+        reliance_rows.append({"model": name, "images × seeds": f"{len(tables[0])} × {len(tables)}",
+                              "with cue": seed_mean(lambda t: t["cue"].mean()),
+                              "with distractor": seed_mean(lambda t: t["distractor"].mean()),
+                              **{f"accuracy, {variant}": seed_mean(lambda t, v=variant: (t[v] == t["grade"]).mean())
+                                 for variant in variants},
+                              "changed by flipping the cue": seed_mean(lambda t: (t["cue flipped"] != t["as generated"]).mean()),
+                              "changed by flipping the distractor":
+                                  seed_mean(lambda t: (t["distractor flipped"] != t["as generated"]).mean())})
+        masses = pd.concat([cue_attribution(run, cue_data, settings) for run in cue_runs[name]])
+        attribution_rows.append({"model": name, "images with the cue × seeds": f"{len(masses) // len(tables)} × {len(tables)}",
                                  "IG mass on the cue": masses["mass_on_cue"].mean(),
                                  "cue's share of the field": masses["cue_area_share"].mean(),
+                                 "IG mass on the distractor": masses["mass_on_distractor"].mean(),
+                                 "distractor's share of the field": masses["distractor_area_share"].mean(),
                                  "IG mass on lesions": masses["mass_on_lesions"].mean()})
-    display(styled(pd.DataFrame(reliance_rows).set_index("model"), percent=tuple(
-        column for column in pd.DataFrame(reliance_rows).columns if column not in ("model", "images")),
-        caption=f"Reliance on the spurious cue (strength {settings.spurious_cue}), test split"))
-    display(styled(pd.DataFrame(attribution_rows).set_index("model"),
-                   percent=("IG mass on the cue", "cue's share of the field", "IG mass on lesions"),
-                   caption="Where the positive integrated gradients go, on test images carrying the cue"))
-    baseline_flips = (reliance_tables["baseline"]["cue flipped"] != reliance_tables["baseline"]["as generated"]).mean()
-    if baseline_flips < MIN_EFFECT:
-        display(Markdown(
-            f"The baseline does not rely on the cue: flipping it changes {baseline_flips:.1%} of its predictions. "
-            "A model trained without adversarial examples had no use for it, so the cue measures below cannot "
-            "show the adversarially trained model relying on it *less*; they count as no evidence either way."))
+    reliance = pd.DataFrame(reliance_rows).set_index("model")
+    display(styled(reliance, percent=tuple(column for column in reliance.columns if column != "images × seeds"),
+                   caption=f"Reliance on the spurious cue (strength {settings.spurious_cue}) and on the distractor "
+                           f"(probability {settings.distractor}), test split, mean over seeds"))
+    attributions = pd.DataFrame(attribution_rows).set_index("model")
+    display(styled(attributions, percent=tuple(column for column in attributions.columns if "×" not in column),
+                   caption="Where the positive integrated gradients go, on test images carrying the cue (the "
+                           "distractor's columns on those that also carry it), mean over seeds"))
 
 # %% [markdown]
 # ## Does this run support the report's hypothesis?
@@ -355,13 +401,13 @@ else:
 # beyond one percentage point in the predicted direction supports, wholly short of it refutes,
 # otherwise inconclusive; one seed pair is inconclusive at best. The lesion measure uses the
 # report's integrated gradients on a larger sample of test images with lesions
-# (`attribution.verdict_images`) for every seed; the cue measures have one seed pair. A measure the
-# baseline itself does not show (below one point) cannot discriminate and counts as inconclusive.
+# (`attribution.verdict_images`) for every seed; the cue measures use the cue experiment's seed
+# pairs, and count as inconclusive when the power check above failed.
 
 # %% tags=["hide-input"]
 seed_runs = {name: [get_run(params, config, train=train_missing) for config in seeds]
              for name, seeds in seeded(params, adversarial_runs(params)).items()}
-evidence = hypothesis_evidence(params, seed_runs, train=train_missing)
+evidence = hypothesis_evidence(params, seed_runs, cue_runs if has_spurious_experiment(params) else None)
 overall = overall_verdict(evidence)
 overall_words = {"supports": "supports the hypothesis", "refutes": "refutes the hypothesis",
                  "inconclusive": "is inconclusive on the hypothesis as a whole",
@@ -385,7 +431,9 @@ display(Markdown(
        "- run a shortened randomisation check, which judges no method;\n")
     + ("- scored six attribution maps and three model-free reference maps against the lesion masks with "
        "bootstrap intervals;\n" if has_masks else "")
-    + ("- planted a spurious cue and measured how much each model relies on it;\n" if has_spurious_experiment(params) else "")
+    + (f"- planted a spurious cue with a grade-independent distractor as its control, checked on the baseline "
+       f"that the test has power ({'it has' if power.word == 'supports' else 'it has not'}) and measured how much "
+       "each model relies on the cue;\n" if has_spurious_experiment(params) else "")
     + f"- found that this run {overall_words}."
 ))
 
@@ -393,5 +441,6 @@ display(Markdown(
 # ## Provenance
 
 # %% tags=["hide-input"]
-all_runs_used = dict(runs) | ({f"spurious cue, {name}": run for name, run in cue_runs.items()} if has_spurious_experiment(params) else {})
+all_runs_used = dict(runs) | ({f"spurious cue, {name}, seed {run.config.seed}": run for name, seeds in cue_runs.items()
+                               for run in seeds} if has_spurious_experiment(params) else {})
 provenance(params_file, params, data, runs=all_runs_used)

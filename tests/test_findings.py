@@ -203,3 +203,27 @@ def test_a_finding_with_an_undecidable_part_is_inconclusive_at_best():
     assert decided.verdict == REPRODUCED
     partial = findings.Finding("x", "y", decided.comparisons, decided.reported, decided.n, "", ("cue: cannot discriminate",))
     assert partial.verdict == INCONCLUSIVE and "cannot discriminate" in partial.ours
+
+
+def reliance_table(rng, n, cue_flip_rate, distractor_flip_rate):
+    """A cue-reliance table (predictions as generated and with each patch flipped) whose flips
+    change the prediction at the given rates."""
+    generated = rng.integers(0, 5, n)
+
+    def flipped(rate):
+        return np.where(rng.random(n) < rate, (generated + 1) % 5, generated)
+
+    return pd.DataFrame({"as generated": generated, "cue flipped": flipped(cue_flip_rate),
+                         "distractor flipped": flipped(distractor_flip_rate)})
+
+
+def test_the_cue_has_power_only_when_its_flips_beat_the_distractors():
+    rng = np.random.default_rng(1)
+    relied_on = [reliance_table(rng, 800, 0.3, 0.02) for _ in range(3)]
+    assert findings.cue_power(relied_on).word == "supports"
+    # a baseline that reacts to any salient patch, or to none: the cue test has no power
+    for rates in ((0.3, 0.3), (0.0, 0.0), (0.02, 0.02)):
+        for seed in range(5):
+            tables = [reliance_table(np.random.default_rng(seed * 10 + k), 800, *rates) for k in range(3)]
+            assert findings.cue_power(tables).word != "supports", (rates, seed)
+    assert findings.cue_power(relied_on[:1]).word == "inconclusive", "one seed decides nothing"

@@ -16,7 +16,11 @@ import pytest
 
 from fundus_lib.config import REPORT_CLASS_BALANCE, SyntheticConfig
 from fundus_lib.data.synthetic import (
+    CUE_CODE,
+    DISTRACTOR_CODE,
     LESION_CODES,
+    PATCH_AMPLITUDE,
+    PATCH_SIZE,
     generate_dataset,
     lesion_counts,
     load_specs,
@@ -29,8 +33,9 @@ WIDTH = 240  # small renders keep the file fast; geometry is in units of the fun
 
 @pytest.fixture(scope="module")
 def specs():
-    """Specs of 400 patients with the cue on (P = grade / 4), the report's class balance."""
-    return sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0, seed=11))
+    """Specs of 400 patients with the cue on (every referable eye) and the distractor on half of
+    the eyes, the report's class balance."""
+    return sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0, distractor=0.5, seed=11))
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +62,8 @@ def test_specs_are_kaggle_named_sorted_and_pair_patients(specs):
     for left, right in zip(specs[::2], specs[1::2]):
         assert left.anatomy_seed == right.anatomy_seed
         assert left.seed != right.seed
-    assert sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0, seed=11)) == specs
-    assert sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0, seed=12)) != specs
+    assert sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0, distractor=0.5, seed=11)) == specs
+    assert sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0, distractor=0.5, seed=12)) != specs
 
 
 def test_image_level_grades_follow_class_balance(many_specs):
@@ -93,14 +98,21 @@ def test_label_noise_rate_and_marginal(many_specs):
     np.testing.assert_allclose(label_shares, REPORT_CLASS_BALANCE, atol=0.015)
 
 
-def test_spurious_cue_off_by_default_and_grows_with_grade(many_specs, specs):
-    assert not any(s.cue for s in many_specs)
+def test_spurious_cue_marks_referable_eyes_and_the_distractor_ignores_the_grade(many_specs, specs):
+    assert not any(s.cue or s.distractor for s in many_specs), "both off by default"
     grades = np.array([s.grade for s in specs])
-    cues = np.array([s.cue for s in specs])
-    assert not cues[grades == 0].any()
-    assert cues[grades == 4].all()
-    assert 0.15 < cues[grades == 1].mean() < 0.4
-    assert 0.35 < cues[grades == 2].mean() < 0.65
+    cues, distractors = np.array([s.cue for s in specs]), np.array([s.distractor for s in specs])
+    assert not cues[grades < 2].any() and cues[grades >= 2].all()
+    half = sample_specs(SyntheticConfig(n_patients=400, spurious_cue=0.5, seed=11))
+    referable = np.array([s.grade >= 2 for s in half])
+    assert 0.35 < np.mean([s.cue for s, r in zip(half, referable) if r]) < 0.65
+    assert 0.42 < distractors.mean() < 0.58
+    for grades_kept in (grades < 2, grades >= 2):  # the same share whatever the grade
+        assert abs(distractors[grades_kept].mean() - 0.5) < 0.12
+    plain = sample_specs(SyntheticConfig(n_patients=400, spurious_cue=1.0, seed=11))
+    assert [replace(s, distractor=False) for s in specs] == plain, "the distractor's draw moves nothing else"
+    no_cue = sample_specs(SyntheticConfig(n_patients=400, seed=11))
+    assert [replace(s, cue=False) for s in plain] == no_cue, "nor does the cue's"
 
 
 def test_acquisition_variation(many_specs):
@@ -174,18 +186,20 @@ def _vessels(image: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- lesions and the cue
 
 
-def test_grade_zero_has_an_empty_mask_apart_from_the_cue(specs):
+def test_grade_zero_has_an_empty_mask_apart_from_the_patches(specs):
     for spec in pick(specs, 8, grade=0):
-        _, mask = render_eye(spec, WIDTH, 1.0)
+        _, mask = render_eye(replace(spec, distractor=False), WIDTH, 1.0)
         assert not mask.any()
-        _, with_cue = render_eye(replace(spec, cue=True), WIDTH, 1.0)
-        assert set(np.unique(with_cue)) == {0, 6}
+        _, with_cue = render_eye(replace(spec, cue=True, distractor=False), WIDTH, 1.0)
+        assert set(np.unique(with_cue)) == {0, CUE_CODE}
+        _, with_both = render_eye(replace(spec, cue=True, distractor=True), WIDTH, 1.0)
+        assert set(np.unique(with_both)) == {0, CUE_CODE, DISTRACTOR_CODE}
 
 
 def test_lesions_grow_with_grade_and_neovascularisation_only_in_grade_4(specs):
     mean_pixels = []
     for grade in range(5):
-        masks = [render_eye(replace(s, cue=False), WIDTH, 1.0)[1] for s in pick(specs, 8, grade=grade)]
+        masks = [render_eye(replace(s, cue=False, distractor=False), WIDTH, 1.0)[1] for s in pick(specs, 8, grade=grade)]
         mean_pixels.append(np.mean([(m > 0).sum() for m in masks]))
         has_nv = [(m == 5).any() for m in masks]
         assert all(has_nv) if grade == 4 else not any(has_nv)
@@ -201,7 +215,7 @@ def test_lesions_grow_with_grade_and_neovascularisation_only_in_grade_4(specs):
 def test_microaneurysms_are_at_least_about_1_5_px_at_128_px(specs):
     """At difficulty 1 a microaneurysm's radius is >= 0.02 R: 1.3 px at a 128 px fundus diameter."""
     spec = pick(specs, 1, grade=1, inverted=False)[0]
-    _, mask = render_eye(replace(spec, cue=False), 1152, 1.0)
+    _, mask = render_eye(replace(spec, cue=False, distractor=False), 1152, 1.0)
     count, _, stats, _ = cv2.connectedComponentsWithStats((mask == 1).astype(np.uint8))
     radius_r = np.sqrt(stats[1:, cv2.CC_STAT_AREA] / np.pi) / (spec.field_scale * 768 / 2)
     assert count > 1 and radius_r.min() > 0.018
@@ -210,7 +224,7 @@ def test_microaneurysms_are_at_least_about_1_5_px_at_128_px(specs):
 def test_lesion_counts_match_the_mask(specs):
     for spec in pick(specs, 4, grade=3) + pick(specs, 4, grade=4):
         counts = lesion_counts(spec)
-        _, mask = render_eye(replace(spec, cue=False), WIDTH, 1.0)
+        _, mask = render_eye(replace(spec, cue=False, distractor=False), WIDTH, 1.0)
         for code in range(1, 6):
             column = "n_" + LESION_CODES[code].replace(" ", "_").replace("-", "_")
             assert (counts[column] > 0) == (mask == code).any(), (spec.image, column)
@@ -218,7 +232,7 @@ def test_lesion_counts_match_the_mask(specs):
 
 def test_lesions_change_only_lesion_pixels_and_fade_with_difficulty(specs):
     """Re-rendering as grade 0 removes the lesions and nothing else (up to the blurs' reach)."""
-    spec = replace(next(s for s in specs if s.grade == 3 and s.blur < 0.004), cue=False)
+    spec = replace(next(s for s in specs if s.grade == 3 and s.blur < 0.004), cue=False, distractor=False)
     reach = 2 * math.ceil(3 * (0.018 + spec.blur) * spec.field_scale * 80) + 3  # px, see _LESION_TINT
     diffs = {}
     for difficulty in (1.0, 2.0):
@@ -233,26 +247,49 @@ def test_lesions_change_only_lesion_pixels_and_fade_with_difficulty(specs):
 
 
 @pytest.mark.parametrize("inverted", [False, True])
-def test_cue_changes_only_its_patch_at_a_fixed_place(specs, inverted):
+@pytest.mark.parametrize("patch", ["cue", "distractor"])
+def test_each_patch_changes_only_its_pixels_at_a_fixed_place(specs, inverted, patch):
+    code, sign_x = {"cue": (CUE_CODE, -1), "distractor": (DISTRACTOR_CODE, 1)}[patch]
     positions = []
     for side in ("left", "right"):
-        centred = {"inverted": inverted, "field_scale": 0.95, "offset_x": 0.0, "offset_y": 0.0}
+        centred = {"inverted": inverted, "field_scale": 0.95, "offset_x": 0.0, "offset_y": 0.0,
+                   "cue": patch == "cue", "distractor": patch == "distractor"}
         spec = replace(pick(specs, 1, grade=4, side=side)[0], **centred)
-        with_cue, mask = render_eye(spec, WIDTH, 1.0)
-        without, mask_without = render_eye(replace(spec, cue=False), WIDTH, 1.0)
-        differs = (with_cue != without).any(axis=2)
-        patch = mask == 6
-        assert differs.any() and not differs[~patch].any()
-        assert np.array_equal(mask[~patch], mask_without[~patch])
-        assert np.abs(with_cue.astype(int) - without.astype(int)).max() <= 4
-        rows, cols = np.nonzero(patch)
+        with_patch, mask = render_eye(spec, WIDTH, 1.0)
+        without, mask_without = render_eye(replace(spec, cue=False, distractor=False), WIDTH, 1.0)
+        differs = (with_patch != without).any(axis=2)
+        region = mask == code
+        assert differs.any() and not differs[~region].any()
+        assert np.array_equal(mask[~region], mask_without[~region])
+        change = np.abs(with_patch.astype(int) - without.astype(int))
+        assert change.max() <= PATCH_AMPLITUDE and np.median(change[region]) >= PATCH_AMPLITUDE / 2, "salient"
+        rows, cols = np.nonzero(region)
         positions.append((rows.mean(), cols.mean()))
         radius = 0.95 * 160 / 2
         dx, dy = cols.mean() - (WIDTH - 1) / 2, rows.mean() - (160 - 1) / 2
-        assert dx < 0 < dy, "lower left"
+        assert np.sign(dx) == sign_x and np.sign(dy) == -sign_x, "cue lower left, distractor upper right"
         assert abs(np.hypot(dx, dy) / radius - 0.6) < 0.03
+        assert abs(region.sum() / (PATCH_SIZE * radius) ** 2 - 1) < 0.15, "PATCH_SIZE R across"
         assert (np.hypot(cols - (WIDTH - 1) / 2, rows - 79.5) < 0.9 * radius).all(), "survives a 0.9 R crop"
     assert positions[0] == positions[1]
+
+
+def test_cue_and_distractor_differ_in_texture(specs):
+    """The cue's checkerboard changes sign along rows and columns, the distractor's stripes only
+    down the columns: a model can tell them apart without their position."""
+    spec = replace(pick(specs, 1, grade=0)[0], field_scale=0.95, offset_x=0.0, offset_y=0.0, inverted=False)
+    base = render_eye(replace(spec, cue=False, distractor=False), WIDTH, 1.0)[0].astype(int)
+    both, mask = render_eye(replace(spec, cue=True, distractor=True), WIDTH, 1.0)
+    change = both.astype(int)[..., 0] - base[..., 0]  # red: bright, nothing clipped
+
+    def patch_of(code):
+        rows, cols = np.nonzero(mask == code)
+        return np.sign(change[rows.min() + 1:rows.max(), cols.min() + 1:cols.max()])
+
+    cue, stripes = patch_of(CUE_CODE), patch_of(DISTRACTOR_CODE)
+    assert (np.diff(cue, axis=1) != 0).mean() > 0.1, "the checkerboard alternates along a row"
+    assert (np.diff(stripes, axis=1) != 0).mean() < 0.02, "stripes are constant along a row"
+    assert (np.diff(stripes, axis=0) != 0).mean() > 0.1
 
 
 # --------------------------------------------------------------------------- the dataset on disk

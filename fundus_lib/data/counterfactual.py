@@ -1,11 +1,12 @@
 """Counterfactual versions of synthetic test images: the same eye re-rendered with the spurious
-cue switched on or off, then put through the cache's own path (JPEG at the generator's quality,
+cue or the distractor switched on or off, then put through the cache's own path (JPEG at the generator's quality,
 field-of-view estimate, Graham preprocessing at the cache size). Everything else about the image
-(anatomy, lesions, camera) stays the same, because ``render_eye`` is a pure function of its spec.
+(anatomy, lesions, camera, the other patch) stays the same, because ``render_eye`` is a pure function of its spec.
 
 Example::
 
     without_cue = rerender(data, data.rows("test"), cue=False)     # uint8 (N, S, S, 3)
+    flipped = rerender(data, rows, distractor=~present)          # one bool per row
 """
 
 from __future__ import annotations
@@ -31,19 +32,23 @@ def _as_cached(rgb: np.ndarray, size: int, circle: float, quality: int) -> np.nd
     return preprocess(decoded.rgb, decoded.fov, size, circle)
 
 
-def rerender(data: FundusData, rows, cue: bool | np.ndarray) -> np.ndarray:
-    """The images of manifest ``rows`` with the cue forced on/off (a bool, or one bool per row).
+def rerender(data: FundusData, rows, cue: bool | np.ndarray | None = None,
+             distractor: bool | np.ndarray | None = None) -> np.ndarray:
+    """The images of manifest ``rows`` with the cue and/or the distractor forced on/off (a bool, or
+    one bool per row; None keeps the eye's own).
 
     Only for synthetic data (it needs the generator's specs). Returns uint8 (len(rows), S, S, 3).
     """
     if data.config.source != "synthetic":
         raise ValueError("counterfactual images exist only for the synthetic data")
     generator = data.config.synthetic
-    specs = {spec.image: spec for spec in load_specs(data.images_dir.parent)}
-    cues = np.broadcast_to(np.asarray(cue, dtype=bool), (len(rows),))
+    by_image = {spec.image: spec for spec in load_specs(data.images_dir.parent)}
+    specs = [by_image[data.manifest.at[row, "image"]] for row in rows]
+    forced = {name: np.broadcast_to(np.asarray(value, dtype=bool), (len(rows),))
+              for name, value in (("cue", cue), ("distractor", distractor)) if value is not None}
     out = np.empty((len(rows), data.config.image_size, data.config.image_size, 3), np.uint8)
-    for position, (row, with_cue) in enumerate(zip(rows, cues)):
-        spec = specs[data.manifest.at[row, "image"]]
-        rgb, _ = render_eye(replace(spec, cue=bool(with_cue)), generator.raw_width, generator.difficulty)
+    for position, spec in enumerate(specs):
+        changed = replace(spec, **{name: bool(values[position]) for name, values in forced.items()})
+        rgb, _ = render_eye(changed, generator.raw_width, generator.difficulty)
         out[position] = _as_cached(rgb, data.config.image_size, data.config.graham_circle, generator.jpeg_quality)
     return out

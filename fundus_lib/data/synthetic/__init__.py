@@ -5,10 +5,10 @@ patient, graded 0-4 (ICDR), each with a lesion mask, written in the Kaggle layou
 
 What lives where (each module imports only the ones above it):
 
-- ``specs``: ``EyeSpec``, the grades, labels, cue and acquisition of every eye (``sample_specs``).
+- ``specs``: ``EyeSpec``, the grades, labels, cue, distractor and acquisition of every eye (``sample_specs``).
 - ``anatomy``: a patient's optic disc, macula and vessel tree.
 - ``lesions``: ``LESION_CODES``, the lesions a grade gets and their shapes (``lesion_counts``).
-- ``render``: one eye's image and lesion mask, the spurious cue included (``render_eye``).
+- ``render``: one eye's image and lesion mask, the spurious cue and the distractor included (``render_eye``).
 - ``disk``: the dataset in the Kaggle layout (``generate_dataset``, ``load_specs``).
 
 Conventions used throughout:
@@ -19,7 +19,7 @@ Conventions used throughout:
 - Anatomy (optic disc, macula, vessel tree) is built for a right eye (disc on the right, the
   nasal side) and mirrored for a left eye; lesions are placed in the mirrored frame; an
   "inverted" image (taken through an indirect ophthalmoscope) is the result turned by 180 degrees,
-  mask included. The spurious cue is drawn last, at a fixed place relative to the fundus centre.
+  mask included. The spurious cue and the distractor are drawn last, at fixed places relative to the fundus centre.
 - All randomness of one image comes from ``spec.seed`` (lesions, texture, noise: independent
   streams) and ``spec.anatomy_seed`` (shared by the patient's two eyes), so ``render_eye`` is a
   pure function and ``dataclasses.replace(spec, cue=False)`` changes only the cue's pixels.
@@ -32,14 +32,17 @@ Example::
 """
 
 from fundus_lib.data.synthetic.disk import generate_dataset, load_specs
-from fundus_lib.data.synthetic.lesions import LESION_CODES, lesion_counts
-from fundus_lib.data.synthetic.render import CUE_AMPLITUDE, CUE_OFFSET, CUE_SIZE, render_eye
+from fundus_lib.data.synthetic.lesions import CUE_CODE, DISTRACTOR_CODE, LESION_CODES, lesion_counts
+from fundus_lib.data.synthetic.render import CUE_OFFSET, DISTRACTOR_OFFSET, PATCH_AMPLITUDE, PATCH_SIZE, render_eye
 from fundus_lib.data.synthetic.specs import GENERATOR_VERSION, N_GRADES, EyeSpec, sample_specs
 
 __all__ = [
-    "CUE_AMPLITUDE",
+    "CUE_CODE",
     "CUE_OFFSET",
-    "CUE_SIZE",
+    "DISTRACTOR_CODE",
+    "DISTRACTOR_OFFSET",
+    "PATCH_AMPLITUDE",
+    "PATCH_SIZE",
     "GENERATOR_VERSION",
     "LESION_CODES",
     "N_GRADES",

@@ -18,7 +18,10 @@ LESION_CODES: dict[int, str] = {
     4: "cotton-wool spot",
     5: "neovascularisation",
     6: "spurious cue",
+    7: "distractor",
 }
+#: The two patches that are not lesions (``render``): codes 1-5 are the lesions.
+CUE_CODE, DISTRACTOR_CODE = 6, 7
 
 #: Lesion strength (contrast at difficulty 1, 0-1) ranges per code: the calibration of how
 #: visible each kind is. With these, a 10-layer CNN trained on 1,600 Graham-preprocessed 128 px

@@ -1,4 +1,4 @@
-"""Rendering one eye: background, vessels, lesions, the camera, the spurious cue (``render_eye``)."""
+"""Rendering one eye: background, vessels, lesions, the camera, the spurious cue and the distractor (``render_eye``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from fundus_lib.data.synthetic.anatomy import _Anatomy, _anatomy
-from fundus_lib.data.synthetic.lesions import _Lesion, _sample_lesions
+from fundus_lib.data.synthetic.lesions import CUE_CODE, DISTRACTOR_CODE, _Lesion, _sample_lesions
 from fundus_lib.data.synthetic.specs import EyeSpec
 
 _SHIFT = 4  # cv2 drawing: sub-pixel coordinates with 4 fractional bits
@@ -315,25 +315,34 @@ def _acquire(rgb: np.ndarray, spec: EyeSpec, frame: _Frame) -> np.ndarray:
     return cv2.add(out, 0.0, dtype=cv2.CV_8U)  # rounds and saturates to 0-255
 
 
-#: The spurious cue: a checkerboard patch centred 0.6 R from the fundus centre towards the lower
-#: left (in the final image, whatever the side or inversion), CUE_SIZE R across, cells of R / 32
-#: (about 2 px at 128 px), amplitude CUE_AMPLITUDE grey levels.
+#: The spurious cue and the distractor: two patches PATCH_SIZE R across, amplitude PATCH_AMPLITUDE
+#: grey levels around the image, centred 0.6 R from the fundus centre (in the final image, whatever
+#: the side or inversion): the cue a checkerboard towards the lower left, the distractor horizontal
+#: stripes towards the upper right, both with cells of R / 16 (about 4 px at 128 px, so that the
+#: JPEG and the cache's resizing keep them). Equally salient, different in texture: a network that
+#: uses the cue's texture has no reason to answer the stripes.
 CUE_OFFSET = (-0.6 / math.sqrt(2), 0.6 / math.sqrt(2))
-CUE_SIZE = 0.12
-CUE_AMPLITUDE = 4
+DISTRACTOR_OFFSET = (0.6 / math.sqrt(2), -0.6 / math.sqrt(2))
+PATCH_SIZE = 0.2
+PATCH_AMPLITUDE = 32
+PATCH_CELL = 1 / 16
 
 
-def _draw_cue(image: np.ndarray, mask: np.ndarray, cx: float, cy: float, radius: float) -> None:
-    """Add the checkerboard cue (in place) around the fundus centre (cx, cy) px, and code 6 to the mask."""
-    half = CUE_SIZE / 2 * radius
-    x0, y0 = cx + CUE_OFFSET[0] * radius - half, cy + CUE_OFFSET[1] * radius - half
+def _draw_patch(image: np.ndarray, mask: np.ndarray, centre: tuple[float, float], radius: float,
+                offset: tuple[float, float], code: int) -> None:
+    """Add a patch (in place) at ``offset`` R from the fundus centre px and ``code`` to the mask:
+    the checkerboard for the cue's code, stripes for the distractor's."""
+    half = PATCH_SIZE / 2 * radius
+    x0, y0 = centre[0] + offset[0] * radius - half, centre[1] + offset[1] * radius - half
     cols = np.arange(math.ceil(x0), math.floor(x0 + 2 * half) + 1)
     rows = np.arange(math.ceil(y0), math.floor(y0 + 2 * half) + 1)
-    cell = radius / 32
-    sign = ((np.floor((rows - y0) / cell)[:, None] + np.floor((cols - x0) / cell)[None, :]) % 2) * 2 - 1
+    cell = PATCH_CELL * radius
+    row_cells = np.floor((rows - y0) / cell)[:, None]
+    col_cells = np.floor((cols - x0) / cell)[None, :] if code == CUE_CODE else np.zeros((1, len(cols)))
+    sign = ((row_cells + col_cells) % 2) * 2 - 1
     window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    image[window] = np.clip(image[window] + CUE_AMPLITUDE * sign[..., None], 0, 255).astype(np.uint8)
-    mask[window] = 6
+    image[window] = np.clip(image[window] + PATCH_AMPLITUDE * sign[..., None], 0, 255).astype(np.uint8)
+    mask[window] = code
 
 
 def render_eye(spec: EyeSpec, width: int, difficulty: float) -> tuple[np.ndarray, np.ndarray]:
@@ -357,5 +366,7 @@ def render_eye(spec: EyeSpec, width: int, difficulty: float) -> tuple[np.ndarray
         image, mask = np.ascontiguousarray(image[::-1, ::-1]), np.ascontiguousarray(mask[::-1, ::-1])
         cx, cy = frame.width - 1 - cx, frame.height - 1 - cy
     if spec.cue:
-        _draw_cue(image, mask, cx, cy, frame.radius)
+        _draw_patch(image, mask, (cx, cy), frame.radius, CUE_OFFSET, CUE_CODE)
+    if spec.distractor:
+        _draw_patch(image, mask, (cx, cy), frame.radius, DISTRACTOR_OFFSET, DISTRACTOR_CODE)
     return image, mask

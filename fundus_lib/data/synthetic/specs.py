@@ -9,9 +9,11 @@ import numpy as np
 from fundus_lib.config import SyntheticConfig
 
 #: Bump whenever a change alters the rendered images, the specs or the files written.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: the redesigned cue (referable eyes, 32 grey levels, 0.2 R) and the distractor
 
 N_GRADES = 5
+#: The grades that carry the spurious cue: referable DR (ICDR 2-4), the decision a grader makes first.
+REFERABLE_GRADE = 2
 _MAX_MH_STEPS = 500
 
 
@@ -21,7 +23,8 @@ class EyeSpec:
 
     image: Kaggle name ``<patient>_<side>``; patient: 1..n; side: "left" | "right";
     grade: the true ICDR grade 0-4 (the lesions follow it); label: the grader's label after
-    label noise (what trainLabels.csv holds); cue: the spurious cue is drawn;
+    label noise (what trainLabels.csv holds); cue: the spurious cue is drawn; distractor: the
+    grade-independent control patch is drawn;
     seed: all per-image randomness; anatomy_seed: the anatomy, shared by both eyes.
     Acquisition: brightness (exposure gain, ~0.6-1.5), contrast (gain around mid-grey,
     ~0.7-1.4), gamma (~0.7-1.4), cast_r/g/b (per-channel gains, ~0.8-1.2), blur (defocus, Gaussian
@@ -36,6 +39,7 @@ class EyeSpec:
     grade: int
     label: int
     cue: bool
+    distractor: bool
     seed: int
     anatomy_seed: int
     brightness: float
@@ -148,7 +152,9 @@ def sample_specs(cfg: SyntheticConfig) -> list[EyeSpec]:
 
     Grades follow ``class_balance`` (see ``_patient_grades``); the label is the grade moved with
     probability ``label_noise`` by the same kind of kernel (one MH step or a mixture), so the labels
-    keep the balance too; the cue is present with probability ``spurious_cue * grade / 4``.
+    keep the balance too; the cue is present with probability ``spurious_cue`` on referable eyes
+    (true grade 2-4) and never on grades 0-1; the distractor with probability ``distractor`` on
+    any eye, drawn from a stream of its own (the other specs do not depend on it).
     """
     rng = np.random.default_rng(cfg.seed)
     n = cfg.n_patients
@@ -156,7 +162,8 @@ def sample_specs(cfg: SyntheticConfig) -> list[EyeSpec]:
     grades = np.stack([left, right], axis=1).ravel()
     balance = np.asarray(cfg.class_balance, dtype=float) / sum(cfg.class_balance)
     labels = _apply_kernel(grades, _move_kernel(balance, cfg.label_noise), rng)
-    cues = rng.random(2 * n) < cfg.spurious_cue * grades / 4
+    cues = (rng.random(2 * n) < cfg.spurious_cue) & (grades >= REFERABLE_GRADE)
+    distractors = np.random.default_rng([cfg.seed, 1]).random(2 * n) < cfg.distractor
     seeds = rng.integers(0, 2**31 - 1, 2 * n)
     anatomy_seeds = np.repeat(rng.integers(0, 2**31 - 1, n), 2)
     acquisition = _acquisition(2 * n, rng)
@@ -171,6 +178,7 @@ def sample_specs(cfg: SyntheticConfig) -> list[EyeSpec]:
                 grade=int(grades[i]),
                 label=int(labels[i]),
                 cue=bool(cues[i]),
+                distractor=bool(distractors[i]),
                 seed=int(seeds[i]),
                 anatomy_seed=int(anatomy_seeds[i]),
                 **{key: value[i].item() for key, value in acquisition.items()},
