@@ -44,7 +44,7 @@ from fundus_lib.attribution import (RANDOMISATION_PASS, bootstrap_interval, inte
 from fundus_lib.config import load_params, resolve_path
 from fundus_lib.data.dataset import to_tensor
 from fundus_lib.data.idrid import IdridError, idrid_cache, lesion_masks
-from fundus_lib.data.synthetic import load_specs
+from fundus_lib.data.synthetic import PATCH_AMPLITUDE, load_specs
 from fundus_lib.evaluation import (REPORT_IG, attribution_maps, attribution_scores, cue_attribution, cue_reliance,
                                    ig_baseline_scores, label_randomisation_checks, lesion_type_scores,
                                    randomisation_checks)
@@ -342,7 +342,14 @@ else:
         f"{np.mean([(t['distractor flipped'] != t['as generated']).mean() for t in reliance_tables['baseline']]):.1%}; "
         f"difference {power.mean:+.1%} [{power.low:+.1%}, {power.high:+.1%}] → "
         + ("**the cue test has power**." if power.word == "supports" else
-           "**no measured power**: the cue measures below count as no evidence either way.")))
+           "**no measured power**: the cue measures below count as no evidence either way.")
+        + f" The cue's amplitude, {PATCH_AMPLITUDE}/255 in pixels, is "
+        f"{PATCH_AMPLITUDE / params.adversarial.training.eps_255:.0f} times the adversarial training's eps "
+        f"({params.adversarial.training.eps_255:g}/255): no perturbation the adversary may make can erase it (the first design, "
+        "a 4/255 checkerboard of 2 px cells, changed none of the demo baseline's predictions: a cue faint enough "
+        "for the ball was not learned from these images). The cue "
+        "measures therefore ask whether adversarial training changes which features the model prefers, "
+        "not whether it removes a feature inside its ball."))
 
 # %% tags=["hide-input"]
 if has_spurious_experiment(params):
