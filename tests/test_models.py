@@ -58,9 +58,11 @@ def _with_batch_statistics(name: str):
 
 @pytest.mark.parametrize("name", list_models())
 def test_inference_model_computes_the_same_function_and_input_gradients(name):
-    model = _with_batch_statistics(name)
+    # float64: the folded model is the same function up to rounding, and inception's random
+    # BatchNorm statistics make float32 gradients of millions differ in their sixth digit
+    model = _with_batch_statistics(name).double()
     size = 80 if name == "inception_v3" else 64
-    images, labels = torch.rand(3, 3, size, size), torch.tensor([0, 2, 4])
+    images, labels = torch.rand(3, 3, size, size, dtype=torch.float64), torch.tensor([0, 2, 4])
     fast = inference_model(model)
     assert model.training  # the original is left as it was
     gradients = []
@@ -70,8 +72,8 @@ def test_inference_model_computes_the_same_function_and_input_gradients(name):
         torch.nn.functional.cross_entropy(logits, labels).backward()
         gradients.append((logits.detach(), points.grad))
     (logits, gradient), (fast_logits, fast_gradient) = gradients
-    assert torch.allclose(fast_logits, logits, rtol=1e-4, atol=1e-4)
-    assert torch.allclose(fast_gradient, gradient, rtol=1e-3, atol=1e-5 * float(gradient.abs().max()))
+    assert torch.allclose(fast_logits, logits, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(fast_gradient, gradient, rtol=1e-8, atol=1e-10 * float(gradient.abs().max()))
     has_batch_norm = any(isinstance(module, torch.nn.BatchNorm2d) for module in fast.modules())
     assert has_batch_norm == (name not in FOLDABLE)
 
