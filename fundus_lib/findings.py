@@ -395,13 +395,18 @@ def cannot_discriminate(evidence: Evidence, reason: str) -> Evidence:
     return Evidence(evidence.measure, evidence.mean, evidence.low, evidence.high, "inconclusive", reason, evidence.comparison)
 
 
+def changed_by(table: pd.DataFrame, variant: str) -> pd.Series:
+    """Per image of a cue-reliance table: 1.0 where ``variant`` (e.g. "cue flipped") changed the
+    prediction as generated, else 0.0."""
+    return (table[variant] != table["as generated"]).astype(float)
+
+
 def cue_power(baseline_tables: Sequence[pd.DataFrame]) -> Evidence:
     """Whether the spurious-cue experiment can show anything, decided on the baseline alone (its
     cue-reliance tables, one per seed) before the adversarial model is looked at: flipping the cue
     must change more of its predictions than flipping the distractor (as salient, independent of
     the grade), paired over images, by more than MIN_EFFECT. ``supports`` = the test has power."""
-    per_seed = [((table["cue flipped"] != table["as generated"]).astype(float)
-                 - (table["distractor flipped"] != table["as generated"]).astype(float)).to_numpy()
+    per_seed = [(changed_by(table, "cue flipped") - changed_by(table, "distractor flipped")).to_numpy()
                 for table in baseline_tables]
     return judge_difference(per_seed, True, "the baseline's predictions changed by flipping the cue, minus the distractor")
 
@@ -417,14 +422,12 @@ def cue_evidence(params: Params, seed_runs: dict[str, list[Run]]) -> list[Eviden
     tables = {name: [evaluation.cue_reliance(run, data) for run in runs] for name, runs in seed_runs.items()}
     power = cue_power(tables["baseline"])
 
-    def flips(table: pd.DataFrame) -> pd.Series:
-        return (table["cue flipped"] != table["as generated"]).astype(float)
-
     def mass(run: Run) -> pd.Series:
         return evaluation.cue_attribution(run, data, params.attribution).set_index("row")["mass_on_cue"]
 
     measures = {"share of predictions changed by flipping the cue":
-                [flips(treated) - flips(base) for base, treated in zip(tables["baseline"], tables[adversarial])],
+                [changed_by(treated, "cue flipped") - changed_by(base, "cue flipped")
+                 for base, treated in zip(tables["baseline"], tables[adversarial])],
                 "IG mass on the cue": [mass(treated) - mass(base)
                                        for base, treated in zip(seed_runs["baseline"], seed_runs[adversarial])]}
     evidence = []
