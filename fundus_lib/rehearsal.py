@@ -45,6 +45,14 @@ CPU_MICRO_BATCH = 16
 CPU_MICRO_BATCH_PIXELS = 16 * 320 * 320
 
 
+def _three_eps(eps_255, keep=()) -> list[float]:
+    """An eps sweep (x 255, pixel units) cut to its first, middle and last radius (and ``keep``):
+    each radius runs the same code, and at 512 px every radius of chapter 4's and 5's sweeps
+    costs minutes of attacks per model on a CPU."""
+    ordered = sorted(eps_255)
+    return sorted({ordered[0], ordered[len(ordered) // 2], ordered[-1], *keep})
+
+
 def cpu_micro_batch(params: Params) -> int:
     """The rehearsal's CPU micro-batch: CPU_MICRO_BATCH, fewer where the largest image needs it."""
     largest = max(config.image_size for _, config in all_runs(params).values())
@@ -83,7 +91,7 @@ def rehearsal_images(params: Params) -> int:
 def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path, n_images: int | None = None) -> dict:
     """The rehearsal of a params tree (as read from YAML): the same configurations on
     ``n_images`` photographs of a Kaggle-layout folder (default ``rehearsal_images``), one
-    epoch, one seed, few attacked and attributed images; ``pretrained`` kept only where every
+    epoch, one seed, few attacked and attributed images, three radii per eps sweep; ``pretrained`` kept only where every
     weight file is present; on the CPU, training in micro-batches (``cpu_micro_batch``)."""
     full = validate_params(raw, source="the params file to rehearse")
     n_images = n_images or rehearsal_images(full)
@@ -106,8 +114,11 @@ def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path, 
         micro = cpu_micro_batch(full)
         runtime.update(micro_batch_size=micro, eval_batch_size=min(full.runtime.eval_batch_size, micro))
     attacks = rehearsal.setdefault("attacks", {})
-    attacks.update(n_images=ATTACKED_IMAGES, decision={**attacks.get("decision", {}), **DECISION},
-                   robustness={**attacks.get("robustness", {}), **ROBUSTNESS})
+    strong = full.attacks.robustness
+    attacks.update(n_images=ATTACKED_IMAGES, eps_255=_three_eps(full.attacks.eps_255),
+                   decision={**attacks.get("decision", {}), **DECISION},
+                   robustness={**attacks.get("robustness", {}), **ROBUSTNESS,
+                               "eps_255": _three_eps(strong.eps_255, keep=(strong.check_eps_255,))})
     attribution = rehearsal.setdefault("attribution", {})
     attribution.update(n_images=ATTRIBUTED_IMAGES, verdict_images=ATTRIBUTED_IMAGES, ig_steps=IG_STEPS, sanity_images=1,
                        sanity_layers=SANITY_LAYERS,

@@ -53,7 +53,12 @@ def test_the_rehearsal_keeps_every_configuration_and_shrinks_the_amounts(name, t
     on_this_cpu = {"micro_batch_size": micro, "eval_batch_size": micro}
     assert rehearsal.runtime == full.runtime.model_copy(update=on_this_cpu)  # no GPU here
     assert rehearsal.data.image_size == full.data.image_size
-    assert rehearsal.attacks.eps_255 == full.attacks.eps_255 and rehearsal.attacks.n_images < full.attacks.n_images
+    assert rehearsal.attacks.n_images < full.attacks.n_images
+    for ours_eps, theirs_eps in ((rehearsal.attacks.eps_255, full.attacks.eps_255),
+                                 (rehearsal.attacks.robustness.eps_255, full.attacks.robustness.eps_255)):
+        assert set(ours_eps) <= set(theirs_eps) and len(ours_eps) <= 4  # radii of the sweep, none made up
+        assert min(ours_eps) == min(theirs_eps) and max(ours_eps) == max(theirs_eps)
+    assert full.attacks.robustness.check_eps_255 in rehearsal.attacks.robustness.eps_255
     assert rehearsal.attribution.ig_baseline == full.attribution.ig_baseline
     assert rehearsal.seeds == 1
     largest = max(config.batch_size for _, config in theirs.values())
