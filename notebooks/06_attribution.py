@@ -280,6 +280,14 @@ if idrid is not None:
         lines.append(f"- {lesion} ({len(table)} photographs; lesions cover {share:.1%} of the field on average): "
                      f"relevance mass of IG, adversarially trained minus baseline, {mean:+.3f} [{low:+.3f}, {high:+.3f}]")
     display(Markdown("\n".join(lines)))
+    grades = report_ig.drop_duplicates(["model", "image"]).groupby("model", sort=False)["predicted grade"]
+    display(Markdown(
+        "Each model explains its own predicted grade, so the grades it gives these photographs (all of them show "
+        "lesions, so grade 1 or more) say what the maps explain: "
+        + "; ".join(f"{name} (quadratic kappa {runs[name].metrics('test')['kappa']:.2f} on its own test split) "
+                    + ", ".join(f"grade {grade}: {count}" for grade, count in sorted(counts.value_counts().items()))
+                    for name, counts in grades)
+        + ". A model that gives nearly every photograph one grade explains that grade everywhere."))
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Two IDRiD photographs (Porwal et al. 2020, CC BY 4.0): the image, the clinicians' masks (haemorrhages red, hard exudates yellow) and the integrated gradients of both models for their predicted grade.", "name": "fig-idrid"}}
 if idrid is not None:

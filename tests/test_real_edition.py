@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,14 @@ def test_chapter_6_scores_the_idrid_lesions(real_slice_book):
     idrid = [table for table in tables if "IDRiD" in table]
     assert idrid, "no IDRiD score table"
     assert "haemorrhage" in idrid[0] and "hard exudate" in idrid[0]
+    text = json.dumps(outputs(folder / "06_attribution.ipynb"))
+    grades = re.search(r"explains its own predicted grade, so the grades it gives these photographs[^\\]*", text)
+    assert grades, "no line with the models' predicted grades on IDRiD"
+    photographs = len(list((SHARED / "idrid_lesions" / "images").iterdir()))  # every one shows lesions
+    for model in ("baseline", "adversarially trained"):  # each model grades every photograph once
+        counts = re.search(rf"{model} \(quadratic kappa [^)]*\) ((?:grade \d: \d+(?:, )?)+)", grades.group(0))
+        assert counts, model
+        assert sum(int(n) for n in re.findall(r"grade \d: (\d+)", counts.group(1))) == photographs
 
 
 @pytest.mark.slow
