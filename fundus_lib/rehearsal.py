@@ -23,7 +23,7 @@ import yaml
 from fundus_lib.config import Params, ParamsError, load_params, resolve_path, validate_params
 from fundus_lib.errors import UserError
 from fundus_lib.experiments import all_runs
-from fundus_lib.models import pretrained_weights_file
+from fundus_lib.weights import pretrained_weights_file
 from fundus_lib.train import resolve_device
 
 #: The shrunk amounts (everything else of the params file is kept as it is).

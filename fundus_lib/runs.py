@@ -36,7 +36,8 @@ from fundus_lib.data.pipeline import FundusData, prepare_data
 from fundus_lib.errors import UserError
 from fundus_lib.files import write_atomic
 from fundus_lib.metrics import confusion
-from fundus_lib.models import FundusNet, inference_model, pretrained_weights_file
+from fundus_lib.models import FundusNet, inference_model
+from fundus_lib.weights import pretrained_weights_file
 from fundus_lib.paths import runs_dir
 from fundus_lib.provenance import hardware
 from fundus_lib.readout import ThresholdReadout, expected_grade, fit_thresholds, threshold_grades

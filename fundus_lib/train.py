@@ -45,7 +45,8 @@ from fundus_lib.errors import UserError
 from fundus_lib.files import require_free_space, sweep_temporaries, write_with
 from fundus_lib.losses import build_loss
 from fundus_lib.metrics import confusion, scores
-from fundus_lib.models import FundusNet, create_model, inference_model, pretrained_weights_file
+from fundus_lib.models import FundusNet, create_model, inference_model
+from fundus_lib.weights import pretrained_weights_file
 from fundus_lib.sampling import balanced_draw, oversample, smote_images
 
 CHECKPOINT = "last.pt"

