@@ -221,6 +221,14 @@ def _check(args: argparse.Namespace) -> None:
         print(f"{path}: ok ({params.name})")
 
 
+def _weights(args: argparse.Namespace) -> None:
+    from fundus_lib.weights import download_weights
+
+    for name in args.models:
+        path = download_weights(name, args.weights_dir, progress=not args.quiet)
+        print(f"{name}: {path} (hash checked)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fundus", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -275,6 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check", help="validate params files")
     check.add_argument("files", nargs="+")
     check.set_defaults(handler=_check)
+
+    weights = commands.add_parser(
+        "weights", help="download the published ImageNet weights of resnet18/50, inception_v3, efficientnet-b0..b3 "
+        "(needs internet; efficientnet-lite0..2 install with the project)")
+    weights.add_argument("models", nargs="+", help="model names, e.g. resnet18 efficientnet-b0")
+    weights.add_argument("--weights-dir", default="weights", help="where the files go (runtime.weights_dir)")
+    weights.add_argument("--quiet", action="store_true", help="no progress bars")
+    weights.set_defaults(handler=_weights)
 
     args = parser.parse_args(argv)
     try:
