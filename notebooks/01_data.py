@@ -38,6 +38,7 @@ from IPython.display import Markdown, display
 from fundus_lib.config import load_params
 from fundus_lib.data.augment import build_augmentation
 from fundus_lib.data.decode import load_thumbnail
+from fundus_lib.data.field_check import NOT_A_FUNDUS
 from fundus_lib.data.pipeline import prepare_data
 from fundus_lib.data.synthetic import LESION_CODES
 from fundus_lib.plots import image_grid, lesion_legend, overlay_lesions
@@ -70,6 +71,11 @@ display(Markdown(
        "images have no file there and are not part of this data set (not counted as skipped)."
        if data.not_in_subset else "")
 ))
+not_fundus = int(data.skipped["reason"].str.startswith(NOT_A_FUNDUS).sum())
+display(Markdown(
+    f"Photographs rejected as not a fundus (no dark border around a round field, or a bright field far from "
+    f"round): **{not_fundus:,}**. The check was measured to keep every real EyePACS and IDRiD photograph and to "
+    "reject ordinary photographs (`benchmarks/check_fundus_filter.py`)."))
 if len(data.skipped):
     display(styled(data.skipped.groupby("reason").size().rename("images").to_frame(),
                    caption="Skipped images by reason"))

@@ -8,8 +8,9 @@ the radius the cache needs, and decodes again at the next smaller reduction if t
 
 Every reason a file cannot be used raises :class:`UnusableImage`, whose message is recorded in
 the cache manifest: a missing or empty file, a file that is not an image, truncated data,
-grayscale or 16-bit images, images under 32 px, images with no fundus (e.g. all black) and bright
-fields far from round (a strip or banner).
+grayscale or 16-bit images, images under 32 px, images with no fundus (e.g. all black), bright
+fields far from round (a strip or banner) and photographs without the dark corners of a fundus
+camera's round field (an ordinary photograph; see :mod:`fundus_lib.data.field_check`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fundus_lib.data.field_check import NOT_A_FUNDUS, not_a_fundus
 from fundus_lib.data.preprocess import FieldOfView, estimate_field_of_view, field_aspect
 
 REDUCTIONS = (8, 4, 2, 1)
@@ -125,11 +127,13 @@ def decode_fundus_bytes(data: bytes, target_radius: float, allow_grayscale: bool
         if fov is None:
             raise UnusableImage("no fundus found (the image is black or blank)")
         if (aspect := field_aspect(rgb, fov)) < MIN_FIELD_ASPECT:
-            raise UnusableImage(f"not a fundus photograph: its bright field is {aspect:.2f} times as high as wide "
+            raise UnusableImage(f"{NOT_A_FUNDUS}: its bright field is {aspect:.2f} times as high as wide "
                                 f"(a round field is about 1, a field cut at top and bottom above {MIN_FIELD_ASPECT})")
         if fov.radius >= target_radius or reduction == 1:
             break
         reduction //= 2
+    if reason := not_a_fundus(rgb, fov):
+        raise UnusableImage(reason)
     return Decoded(
         rgb=rgb,
         fov=fov,
