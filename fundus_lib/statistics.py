@@ -1,4 +1,4 @@
-"""How a finding becomes a verdict: estimates with intervals, margins and the three-way rule, in one place.
+"""How a finding becomes a verdict: estimates, intervals, margins, outcomes and error rates, in one place.
 
 Every finding of the conclusions page is one or more *comparisons*: a difference between two
 configurations (treatment minus reference) of one measure on the same test images, e.g. the
@@ -9,36 +9,84 @@ Estimate. Each configuration is trained with the params' seeds (``params.seeds``
 treatment is paired with seed k of the reference (a fine-tuned run starts from the same seed's
 run). The estimate is the mean over seeds of the per-seed difference on all test images.
 
-Interval (95 %). Two sources of chance move a difference: which test images were drawn and which
-training seed was used. (1) A paired bootstrap over test images: the same resampled images score
-both configurations (and every seed), so what the images have in common cancels, and the
-percentile interval of the seed-mean difference gives the test-sampling error. (2) The spread over
-seeds: the per-seed differences' standard error times Student's t with seeds - 1 degrees of
-freedom (3 seeds are few, so t = 4.30 rather than 1.96). The two half-widths are added in
-quadrature. This counts part of the test-sampling error twice (it is also in the per-seed
-spread), so the interval errs on the wide side. With one seed the seed term is unknown: the
-interval is the test sampling alone, and the comparison is inconclusive whatever it shows
-(``MIN_SEEDS``), because two seeds of one configuration can differ by more than that interval.
+Interval: variance components, not overlapping half-widths. Two sources of chance move a
+difference: which test images were drawn and which training seeds were used. A paired bootstrap
+over the test images (the same resampled images score both configurations and every seed) gives
+the S x S covariance of the per-seed differences under image sampling. Its mean over all entries
+is the *image variance* of the seed mean; its diagonal minus its off-diagonal part is the
+*seed-by-image* variance w of one seed (two seeds disagree on which images they get right). The
+per-seed differences' sample variance s2 holds the *seed variance* plus w, so the seed term is
+max(s2 - w, 0) / S (floored: a negative variance is no information) and
 
-Verdict. A claim says on which side of a *threshold* the difference lies: "higher" means above
-+margin, "lower" below -margin, "loses under a point" above -0.01. The margin is the smallest
-difference that counts as the report's effect (``MARGINS``). **Reproduced**: the whole interval
-lies on the claim's side of the threshold. **Contradicted**: the whole interval lies on the other
-side (the effect, if any, is smaller than what counts, or reversed). **Inconclusive**: the interval
-straddles the threshold, the data cannot decide. A finding made of several comparisons is
-reproduced when every one is, contradicted when any one is, inconclusive otherwise. With no true
-effect a comparison is called reproduced in at most 2.5 % of runs (one tail of a 95 % interval),
-and a finding needing several comparisons less often still (``tests/test_statistics.py`` checks
-this by simulation).
+    variance of the seed mean = max(s2 - w, 0) / S + image variance.
 
-Power. The minimum detectable difference (MDD) of a comparison is the true difference it would
-call reproduced with 80 % probability: the threshold plus (1.96 + 0.84) standard errors on the
-claim's side, the standard error read off the interval's width. A finding whose MDD is far beyond
-the report's own difference cannot be reproduced by this run, whatever the truth.
+Adding the bootstrap half-width and a t x seed half-width in quadrature, as before, counted w
+twice (simulated coverage 96-99.5 %, widths up to twice the exact one). The estimate's degrees of
+freedom come from Satterthwaite's rule: the seed term's S - 1, the image term's as many as the
+test images, df = (S - 1) x (variance / (u / S))^2 clipped to [S - 1, n - 1], so three seeds
+whose spread dominates get t(2) = 4.30 and an image-dominated difference nearly z. Here u is the
+seed stage max(s2, w) at its upper 50 % bound, max(s2, w) x (S - 1) / median of chi2(S - 1):
+plugging in s2 itself gives the most degrees of freedom exactly when s2 happens to be small, and
+the simulated coverage then fell to 92-93 % for two and three seeds. The interval
+is mean -/+ t(df) x standard error, clipped to the measure's range (``RANGES``: a share or an
+accuracy difference lies in [-1, 1], a kappa or an accuracy-drop difference in [-2, 2]); both
+terms always enter both sides. With one seed the seed term is unknown: the interval is the image
+term alone and the comparison is inconclusive whatever it shows (``MIN_SEEDS``).
+``tests/test_statistics.py`` measures the coverage by simulation with seed, image and
+seed-by-image spreads (up to 0.1, the real-data edition's seed spread) and checks that a rule
+without the seed term, or with z in place of t, fails the same test.
+
+Outcomes. A claim says on which side of a *threshold* the difference lies: "higher" means above
++margin, "lower" below -margin (``MARGINS``: the smallest difference that counts as the report's
+effect); a *bound* such as "loses under a point" (above -0.01) is its own threshold.
+
+- **reproduced**: the interval lies wholly beyond the threshold on the claim's side;
+- **smaller than reported**: wholly short of the threshold but not wholly reversed: the effect is
+  absent or smaller than what counts (the report's own values lie beyond the margin);
+- **contradicted**: wholly beyond the *opposite* margin, -threshold: the effect goes the other way
+  by at least what counts as an effect. The opposite margin, not zero, because "contradicted" is
+  read as "found the opposite": a reversal of 0.002 kappa is no more an effect than a gain of
+  0.002, and with zero as the line every negligible reversal would become "contradicted" as
+  intervals tighten (the flaw the old rule had with "smaller" effects). For a bound the claim and
+  its negation share one line: wholly on the other side of it is contradicted (e.g. the loss
+  exceeds a point), and "smaller than reported" cannot occur;
+- **inconclusive**: the interval straddles the threshold (or one seed, ``MIN_SEEDS``);
+- **not tested**: no interval (no images, no run).
+
+Error rates per finding. A finding of m comparisons holds when ``needed`` = k of them are
+reproduced (k = m: "all", the default; Table 4's "most models": k = m // 2 + 1). Each outcome
+risks one error: a false "reproduced" (the finding called when fewer than k comparisons have the
+effect) needs a false call on the claim side of some comparison whose true difference is not
+beyond its threshold; a false "smaller"/"contradicted" needs a false call on the far side of a
+comparison that has the effect. Splitting the 5 % family-wise rate into 2.5 % per direction, each
+comparison's claim-side bound sits at one-sided 2.5 % / (m - k + 1) and its far bound at
+2.5 % / k (a Bonferroni split, proven in ``family``). For "all" this is the intersection-union
+test: "reproduced" needs no correction (every comparison must pass its own 2.5 % test) while
+"smaller"/"contradicted", which any one comparison can trigger, use 2.5 % / m. So a finding
+calls "reproduced" falsely in at most 2.5 % of runs, "smaller than reported" or "contradicted"
+falsely in at most 2.5 %, and makes any false call in at most 5 % (``FAMILY_ERROR``). A single
+comparison's interval is the plain 95 % interval. A finding is reproduced when k comparisons are,
+ruled out when m - k + 1 are short of their threshold (contradicted when that many are reversed,
+smaller than reported otherwise), inconclusive in between (``combine``).
+
+Power. A finding's minimum detectable difference (MDD) is the true difference at which the
+*finding* is reproduced with 80 % probability: every comparison's true difference the same
+distance beyond its threshold, each comparison reproduced with the power of its t test (a
+noncentral t with the estimate's degrees of freedom beyond its claim-side quantile), at least k
+of m reproduced (comparisons taken as independent; a
+shared reference arm correlates them positively, which only raises the true power, so the MDD
+errs large). Needing all of m comparisons at 80 % each would give about 0.8^m, so the largest of
+the comparisons' own MDDs overstates the finding's power. The same formula at the report's
+values is the run's power to see the report's effect: below 80 % the report's effect is below
+this run's MDD, and an inconclusive outcome says nothing about the report.
+
+Gates. A gate that decides whether evidence counts is decided on data the evidence does not use
+(``gate_half``: a fixed half of the images, by a hash of their key).
 
 Example::
 
-    comparison = compare("SMOTE vs cross-entropy", "kappa", LOWER, metric_difference("kappa", labels, smote, ce))
+    per_seed = [metric_difference("kappa", labels, smote, ce) for smote, ce in zip(smote_seeds, ce_seeds)]
+    comparison = compare("SMOTE vs cross-entropy", "kappa", LOWER, per_seed, len(labels))
     comparison.verdict, comparison.estimate.low, comparison.mdd
 """
 
@@ -46,15 +94,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 from fundus_lib.metrics import N_CLASSES
 
-LEVEL = 0.95  # two-sided confidence of every interval
+LEVEL = 0.95  # two-sided confidence of a single comparison's interval
+TAIL = (1 - LEVEL) / 2  # one-sided error of each direction: false "reproduced", false "smaller"/"contradicted"
+FAMILY_ERROR = 2 * TAIL  # the family-wise rate of any false call of a finding (module docstring)
 POWER = 0.80  # the power at which the minimum detectable difference is quoted
 REPEATS = 2000  # bootstrap resamples
 BOOTSTRAP_SEED = 0  # the resamples are fixed: the same runs give the same interval
@@ -73,7 +124,14 @@ MARGINS = {
     "share": 0.01,
 }
 
-REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_TESTED = "reproduced", "contradicted", "inconclusive", "not tested"
+#: The largest possible size of a difference of each measure: kappa lies in [-1, 1] and a per-image
+#: accuracy drop in {-1, 0, 1}, so their differences lie in [-2, 2]; the others are shares in [0, 1].
+RANGES = {"kappa": 2.0, "accuracy_drop": 2.0, "balanced_accuracy": 1.0, "accuracy": 1.0, "robust_accuracy": 1.0,
+          "share": 1.0}
+
+REPRODUCED, SMALLER, CONTRADICTED = "reproduced", "smaller than reported", "contradicted"
+INCONCLUSIVE, NOT_TESTED = "inconclusive", "not tested"
+OUTCOMES = (REPRODUCED, SMALLER, CONTRADICTED, INCONCLUSIVE, NOT_TESTED)  # in the order the page counts them
 HIGHER, LOWER = 1, -1  # the claim's side: the difference lies above (below) the threshold
 
 #: image indices (R, n) -> the difference on each of the R resamples, shape (R,)
@@ -82,22 +140,64 @@ Statistic = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class Estimate:
-    """A difference with its 95 % interval and what stands behind it."""
+    """A difference (in its measure's units) with its interval and what stands behind it.
+
+    ``low``/``high`` lie ``lower_tail``/``upper_tail`` (one-sided errors) from the mean: 2.5 % each
+    for a plain 95 % interval, less inside a finding of several comparisons (``family``)."""
 
     mean: float
     low: float
     high: float
     n_images: int
     n_seeds: int
+    standard_error: float = float("nan")  # of the seed mean, image and seed terms together (module docstring)
+    df: float = float("inf")  # Satterthwaite degrees of freedom of that standard error
+    bound: float = float("inf")  # the interval is clipped to [-bound, +bound], the measure's range
+    lower_tail: float = TAIL
+    upper_tail: float = TAIL
 
-    @property
-    def standard_error(self) -> float:
-        """The interval's half-width in standard errors of a normal estimate."""
-        return (self.high - self.low) / (2 * stats.norm.ppf(0.5 + LEVEL / 2))
+    def with_tails(self, lower_tail: float, upper_tail: float) -> Estimate:
+        """The same estimate with its bounds at other one-sided errors (e.g. 0.025 and 0.025 / m)."""
+        low, high = interval(self.mean, self.standard_error, self.df, lower_tail, upper_tail, self.bound)
+        return replace(self, low=float(low), high=float(high), lower_tail=lower_tail, upper_tail=upper_tail)
 
 
-def estimate(per_seed: Sequence[Statistic], n_images: int) -> Estimate:
-    """The seed-mean of ``per_seed`` differences with its interval (module docstring).
+def quantile(tail, df):
+    """The t(df) quantile leaving ``tail`` above it (z for infinite df); vectorised."""
+    return stats.t.isf(tail, df)
+
+
+def interval(mean, standard_error, df, lower_tail: float, upper_tail: float, bound: float = float("inf")):
+    """mean -/+ t(df) x standard error at the given one-sided errors, clipped to [-bound, bound]
+    (vectorised over the estimates; NaN without a standard error)."""
+    low = mean - quantile(lower_tail, df) * standard_error
+    high = mean + quantile(upper_tail, df) * standard_error
+    return np.clip(low, -bound, bound), np.clip(high, -bound, bound)
+
+
+def variance_components(values: np.ndarray, image_covariance: np.ndarray,
+                        n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """(standard error, degrees of freedom) of the seed mean of ``values`` (..., S), the per-seed
+    differences, from their covariance under test-image sampling (..., S, S) (module docstring:
+    seed term net of the seed-by-image variance, floored at 0, plus the image variance;
+    Satterthwaite df). Vectorised over the leading axes, so that a simulation can call it once."""
+    seeds = values.shape[-1]
+    image = image_covariance.mean(axis=(-2, -1))  # variance of the seed mean over test images
+    if seeds < MIN_SEEDS:
+        return np.sqrt(image), np.full(np.shape(image), max(n_images - 1, 1), dtype=float)
+    diagonal = np.einsum("...kk->...k", image_covariance).mean(axis=-1)
+    within = seeds / (seeds - 1) * (diagonal - image)  # seed-by-image variance of one seed's difference
+    seed_stage = np.maximum(values.var(axis=-1, ddof=1), within)  # seed spread + w, at least w
+    variance = seed_stage / seeds + image - within / seeds  # = max(s2 - w, 0) / S + image variance
+    cautious = seed_stage * (seeds - 1) / stats.chi2.median(seeds - 1)  # its upper 50 % bound: see the docstring
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(seed_stage > 0, (seeds - 1) * (variance / (cautious / seeds)) ** 2, np.inf)
+    return np.sqrt(variance), np.clip(df, seeds - 1, max(n_images - 1, seeds - 1))
+
+
+def estimate(per_seed: Sequence[Statistic], n_images: int, bound: float = float("inf")) -> Estimate:
+    """The seed-mean of ``per_seed`` differences with its 95 % interval (module docstring), clipped
+    to [-bound, bound].
 
     ``per_seed[k]`` scores seed k on resamples of the ``n_images`` test images; every seed sees
     the same resamples (the test images are shared)."""
@@ -105,20 +205,23 @@ def estimate(per_seed: Sequence[Statistic], n_images: int) -> Estimate:
         return Estimate(float("nan"), float("nan"), float("nan"), n_images, len(per_seed))
     every_image = np.arange(n_images)[None]
     values = np.array([float(statistic(every_image)[0]) for statistic in per_seed])
-    indices = bootstrap_indices(n_images)
-    resampled = np.mean([statistic(indices) for statistic in per_seed], axis=0)
+    resampled = np.stack([statistic(bootstrap_indices(n_images)) for statistic in per_seed])
+    resampled = resampled[:, ~np.isnan(resampled).any(axis=0)]  # a resample where a metric is undefined
+    covariance = np.atleast_2d(np.cov(resampled)) if resampled.shape[1] > 1 else np.full((len(values),) * 2, np.nan)
+    standard_error, df = variance_components(values, covariance, n_images)
     mean = float(values.mean())
-    tail = (1 - LEVEL) / 2 * 100
-    low, high = np.nanpercentile(resampled, [tail, 100 - tail])
-    seed_half = seed_half_width(values)
-    return Estimate(mean, mean - float(np.hypot(max(mean - low, 0), seed_half)),
-                    mean + float(np.hypot(max(high - mean, 0), seed_half)), n_images, len(values))
+    low, high = interval(mean, float(standard_error), float(df), TAIL, TAIL, bound)
+    return Estimate(mean, float(low), float(high), n_images, len(values), float(standard_error), float(df), bound)
+
+
+def bootstrap_indices(n_images: int) -> np.ndarray:
+    """The fixed resamples (REPEATS, n_images) of ``n_images`` test images (read-only, made once)."""
+    return _resamples(n_images, REPEATS)
 
 
 @functools.lru_cache(maxsize=8)
-def bootstrap_indices(n_images: int) -> np.ndarray:
-    """The fixed resamples (REPEATS, n_images) of ``n_images`` test images (read-only, made once)."""
-    indices = np.random.default_rng(BOOTSTRAP_SEED).integers(0, n_images, (REPEATS, n_images), dtype=np.int32)
+def _resamples(n_images: int, repeats: int) -> np.ndarray:
+    indices = np.random.default_rng(BOOTSTRAP_SEED).integers(0, n_images, (repeats, n_images), dtype=np.int32)
     indices.flags.writeable = False
     return indices
 
@@ -127,25 +230,44 @@ def seed_half_width(values: np.ndarray) -> float:
     """t(seeds - 1) x the standard error of the mean over seeds (0 for a single seed)."""
     if len(values) < 2:
         return 0.0
-    return float(stats.t.ppf(0.5 + LEVEL / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    return float(quantile(TAIL, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
 
 
-def verdict(low: float, high: float, side: int, threshold: float) -> str:
-    """The three-way rule on an interval (module docstring); NOT_TESTED without an interval."""
+def verdict(low: float, high: float, side: int, threshold: float, reversal: float | None = None) -> str:
+    """The outcome of an interval (module docstring): beyond ``threshold`` on the claim's ``side``
+    reproduced, wholly beyond ``reversal`` (default the opposite margin, -threshold) contradicted,
+    wholly short of the threshold otherwise smaller than reported, else inconclusive; NOT_TESTED
+    without an interval."""
     if np.isnan(low) or np.isnan(high):
         return NOT_TESTED
-    beyond, short = (low > threshold, high < threshold) if side == HIGHER else (high < threshold, low > threshold)
-    return REPRODUCED if beyond else CONTRADICTED if short else INCONCLUSIVE
-
-
-def combine(verdicts: Sequence[str]) -> str:
-    """A finding of several comparisons: reproduced if all are, contradicted if any is, else inconclusive."""
-    tested = [item for item in verdicts if item != NOT_TESTED]
-    if not tested:
-        return NOT_TESTED
-    if CONTRADICTED in tested:
+    reversal = -threshold if reversal is None else reversal
+    near, far = (low, high) if side == HIGHER else (high, low)  # the bound that decides "reproduced", the other
+    if side * (near - threshold) > 0:
+        return REPRODUCED
+    if side * (far - reversal) < 0:
         return CONTRADICTED
-    return REPRODUCED if all(item == REPRODUCED for item in tested) and len(tested) == len(verdicts) else INCONCLUSIVE
+    return SMALLER if side * (far - threshold) < 0 else INCONCLUSIVE
+
+
+def majority(count: int) -> int:
+    """How many of ``count`` comparisons "most" needs: more than half."""
+    return count // 2 + 1
+
+
+def combine(verdicts: Sequence[str], needed: int | None = None) -> str:
+    """A finding's outcome from its comparisons' (module docstring): reproduced when ``needed``
+    (default all) are, ruled out when so many are short of their threshold that fewer than
+    ``needed`` can hold (contradicted when that many are reversed, else smaller than reported),
+    inconclusive otherwise; not tested when none was."""
+    if all(item == NOT_TESTED for item in verdicts):
+        return NOT_TESTED
+    needed = len(verdicts) if needed is None else needed
+    against = len(verdicts) - needed + 1
+    if sum(item == REPRODUCED for item in verdicts) >= needed:
+        return REPRODUCED
+    if sum(item == CONTRADICTED for item in verdicts) >= against:
+        return CONTRADICTED
+    return SMALLER if sum(item in (SMALLER, CONTRADICTED) for item in verdicts) >= against else INCONCLUSIVE
 
 
 def threshold_for(measure: str, side: int) -> float:
@@ -155,25 +277,44 @@ def threshold_for(measure: str, side: int) -> float:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One tested difference: what it compares, the claim's side and threshold, and the estimate."""
+    """One tested difference: what it compares, the claim's side, threshold and reversal line, the
+    estimate, and the finding it belongs to (``family``: its m comparisons, ``needed`` of them to hold)."""
 
     label: str
     measure: str
     side: int
     threshold: float
     estimate: Estimate
+    reversal: float  # wholly beyond this on the other side is "contradicted": -threshold, or the bound itself
+    family: int = 1
+    needed: int = 1
+
+    @property
+    def tails(self) -> tuple[float, float]:
+        """(lower, upper) one-sided errors of its bounds: the claim side at TAIL / (m - k + 1), the far
+        side at TAIL / k (module docstring; a single comparison: 2.5 % each)."""
+        claim, far = TAIL / (self.family - self.needed + 1), TAIL / self.needed
+        return (claim, far) if self.side == HIGHER else (far, claim)
 
     @property
     def verdict(self) -> str:
-        """The three-way rule; inconclusive below MIN_SEEDS seeds, whose spread is then unknown."""
-        result = verdict(self.estimate.low, self.estimate.high, self.side, self.threshold)
+        """The outcome rule; inconclusive below MIN_SEEDS seeds, whose spread is then unknown."""
+        result = verdict(self.estimate.low, self.estimate.high, self.side, self.threshold, self.reversal)
         return INCONCLUSIVE if result != NOT_TESTED and self.estimate.n_seeds < MIN_SEEDS else result
 
     @property
     def mdd(self) -> float:
-        """The minimum detectable difference (signed, on the claim's side; module docstring)."""
-        z = stats.norm.ppf(0.5 + LEVEL / 2) + stats.norm.ppf(POWER)
-        return self.threshold + self.side * z * self.estimate.standard_error
+        """The minimum detectable difference of this comparison alone (signed, on the claim's side)."""
+        return self.threshold + self.side * detectable_distance((replace(self, family=1, needed=1),), 1)
+
+    def reproduced_probability(self, distance: np.ndarray) -> np.ndarray:
+        """P(reproduced) if the true difference lies ``distance`` beyond the threshold on the claim's
+        side: the power of its t test, a noncentral t(df) beyond the claim-side quantile."""
+        claim_tail = self.tails[0] if self.side == HIGHER else self.tails[1]
+        error, df = self.estimate.standard_error, self.estimate.df
+        if error == 0:
+            return (np.asarray(distance) > 0).astype(float)
+        return stats.nct.sf(quantile(claim_tail, df), min(df, 1e6), np.asarray(distance) / error)
 
     def claim(self) -> str:
         """The rule in words, e.g. ``kappa difference < -0.02``."""
@@ -182,11 +323,70 @@ class Comparison:
 
 def compare(label: str, measure: str, side: int, per_seed: Sequence[Statistic], n_images: int,
             threshold: float | None = None) -> Comparison:
-    """A comparison with the margin of ``measure`` (or an explicit ``threshold``, e.g. -0.01 for
-    "loses under a point")."""
+    """A comparison with the margin of ``measure`` (reversal: the opposite margin), or with an
+    explicit bound ``threshold`` (e.g. -0.01 for "loses under a point"; reversal: the bound itself)."""
     line = threshold_for(measure, side) if threshold is None else threshold
-    return Comparison(label, measure, side, line, estimate(per_seed, n_images))
+    return Comparison(label, measure, side, line, estimate(per_seed, n_images, RANGES[measure]),
+                      -line if threshold is None else line)
 
+
+def family(comparisons: Sequence[Comparison], needed: int | None = None) -> tuple[Comparison, ...]:
+    """The comparisons of one finding with the bounds of its error split: with m comparisons of
+    which k must hold, claim side at TAIL / (m - k + 1), far side at TAIL / k. Why this holds the
+    family-wise rate: a false "reproduced" needs, when j >= m - k + 1 comparisons lack the effect,
+    k - m + j false claim-side calls among those j, of probability <= j x tail / (k - m + j) (Markov
+    on their count), largest at j = m - k + 1: TAIL. A false ruling-out likewise needs false far-side
+    calls, of probability <= k x TAIL / k. Idempotent: a finding may re-apply it."""
+    needed = len(comparisons) if needed is None else needed
+    members = [replace(item, family=len(comparisons), needed=needed) for item in comparisons]
+    return tuple(replace(item, estimate=item.estimate.with_tails(*item.tails)) for item in members)
+
+
+def reproduced_probability(comparisons: Sequence[Comparison], distances: Sequence[float], needed: int) -> float:
+    """P(at least ``needed`` comparisons reproduced) when comparison i's true difference lies
+    ``distances[i]`` beyond its threshold (comparisons taken as independent: module docstring)."""
+    counts = np.array([1.0])  # the distribution of how many are reproduced, one comparison at a time
+    for item, distance in zip(comparisons, distances):
+        p = float(item.reproduced_probability(distance))
+        counts = np.append(counts * (1 - p), 0) + np.insert(counts * p, 0, 0)
+    return float(counts[needed:].sum())
+
+
+def detectable_distance(comparisons: Sequence[Comparison], needed: int) -> float:
+    """How far beyond every threshold the true differences must lie for the finding to be
+    reproduced with probability POWER (the MDD is threshold + side x this); NaN without errors."""
+    errors = [item.estimate.standard_error for item in comparisons]
+    if not comparisons or np.isnan(errors).any():
+        return float("nan")
+    far = max(errors) * (quantile(TAIL / len(comparisons), 1) + 10) + 1e-12
+
+    def shortfall(distance: float) -> float:
+        return reproduced_probability(comparisons, [distance] * len(comparisons), needed) - POWER
+
+    return float(optimize.brentq(shortfall, 0.0, far, xtol=1e-6)) if shortfall(0.0) < 0 else 0.0
+
+
+def power_at(comparisons: Sequence[Comparison], truths: Sequence[float], needed: int) -> float:
+    """P(the finding is reproduced) if each comparison's true difference were ``truths[i]`` (e.g.
+    the report's values): below POWER the report's effect is below this run's MDD."""
+    return reproduced_probability(comparisons, [item.side * (truth - item.threshold)
+                                                for item, truth in zip(comparisons, truths)], needed)
+
+
+def error_rule(count: int, needed: int) -> str:
+    """How a finding of ``count`` comparisons combines and what false-call rates it holds, in words."""
+    if count == 1:
+        return f"one comparison, 95 % interval: false call ≤ {TAIL:.1%} each way"
+    combination = "all must hold" if needed == count else f"{needed} of {count} must hold"
+    return (f"{count} comparisons, {combination}: false 'reproduced' ≤ {TAIL:.1%} (claim-side bounds at "
+            f"{TAIL / (count - needed + 1):.2%}), false 'smaller'/'contradicted' ≤ {TAIL:.1%} (far bounds at "
+            f"{TAIL / needed:.2%}); any false call ≤ {FAMILY_ERROR:.0%}")
+
+
+def gate_half(keys: Sequence) -> np.ndarray:
+    """True for the fixed half of ``keys`` (image names or row numbers) on which a gate is decided;
+    its evidence uses the other half, so no gate is decided on the evidence it gates."""
+    return np.array([zlib.crc32(str(key).encode()) % 2 == 0 for key in keys], dtype=bool)
 
 # --- the statistics: metrics of resampled predictions, means of per-image values ---------------------
 
