@@ -2,12 +2,15 @@
 
 Each finding is a claim of the report written as one or more comparisons between configurations
 (treatment minus reference, on the same test images), judged by the rules of
-:mod:`fundus_lib.statistics`: an estimate over the params' seeds with a 95 % interval (paired
-bootstrap over test images plus the spread over seeds), the images and seeds behind it, a
-margin fixed in advance, and a verdict (reproduced / contradicted / inconclusive) that is never
-typed in. The report's value of the same difference, where it published one, stands beside ours.
-No row is picked on the test split: where a claim is about "the best" row, it is chosen on the
-validation split.
+:mod:`fundus_lib.statistics`: an estimate over the params' seeds with a 95 % interval (the
+image-bootstrap variance plus the seed variance net of it), the images and seeds behind it, a
+margin fixed in advance, and an outcome (reproduced / smaller than reported / contradicted /
+inconclusive) that is never typed in. Each finding states how its comparisons combine (all, or
+"most" for Table 4) and holds its family-wise false-call rate at 5 %; its MDD is where the whole
+finding is reproduced with 80 % probability. The report's value of the same difference, where it
+published one, stands beside ours. No row is picked and no gate is decided on the test evidence
+it serves: "the best" row is chosen on the validation split, a degenerate model is recognised on
+its validation predictions, and the cue's power is measured on a held-out half of the cue images.
 
 Example::
 
@@ -38,23 +41,32 @@ from fundus_lib.report import report_table
 from fundus_lib.robustness_evaluation import strongest_outcomes
 from fundus_lib.runs import Run, get_run, run_data
 from fundus_lib.statistics import (
+    CONTRADICTED,
     HIGHER,
     INCONCLUSIVE,
     LOWER,
     MARGINS,
     NOT_TESTED,
+    POWER,
     REPRODUCED,
-    CONTRADICTED,
+    SMALLER,
     Comparison,
     combine,
     compare,
+    detectable_distance,
+    error_rule,
+    family,
+    gate_half,
+    majority,
     mean_difference,
     metric_difference,
     per_grade,
+    power_at,
 )
 
-#: A model that gives one grade to at least this share of the test images is degenerate: it is
-#: "robust" to any attack only because it barely looks at the image (attack findings leave it untested).
+#: A model that gives one grade to at least this share of the validation images is degenerate: it is
+#: "robust" to any attack only because it barely looks at the image (attack findings leave it untested;
+#: decided on validation, so that the gate never reads the test split it gates).
 DEGENERATE_SHARE = 0.95
 
 #: Chapter 6's margin: an attribution share must move by at least one percentage point.
@@ -72,12 +84,27 @@ class Finding:
     note: str = ""  # why it is not tested, what was chosen on validation, what the report showed
     undecidable: tuple[str, ...] = ()  # parts measured on something that cannot show the effect, with the reason
     report_text: str = ""  # what the report published instead, where it gave no value of these differences
+    needed: int | None = None  # how many comparisons must hold ("most" models); None: all
+
+    def __post_init__(self):
+        """The comparisons as one family: their bounds at the finding's error split (``statistics.family``)."""
+        object.__setattr__(self, "comparisons", family(self.comparisons, self.needed))
 
     @property
     def verdict(self) -> str:
         """The comparisons combined (``statistics.combine``); a part that cannot discriminate counts as inconclusive."""
         verdicts = [comparison.verdict for comparison in self.comparisons] + [INCONCLUSIVE] * len(self.undecidable)
-        return combine(verdicts) if verdicts else NOT_TESTED
+        return combine(verdicts, self.needed) if verdicts else NOT_TESTED
+
+    @property
+    def must_hold(self) -> int:
+        """How many of its comparisons must be reproduced."""
+        return len(self.comparisons) if self.needed is None else self.needed
+
+    @property
+    def error_rate(self) -> str:
+        """How its comparisons combine and the false-call rates that holds (``statistics.error_rule``)."""
+        return error_rule(len(self.comparisons), self.must_hold) if self.comparisons else "–"
 
     @property
     def ours(self) -> str:
@@ -96,9 +123,32 @@ class Finding:
         return "; ".join(sorted({item.claim() for item in self.comparisons}))
 
     @property
-    def mdd(self) -> float:
-        """The largest minimum detectable difference of its comparisons (in size)."""
-        return max((item.mdd for item in self.comparisons), key=abs, default=float("nan"))
+    def mdd(self) -> tuple[float, ...]:
+        """Per comparison, the true difference at which the whole finding is reproduced with 80 %
+        probability (all comparisons the same distance beyond their thresholds; ``statistics``)."""
+        distance = detectable_distance(self.comparisons, self.must_hold)
+        return tuple(item.threshold + item.side * distance for item in self.comparisons)
+
+    @property
+    def mdd_text(self) -> str:
+        """The MDD in words, one value per measure, e.g. ``kappa < -0.094``."""
+        parts = {f"{item.measure.replace('_', ' ')} {'>' if item.side == HIGHER else '<'} {value:+.3f}": None
+                 for item, value in zip(self.comparisons, self.mdd)}
+        return "; ".join(parts) or "–"
+
+    @property
+    def power_at_report(self) -> float | None:
+        """P(this run reproduces the finding) if the truth were the report's values (None where the
+        report published none of some comparison)."""
+        if not self.comparisons or any(value is None for value in self.reported):
+            return None
+        return power_at(self.comparisons, self.reported, self.must_hold)
+
+    @property
+    def below_mdd(self) -> bool:
+        """The report's effect is below this run's MDD: the run had under 80 % power to see it."""
+        power = self.power_at_report
+        return power is not None and power < POWER
 
 
 # --- a configuration's runs over seeds, on the test images --------------------------------------------------
@@ -119,7 +169,7 @@ class Arm:
 
     @property
     def top_share(self) -> float:
-        """The largest share of test images given one grade, over the seeds."""
+        """The largest share of validation images given one grade, over the seeds."""
         return max(top_share(run) for run in self.runs)
 
 
@@ -134,8 +184,9 @@ def arm(name: str, runs: Sequence[Run]) -> Arm:
 
 
 def top_share(run: Run) -> float:
-    """The share of test images given the run's most frequent predicted grade."""
-    confusion = run.confusion("test")
+    """The share of validation images given the run's most frequent predicted grade (the
+    degenerate-model gate: never the test split, whose evidence it gates)."""
+    confusion = run.confusion("valid")
     return float(confusion.sum(axis=0).max() / max(1, confusion.sum()))
 
 
@@ -164,28 +215,28 @@ def reported_difference(table: pd.DataFrame, treatment, reference, column: str) 
 # --- Table 4 ---------------------------------------------------------------------------------------------------
 
 def larger_images_help(arms: dict[tuple[str, int], Arm], report: pd.DataFrame) -> Finding:
-    """Table 4: for the models trained at two sizes, the larger size gives the higher kappa, on average over models."""
+    """Table 4: for most models trained at two sizes (a count: more than half of them, each model
+    with its own interval), the larger size gives a higher kappa by the margin."""
     claim = "For most models, 512 px images give a higher kappa than 256 px"
-    pairs = []
+    pairs = {}
     for model in sorted({model for model, _ in arms}):
         sizes = sorted(size for name, size in arms if name == model)
         if len(sizes) > 1:
-            pairs.append((arms[model, sizes[-1]], arms[model, sizes[0]]))
+            pairs[model] = (arms[model, sizes[-1]], arms[model, sizes[0]])
     two_sizes = report.groupby("model").filter(lambda rows: rows["image_size"].nunique() > 1).sort_values("image_size")
-    reported = two_sizes.groupby("model")["kappa"].agg(lambda kappas: kappas.iloc[-1] - kappas.iloc[0]).mean()
+    theirs = two_sizes.groupby("model")["kappa"].agg(lambda kappas: kappas.iloc[-1] - kappas.iloc[0])
+    report_text = (f"{int((theirs > MARGINS['kappa']).sum())} of {len(theirs)} models higher at 512 px by more than "
+                   f"{MARGINS['kappa']}")
     if not pairs:
-        return Finding("Table 4", claim, note="no model is trained at two image sizes in this params file")
-    seeds = len(pairs[0][0].predictions)
-
-    def per_seed(seed: int):
-        parts = [metric_difference("kappa", large.labels, large.predictions[seed], small.predictions[seed])
-                 for large, small in pairs]
-        return lambda indices: np.mean([part(indices) for part in parts], axis=0)
-
-    comparison = compare("mean over models of κ(larger) − κ(smaller)", "kappa", HIGHER,
-                         [per_seed(seed) for seed in range(seeds)], len(pairs[0][0].labels))
-    return Finding("Table 4", claim, (comparison,), (float(reported),), images_behind(pairs[0][0]),
-                   "models: " + ", ".join(large.name for large, _ in pairs))
+        return Finding("Table 4", claim, note="no model is trained at two image sizes in this params file",
+                       report_text=report_text)
+    comparisons = tuple(metric_comparison(f"{model}: κ(larger) − κ(smaller)", "kappa", HIGHER, large, small)
+                        for model, (large, small) in pairs.items())
+    reported = tuple(float(theirs[model]) if model in theirs.index else None for model in pairs)
+    first = next(iter(pairs.values()))[0]
+    return Finding("Table 4", claim, comparisons, reported, images_behind(first),
+                   f"'most' = {majority(len(pairs))} of {len(pairs)} model(s), each with its own interval; "
+                   f"the report: {report_text}", report_text=report_text, needed=majority(len(pairs)))
 
 
 # --- Table 5 ---------------------------------------------------------------------------------------------------
@@ -333,7 +384,7 @@ def attack_finding(section: str, claim: str, arms: dict[str, Arm], outcomes: dic
     degenerate = [name for name, item in arms.items() if item.top_share >= DEGENERATE_SHARE]
     if degenerate:
         return Finding(section, claim, note=f"degenerate: {', '.join(degenerate)} give(s) one grade to at least "
-                                            f"{DEGENERATE_SHARE:.0%} of the test images", report_text=report_text)
+                                            f"{DEGENERATE_SHARE:.0%} of the validation images", report_text=report_text)
     per_image = {name: robust_correct(tables) for name, tables in outcomes.items()}
     labels = per_image[reference][0]
     n = f"{len(labels)} attacked test images ({per_grade(labels)} per grade) × {len(outcomes[reference])} seed(s)"
@@ -367,15 +418,37 @@ class Evidence:
     """A paired difference (adversarially trained minus baseline) judged against the hypothesis."""
 
     measure: str
-    mean: float
-    low: float
-    high: float
-    word: str  # "supports", "refutes", "inconclusive" or "no data"
+    comparison: Comparison
     reason: str = ""  # why a piece that cannot discriminate counts as inconclusive
-    comparison: Comparison | None = None
+
+    @property
+    def outcome(self) -> str:
+        """The comparison's outcome; inconclusive where the measure cannot discriminate."""
+        verdict = self.comparison.verdict
+        return INCONCLUSIVE if self.reason and verdict != NOT_TESTED else verdict
+
+    @property
+    def word(self) -> str:
+        """The outcome said of the hypothesis (``WORDS``)."""
+        return WORDS[self.outcome]
+
+    @property
+    def mean(self) -> float:
+        return self.comparison.estimate.mean
+
+    @property
+    def low(self) -> float:
+        return self.comparison.estimate.low
+
+    @property
+    def high(self) -> float:
+        return self.comparison.estimate.high
 
 
-WORDS = {REPRODUCED: "supports", CONTRADICTED: "refutes", INCONCLUSIVE: "inconclusive", NOT_TESTED: "no data"}
+#: An outcome said of the hypothesis: "smaller than reported" is a shift short of one percentage
+#: point (or none), "refutes" a shift the other way by at least that much.
+WORDS = {REPRODUCED: "supports", SMALLER: "shows no shift of a point", CONTRADICTED: "refutes",
+         INCONCLUSIVE: "inconclusive", NOT_TESTED: "no data"}
 
 
 def judge_difference(per_seed: Sequence[np.ndarray], more_is_support: bool, measure: str) -> Evidence:
@@ -386,13 +459,12 @@ def judge_difference(per_seed: Sequence[np.ndarray], more_is_support: bool, meas
     values = values[:, ~np.isnan(values).any(axis=0)]
     comparison = compare(measure, "share", HIGHER if more_is_support else LOWER,
                          [mean_difference(seed, np.zeros_like(seed)) for seed in values], values.shape[1])
-    estimate = comparison.estimate
-    return Evidence(measure, estimate.mean, estimate.low, estimate.high, WORDS[comparison.verdict], comparison=comparison)
+    return Evidence(measure, comparison)
 
 
 def cannot_discriminate(evidence: Evidence, reason: str) -> Evidence:
     """The same numbers, counted as inconclusive: the measure could not have shown the effect."""
-    return Evidence(evidence.measure, evidence.mean, evidence.low, evidence.high, "inconclusive", reason, evidence.comparison)
+    return replace(evidence, reason=reason)
 
 
 def changed_by(table: pd.DataFrame, variant: str) -> pd.Series:
@@ -401,20 +473,33 @@ def changed_by(table: pd.DataFrame, variant: str) -> pd.Series:
     return (table[variant] != table["as generated"]).astype(float)
 
 
+def gate_images(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a per-image table (column ``row``) on which the cue's power is decided."""
+    return table[gate_half(table["row"])]
+
+
+def evidence_images(table: pd.DataFrame) -> pd.DataFrame:
+    """The other rows: the cue measures that the power gate gates."""
+    return table[~gate_half(table["row"])]
+
+
 def cue_power(baseline_tables: Sequence[pd.DataFrame]) -> Evidence:
     """Whether the spurious-cue experiment can show anything, decided on the baseline alone (its
-    cue-reliance tables, one per seed) before the adversarial model is looked at: flipping the cue
-    must change more of its predictions than flipping the distractor (as salient, independent of
-    the grade), paired over images, by more than MIN_EFFECT. ``supports`` = the test has power."""
+    cue-reliance tables, one per seed) before the adversarial model is looked at, on the gate half
+    of the images (``gate_images``: the cue measures use the other half, so a baseline that flips
+    often by chance does not both pass the gate and bias the evidence): flipping the cue must
+    change more of its predictions than flipping the distractor (as salient, independent of the
+    grade), paired over images, by more than MIN_EFFECT. ``supports`` = the test has power."""
     per_seed = [(changed_by(table, "cue flipped") - changed_by(table, "distractor flipped")).to_numpy()
-                for table in baseline_tables]
+                for table in map(gate_images, baseline_tables)]
     return judge_difference(per_seed, True, "the baseline's predictions changed by flipping the cue, minus the distractor")
 
 
 def cue_evidence(params: Params, seed_runs: dict[str, list[Run]]) -> list[Evidence]:
     """The spurious-cue measures of the hypothesis over every seed pair (``seed_runs``: the cue
-    experiment's runs per model, paired in order): fewer predictions changed by flipping the cue,
-    less IG mass on it. Without power (``cue_power`` on the baseline) both are inconclusive."""
+    experiment's runs per model, paired in order), on the evidence half of the images: fewer
+    predictions changed by flipping the cue, less IG mass on it. Without power (``cue_power`` on
+    the baseline's gate half) both are inconclusive."""
     from fundus_lib import evaluation
 
     adversarial = "adversarially trained"
@@ -423,21 +508,29 @@ def cue_evidence(params: Params, seed_runs: dict[str, list[Run]]) -> list[Eviden
     power = cue_power(tables["baseline"])
 
     def mass(run: Run) -> pd.Series:
-        return evaluation.cue_attribution(run, data, params.attribution).set_index("row")["mass_on_cue"]
+        return evidence_images(evaluation.cue_attribution(run, data, params.attribution)).set_index("row")["mass_on_cue"]
 
     measures = {"share of predictions changed by flipping the cue":
-                [changed_by(treated, "cue flipped") - changed_by(base, "cue flipped")
+                [changed_by(evidence_images(treated), "cue flipped") - changed_by(evidence_images(base), "cue flipped")
                  for base, treated in zip(tables["baseline"], tables[adversarial])],
                 "IG mass on the cue": [mass(treated) - mass(base)
                                        for base, treated in zip(seed_runs["baseline"], seed_runs[adversarial])]}
     evidence = []
     for measure, per_seed in measures.items():
         piece = judge_difference([difference.to_numpy() for difference in per_seed], False, measure)
-        if power.word != "supports":
+        if power.outcome != REPRODUCED:
             piece = cannot_discriminate(piece, f"the cue has no measured power: the baseline's flips exceed the "
                                                f"distractor's by {power.mean:+.1%} [{power.low:+.1%}, {power.high:+.1%}]")
         evidence.append(piece)
     return evidence
+
+
+def as_family(evidence: list[Evidence]) -> list[Evidence]:
+    """The pieces that can discriminate as one family (``statistics.family``: their bounds at the
+    hypothesis's error split); the others, which make no call, as they are."""
+    decided = [item for item in evidence if not item.reason and item.outcome != NOT_TESTED]
+    members = iter(family([item.comparison for item in decided]))
+    return [replace(item, comparison=next(members)) if item in decided else item for item in evidence]
 
 
 def hypothesis_evidence(params: Params, seed_runs: dict[str, list[Run]],
@@ -446,7 +539,8 @@ def hypothesis_evidence(params: Params, seed_runs: dict[str, list[Run]],
     (``seed_runs``: each model's seeds, paired in order): more IG relevance mass on lesions (with
     lesion masks; ``attribution.verdict_images`` images, every seed pair), and, with the spurious-cue
     experiment's runs (``cue_runs``, likewise), fewer predictions changed by flipping the cue and
-    less IG mass on it (``cue_evidence``). Paired over images."""
+    less IG mass on it (``cue_evidence``). Paired over images; the pieces that can discriminate
+    form one family (all must hold)."""
     from fundus_lib import evaluation
 
     settings, adversarial = params.attribution, "adversarially trained"
@@ -461,18 +555,14 @@ def hypothesis_evidence(params: Params, seed_runs: dict[str, list[Run]],
         evidence.append(judge_difference(per_seed, True, "IG relevance mass on lesions"))
     if cue_runs is not None:
         evidence += cue_evidence(params, cue_runs)
-    return evidence
+    return as_family(evidence)
 
 
 def overall_verdict(evidence: list[Evidence]) -> str:
-    """``supports`` when every measured piece supports, ``refutes`` when any refutes, else
-    ``inconclusive`` (a piece that cannot discriminate is no evidence either way); ``untested`` without data."""
-    words = [item.word for item in evidence if item.word != "no data"]
-    if not words:
-        return "untested"
-    if "refutes" in words:
-        return "refutes"
-    return "supports" if all(word == "supports" for word in words) else "inconclusive"
+    """The pieces' outcomes combined by ``statistics.combine`` (every piece must support; one that
+    cannot discriminate is inconclusive), said of the hypothesis (``WORDS``); ``untested`` without data."""
+    outcomes = [item.outcome for item in evidence if item.outcome != NOT_TESTED]
+    return WORDS[combine(outcomes)] if outcomes else "untested"
 
 
 # --- the whole report ----------------------------------------------------------------------------------------------
@@ -549,7 +639,7 @@ def attribution_finding(params: Params, seed_runs: dict[str, list[Run]],
                         cue_runs: dict[str, list[Run]] | None = None) -> Finding:
     """Figures 7-8 from chapter 6's evidence (``hypothesis_evidence``). A piece that cannot
     discriminate makes the finding inconclusive at best, with its reason."""
-    evidence = [item for item in hypothesis_evidence(params, seed_runs, cue_runs) if item.word != "no data"]
+    evidence = [item for item in hypothesis_evidence(params, seed_runs, cue_runs) if item.outcome != NOT_TESTED]
     undecidable = tuple(f"{item.measure} {item.mean:+.3f} [{item.low:+.3f}, {item.high:+.3f}] cannot discriminate: "
                         f"{item.reason}" for item in evidence if item.reason)
     comparisons = tuple(item.comparison for item in evidence if not item.reason)

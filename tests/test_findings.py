@@ -1,6 +1,7 @@
 """The conclusions' findings: each claim encodes what the report says (its own numbers lie on
 the claimed side), a clear simulated effect is reproduced, the reverse is contradicted, a row is
-chosen on validation and never on test, and a piece that cannot discriminate is inconclusive."""
+chosen on validation and never on test, every gate is decided off the evidence it gates, each
+finding states its error split and MDD, and a piece that cannot discriminate is inconclusive."""
 
 from __future__ import annotations
 
@@ -17,23 +18,24 @@ from fundus_lib.experiments import balancing_runs
 from fundus_lib.metrics import confusion
 from fundus_lib.paths import project_root
 from fundus_lib.report import report_table
-from fundus_lib.statistics import CONTRADICTED, HIGHER, INCONCLUSIVE, NOT_TESTED, REPRODUCED
+from fundus_lib import statistics
+from fundus_lib.statistics import CONTRADICTED, HIGHER, INCONCLUSIVE, NOT_TESTED, REPRODUCED, SMALLER
 
 N_IMAGES = 1500
 
 
 @dataclass
 class FakeRun:
-    """What a finding reads from a run: validation metrics and the test confusion matrix."""
+    """What a finding reads from a run: validation metrics and confusion matrices per split."""
 
     valid: dict
-    test_confusion: np.ndarray
+    confusions: dict
 
     def metrics(self, split):
         return self.valid
 
     def confusion(self, split):
-        return self.test_confusion
+        return self.confusions[split]
 
 
 LABELS = np.random.default_rng(0).choice(5, N_IMAGES, p=(0.6, 0.1, 0.2, 0.05, 0.05))
@@ -46,7 +48,8 @@ def fake_arm(name: str, accuracy: float, seeds: int = 3, valid_balanced_accuracy
     for _ in range(seeds):
         wrong = rng.random(N_IMAGES) > accuracy
         predictions.append(np.where(wrong, (LABELS + 1) % 5, LABELS))
-    runs = tuple(FakeRun({"balanced_accuracy": valid_balanced_accuracy}, confusion(LABELS, p)) for p in predictions)
+    runs = tuple(FakeRun({"balanced_accuracy": valid_balanced_accuracy},
+                         {"valid": confusion(LABELS, p), "test": confusion(LABELS, p)}) for p in predictions)
     return findings.Arm(name, np.arange(N_IMAGES).astype(str), LABELS, np.stack(predictions), runs)
 
 
@@ -55,9 +58,9 @@ def report5() -> pd.DataFrame:
     return table.assign(kind=table.index.map(findings.report_balancing_kind))
 
 
-def table5_arms(accuracies: dict[str, float]) -> tuple[dict, dict]:
+def table5_arms(accuracies: dict[str, float], seeds: int = 3) -> tuple[dict, dict]:
     names = list(report5().index)
-    arms = {name: fake_arm(name, accuracies.get(name, 0.8)) for name in names}
+    arms = {name: fake_arm(name, accuracies.get(name, 0.8), seeds) for name in names}
     return arms, {name: findings.report_balancing_kind(name) for name in names}
 
 
@@ -89,8 +92,22 @@ def test_a_clear_effect_is_reproduced_and_the_reverse_contradicted():
     assert finding.verdict == REPRODUCED
     assert len(finding.comparisons) == 13  # every other row, none picked
     assert "1500 test images" in finding.n and "× 3 seed(s)" in finding.n
-    arms, kinds = table5_arms({"SMOTE": 0.95})
+    assert finding.power_at_report is not None and "13 comparisons, all must hold" in finding.error_rate
+    # the reverse, clearly: 13 far bounds at 2.5 %/13 with t(df) need more than 3 seeds to call it
+    arms, kinds = table5_arms({"SMOTE": 0.99}, seeds=5)
     assert findings.smote_is_worst(arms, kinds, report5()).verdict == CONTRADICTED
+
+
+def test_a_finding_is_one_family_and_its_mdd_is_beyond_its_comparisons():
+    """Inside SMOTE's 13-comparison finding each far bound sits at 2.5 %/13 (wider than alone), the
+    claim-side bound at 2.5 %; the finding's MDD needs all 13, so it lies beyond each comparison's own."""
+    arms, kinds = table5_arms({"SMOTE": 0.75})
+    finding = findings.smote_is_worst(arms, kinds, report5())
+    for member, finding_mdd in zip(finding.comparisons, finding.mdd):
+        single = statistics.family((member,))[0].estimate
+        assert member.estimate.high == pytest.approx(single.high)  # LOWER: the claim side is the upper bound
+        assert member.estimate.low < single.low
+        assert finding_mdd < member.mdd < member.threshold
 
 
 def test_no_true_effect_is_not_reproduced():
@@ -115,11 +132,18 @@ def test_a_claim_without_its_rows_is_not_tested():
     assert findings.larger_images_help(one_size, report_table("table4")).verdict == NOT_TESTED
 
 
-def test_larger_images_average_over_models():
-    arms = {("resnet18", 256): fake_arm("r256", 0.6), ("resnet18", 512): fake_arm("r512", 0.9)}
+def test_larger_images_count_models_each_with_its_own_interval():
+    """Three models, two of which gain: "most" (2 of 3) is reproduced, whatever the third does;
+    each model's comparison carries the report's value for that model."""
+    arms = {("resnet18", 256): fake_arm("r256", 0.6), ("resnet18", 512): fake_arm("r512", 0.9),
+            ("resnet50", 256): fake_arm("a256", 0.6), ("resnet50", 512): fake_arm("a512", 0.9),
+            ("small-cnn", 64): fake_arm("s64", 0.9), ("small-cnn", 128): fake_arm("s128", 0.5)}
     finding = findings.larger_images_help(arms, report_table("table4"))
-    assert finding.verdict == REPRODUCED
-    assert finding.reported[0] == pytest.approx(0.066, abs=0.001)  # the report's mean over its six models
+    assert len(finding.comparisons) == 3 and finding.must_hold == 2
+    assert [item.verdict for item in finding.comparisons].count(REPRODUCED) == 2
+    assert finding.verdict == REPRODUCED and "2 of 3 must hold" in finding.error_rate
+    assert finding.reported[0] == pytest.approx(0.760 - 0.701) and finding.reported[2] is None
+    assert "5 of 6 models" in finding.report_text  # resnet50 gained nothing in the report
 
 
 def test_a_single_seed_decides_nothing():
@@ -129,12 +153,17 @@ def test_a_single_seed_decides_nothing():
     assert finding.verdict == INCONCLUSIVE and "× 1 seed(s)" in finding.n
 
 
-def test_attack_findings_leave_a_degenerate_model_untested():
+def test_attack_findings_leave_a_model_degenerate_on_validation_untested():
+    """The degenerate-model gate reads validation predictions, never the test split it gates."""
+    collapsed = np.zeros((5, 5), int)
+    collapsed[:, 0] = [60, 10, 20, 5, 5]  # grade 0 for every image
     arms = {"baseline": fake_arm("baseline", 0.8), "adversarially trained": fake_arm("adv", 0.8)}
-    arms["baseline"].runs[0].test_confusion = np.zeros((5, 5), int)
-    arms["baseline"].runs[0].test_confusion[:, 0] = [60, 10, 20, 5, 5]  # grade 0 for every image
+    arms["baseline"].runs[0].confusions["valid"] = collapsed
     finding = findings.attack_finding("Figure 6", "x", arms, {}, "baseline", HIGHER, "curves only")
-    assert finding.verdict == NOT_TESTED and "degenerate" in finding.note
+    assert finding.verdict == NOT_TESTED and "validation images" in finding.note
+    arms = {"baseline": fake_arm("baseline", 0.8), "adversarially trained": fake_arm("adv", 0.8)}
+    arms["baseline"].runs[0].confusions["test"] = collapsed  # collapsed on test only: the gate does not look
+    assert arms["baseline"].top_share < findings.DEGENERATE_SHARE
 
 
 def test_attack_findings_compare_robust_accuracy_per_image():
@@ -170,6 +199,8 @@ def test_differences_are_judged_by_their_interval_and_margin_over_seed_pairs():
     clear = [rng.normal(0.1, 0.02, 200) for _ in range(3)]
     assert findings.judge_difference(clear, True, "m").word == "supports"
     assert findings.judge_difference(clear, False, "m").word == "refutes"
+    absent = [rng.normal(0.0, 0.01, 2000) for _ in range(3)]  # no shift, measured precisely
+    assert findings.judge_difference(absent, True, "m").outcome == SMALLER
     one_pair = findings.judge_difference(clear[:1], True, "m")
     assert one_pair.comparison.estimate.low > findings.MIN_EFFECT and one_pair.word == "inconclusive"
     null = [rng.normal(0.0, 0.05, 200) for _ in range(3)]  # two models that do not differ
@@ -184,17 +215,23 @@ def test_an_image_without_a_value_in_one_seed_pair_leaves_every_pair():
     assert evidence.comparison.estimate.n_images == 1 and evidence.mean == pytest.approx(0.15)
 
 
-def test_the_overall_verdict_treats_a_piece_that_cannot_discriminate_as_no_evidence():
-    def piece(word):
-        return findings.Evidence("m", 0.0, 0.0, 0.0, word)
+def piece(outcome: str) -> findings.Evidence:
+    """A piece of evidence whose interval gives ``outcome`` (claim: more than +1 point)."""
+    low, high = {REPRODUCED: (0.02, 0.05), SMALLER: (-0.005, 0.005), CONTRADICTED: (-0.05, -0.02),
+                 INCONCLUSIVE: (0.0, 0.05), NOT_TESTED: (float("nan"), float("nan"))}[outcome]
+    estimate = statistics.Estimate((low + high) / 2, low, high, 100, 3)
+    return findings.Evidence("m", statistics.Comparison("m", "share", HIGHER, 0.01, estimate, -0.01))
 
-    assert findings.overall_verdict([piece("supports"), piece("supports")]) == "supports"
-    assert findings.overall_verdict([piece("supports"), piece("inconclusive")]) == "inconclusive"
-    assert findings.overall_verdict([piece("refutes"), piece("no data")]) == "refutes"
-    assert findings.overall_verdict([piece("supports"), piece("refutes")]) == "refutes"
-    assert findings.overall_verdict([piece("no data")]) == "untested"
-    undecided = findings.cannot_discriminate(piece("refutes"), "the baseline ignores the cue")
-    assert undecided.word == "inconclusive" and findings.overall_verdict([piece("supports"), undecided]) == "inconclusive"
+
+def test_the_overall_verdict_treats_a_piece_that_cannot_discriminate_as_no_evidence():
+    assert findings.overall_verdict([piece(REPRODUCED), piece(REPRODUCED)]) == "supports"
+    assert findings.overall_verdict([piece(REPRODUCED), piece(INCONCLUSIVE)]) == "inconclusive"
+    assert findings.overall_verdict([piece(CONTRADICTED), piece(NOT_TESTED)]) == "refutes"
+    assert findings.overall_verdict([piece(REPRODUCED), piece(CONTRADICTED)]) == "refutes"
+    assert findings.overall_verdict([piece(REPRODUCED), piece(SMALLER)]) == findings.WORDS[SMALLER]
+    assert findings.overall_verdict([piece(NOT_TESTED)]) == "untested"
+    undecided = findings.cannot_discriminate(piece(CONTRADICTED), "the baseline ignores the cue")
+    assert undecided.word == "inconclusive" and findings.overall_verdict([piece(REPRODUCED), undecided]) == "inconclusive"
 
 
 def test_a_finding_with_an_undecidable_part_is_inconclusive_at_best():
@@ -213,7 +250,7 @@ def reliance_table(rng, n, cue_flip_rate, distractor_flip_rate):
     def flipped(rate):
         return np.where(rng.random(n) < rate, (generated + 1) % 5, generated)
 
-    return pd.DataFrame({"as generated": generated, "cue flipped": flipped(cue_flip_rate),
+    return pd.DataFrame({"row": np.arange(n), "as generated": generated, "cue flipped": flipped(cue_flip_rate),
                          "distractor flipped": flipped(distractor_flip_rate)})
 
 
@@ -227,3 +264,10 @@ def test_the_cue_has_power_only_when_its_flips_beat_the_distractors():
             tables = [reliance_table(np.random.default_rng(seed * 10 + k), 800, *rates) for k in range(3)]
             assert findings.cue_power(tables).word != "supports", (rates, seed)
     assert findings.cue_power(relied_on[:1]).word == "inconclusive", "one seed decides nothing"
+
+
+def test_the_cue_gate_and_the_cue_evidence_use_disjoint_halves_of_the_images():
+    table = reliance_table(np.random.default_rng(2), 800, 0.3, 0.02)
+    gate, evidence = findings.gate_images(table), findings.evidence_images(table)
+    assert set(gate["row"]).isdisjoint(evidence["row"]) and len(gate) + len(evidence) == len(table)
+    assert findings.cue_power([table] * 2).comparison.estimate.n_images == len(gate)
