@@ -120,8 +120,8 @@ def prediction_shares(shares) -> plt.Figure:
 
 
 #: Colour per verdict (statistics' three-way rule), shared by the conclusions' table and figure.
-VERDICT_COLOURS = {"reproduced": "#2e8b57", "contradicted": "#c0392b", "inconclusive": "#d4a017",
-                   "not tested": "#999999"}
+VERDICT_COLOURS = {"reproduced": "#2e8b57", "smaller than reported": "#5b7db1", "contradicted": "#c0392b",
+                   "inconclusive": "#d4a017", "not tested": "#999999"}
 
 
 def findings_forest(comparisons) -> plt.Figure:

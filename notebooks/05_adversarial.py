@@ -216,7 +216,7 @@ pgd_robust = curves.query("model == 'adversarially trained'").set_index("eps_255
 degenerate = [name for name, run in runs.items() if top_share(run) >= DEGENERATE_SHARE]
 if degenerate:
     verdict = (f"No conclusion: {' and '.join(degenerate)} answer(s) a single grade for at least "
-               f"{DEGENERATE_SHARE * 100:.0f} % of the test "
+               f"{DEGENERATE_SHARE * 100:.0f} % of the validation "
                "images, so a large perturbation is needed only because the model barely depends on the image.")
 elif unconverged:
     verdict = (f"inconclusive: the budget has not converged for {' and '.join(unconverged)} (the best L2 still fell by "

@@ -19,14 +19,21 @@
 # A finding is one or more differences between configurations on the same test images (for
 # example "SMOTE's kappa minus each other row's"), judged by rules fixed in advance in
 # `fundus_lib.statistics`: the estimate is the mean over the training seeds, its 95 % interval
-# combines a paired bootstrap over the test images with the spread over seeds, and a **margin**
-# says how large a difference must be to count as the report's effect. A finding is
-# **reproduced** when every interval lies on the report's side of its margin, **contradicted**
-# when one lies wholly on the other side, and **inconclusive** when the data cannot decide (an
-# interval straddles the margin, a single seed, or a measure that cannot show the effect). The
-# **MDD** (minimum detectable difference) is the true difference this run would detect with 80 %
-# probability: a report effect smaller than it cannot be reproduced here, whatever the truth. No
-# row is chosen on the test split.
+# adds the test-image sampling (a paired bootstrap) to the seed variance net of it, and a
+# **margin** says how large a difference must be to count as the report's effect. A comparison
+# is **reproduced** when its interval lies wholly beyond the margin on the report's side,
+# **smaller than reported** when it lies wholly short of the margin (the effect is absent or too
+# small to count, but not reversed), **contradicted** only when it lies wholly beyond the
+# *opposite* margin (the effect goes the other way by at least what counts), and
+# **inconclusive** when the data cannot decide (the interval straddles the margin, a single
+# seed, or a measure that cannot show the effect). A finding states how its comparisons combine
+# (all must hold, or "most" for Table 4) and keeps its family-wise rate of false calls at 5 %:
+# 2.5 % for a false "reproduced", 2.5 % for a false "smaller" or "contradicted" (each
+# comparison's far bound is widened for the number of comparisons). The finding's **MDD**
+# (minimum detectable difference) is the true difference at which the *whole finding* would be
+# reproduced with 80 % probability: where the report's effect lies below it, an inconclusive
+# outcome says nothing about the report. No row is chosen and no gate is decided on the test
+# evidence it serves.
 
 # %% tags=["parameters", "remove-cell"]
 params_file = "params/demo.yaml"
@@ -43,7 +50,7 @@ from fundus_lib.findings import report_findings
 from fundus_lib.plots import VERDICT_COLOURS, findings_forest
 from fundus_lib.provenance import provenance
 from fundus_lib.runs import run_data
-from fundus_lib.statistics import CONTRADICTED, INCONCLUSIVE, NOT_TESTED, REPRODUCED
+from fundus_lib.statistics import INCONCLUSIVE, OUTCOMES
 from fundus_lib.tables import REPORT_LABEL, run_label, styled
 
 params = load_params(params_file)
@@ -65,7 +72,7 @@ findings_forest(comparisons) if len(comparisons) else Markdown("No comparison wa
 
 # %% tags=["hide-input"]
 verdicts = pd.Series([item.verdict for item in findings])
-counts = {verdict: int((verdicts == verdict).sum()) for verdict in (REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_TESTED)}
+counts = {verdict: int((verdicts == verdict).sum()) for verdict in OUTCOMES}
 glue("n-findings", len(findings), display=False)
 glue("n-seeds", params.seeds, display=False)
 glue("run-name", Markdown(params.name), display=False)
@@ -81,16 +88,18 @@ glue("data-note", Markdown(
 
 # %% [markdown]
 # Of the {glue:text}`n-findings` findings, this run ({glue:md}`run-name`, {glue:text}`n-seeds` seed(s)
-# per compared configuration) reproduces **{glue:text}`n-reproduced`**, contradicts
-# **{glue:text}`n-contradicted`**, is inconclusive on **{glue:text}`n-inconclusive`** and does not
-# test **{glue:text}`n-not-tested`**. {glue:md}`data-note`
+# per compared configuration) reproduces **{glue:text}`n-reproduced`**, finds
+# **{glue:text}`n-smaller-than-reported`** smaller than reported (absent or below the margin, not
+# reversed), contradicts **{glue:text}`n-contradicted`** (the opposite effect), is inconclusive on
+# **{glue:text}`n-inconclusive`** and does not test **{glue:text}`n-not-tested`**. {glue:md}`data-note`
 
 # %% [markdown]
 # ## The findings, one by one
 #
-# Each finding in a sentence: its verdict, the estimate of its first comparison (treatment minus
-# reference, mean over seeds, 95 % interval) beside the report's value, and the images and seeds
-# behind it. The tables below give every comparison.
+# Each finding in a sentence: its outcome, the estimate of its first comparison (treatment minus
+# reference, mean over seeds, its interval at the finding's error split) beside the report's
+# value, the images and seeds behind it, and whether this run had the power to see the report's
+# effect. The tables below give every comparison, and per finding its error rate and MDD.
 
 # %% tags=["hide-input"]
 def evidence(item) -> str:
@@ -103,7 +112,17 @@ def evidence(item) -> str:
             + (f" against the report's {reported:+.3f}" if reported is not None else "")
             + f" (rule: {first.claim()}; {item.n})")
     others = len(item.comparisons) - 1
-    return text + (f", and {others} more comparison(s) in the table below" if others else "")
+    return text + (f", and {others} more comparison(s) in the table below" if others else "") + power_note(item)
+
+
+def power_note(item) -> str:
+    """Whether the run could see the report's effect: its power there, or why it is unknown."""
+    power = item.power_at_report
+    if power is None:
+        return ""
+    if item.below_mdd and item.verdict == INCONCLUSIVE:
+        return f". The report's effect is below this run's MDD: no verdict was possible (power {power:.0%})"
+    return f". Power to reproduce the report's effect: {power:.0%}"
 
 
 def lower_first(text: str) -> str:
@@ -130,8 +149,10 @@ for number, item in enumerate(findings, 1):
 # 12. {glue:md}`finding-12`
 
 # %% tags=["hide-input"]
-table = pd.DataFrame([{"where": item.section, "finding": item.claim, "verdict": item.verdict, "n": item.n,
-                       "note": item.note or "–"} for item in findings])
+table = pd.DataFrame([{"where": item.section, "finding": item.claim, "verdict": item.verdict,
+                       "how it combines, false-call rates": item.error_rate, "MDD of the finding": item.mdd_text,
+                       "power at the report's effect": "–" if item.power_at_report is None
+                       else f"{item.power_at_report:.0%}", "n": item.n, "note": item.note or "–"} for item in findings])
 styled(table.set_index(["where", "finding"]), caption="The report's findings against this run"
        ).map(lambda verdict: f"background-color: {VERDICT_COLOURS[verdict]}33" if verdict in VERDICT_COLOURS else "",
              subset=["verdict"])
@@ -141,13 +162,14 @@ styled(table.set_index(["where", "finding"]), caption="The report's findings aga
 #
 # The differences behind the verdicts, one per line: treatment minus reference, the rule it is
 # held to (its margin), the report's value of the same difference (where it published one) beside
-# our estimate with its interval, the minimum detectable difference and the comparison's verdict.
+# our estimate with its interval (at the finding's error split), the comparison's own minimum
+# detectable difference and its outcome.
 
 # %% tags=["hide-input"]
 shown = comparisons.assign(
     ours=[f"{row.estimate:+.3f} [{row.low:+.3f}, {row.high:+.3f}]" for row in comparisons.itertuples()])
 shown = shown[["where", "comparison", "rule", "report", "ours", "MDD", "verdict"]].rename(
-    columns={"report": REPORT_LABEL, "ours": f"{run_label(params)} [95 %]"})
+    columns={"report": REPORT_LABEL, "ours": f"{run_label(params)} [interval]"})
 styled(shown.set_index(["where", "comparison"]), caption="Every comparison of the findings"
        ).map(lambda verdict: f"background-color: {VERDICT_COLOURS[verdict]}33" if verdict in VERDICT_COLOURS else "",
              subset=["verdict"]) if len(shown) else Markdown("No comparison was tested in this run.")
