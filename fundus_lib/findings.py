@@ -508,7 +508,8 @@ def cue_evidence(params: Params, seed_runs: dict[str, list[Run]]) -> list[Eviden
     power = cue_power(tables["baseline"])
 
     def mass(run: Run) -> pd.Series:
-        return evidence_images(evaluation.cue_attribution(run, data, params.attribution)).set_index("row")["mass_on_cue"]
+        masses = evidence_images(evaluation.cue_attribution(run, data, params.attribution))
+        return masses.set_index("row")["mass_on_cue"]
 
     measures = {"share of predictions changed by flipping the cue":
                 [changed_by(evidence_images(treated), "cue flipped") - changed_by(evidence_images(base), "cue flipped")
