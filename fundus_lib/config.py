@@ -194,6 +194,10 @@ class TrainConfig(_Section):
     pretrained: bool = Field(False, description="start from ImageNet weights (efficientnet-lite0..2: the installed "
                                          "package's file; others: a file in runtime.weights_dir)")
     augment: bool = Field(True, description="apply the augment section during training")
+    frozen_blocks: int = Field(0, ge=0, le=32, description="efficientnets: the stem and this many first blocks "
+                               "get no gradients during the first frozen_epochs epochs (fine-tuning's warm-up; "
+                               "the backward pass skips them)")
+    frozen_epochs: int = Field(0, ge=0, description="epochs trained with the frozen_blocks frozen (then all layers)")
 
 
 class RuntimeConfig(_Section):
@@ -224,6 +228,8 @@ class ModelRow(_Section):
     batch_size: int = Field(ge=1, le=4096)
     epochs: int | None = Field(None, ge=1, description="overrides train.epochs for this row")
     lr: float | None = Field(None, gt=0, le=10, description="overrides train.lr for this row")
+    pretrained: bool | None = Field(None, description="overrides train.pretrained for this row (Table 4: ImageNet "
+                                    "weights against scratch)")
 
 
 class AdversarialTraining(_Section):
@@ -547,7 +553,8 @@ def load_params(path: str | Path, overrides: dict | None = None) -> Params:
 
 
 #: RunConfig fields added after the run store's first format, with the value all earlier runs had.
-LATER_FIELDS = {"balanced_epochs": 0, "readout": "argmax", "shuffled_labels": False}
+LATER_FIELDS = {"balanced_epochs": 0, "readout": "argmax", "shuffled_labels": False, "frozen_blocks": 0,
+                "frozen_epochs": 0}
 
 
 class RunConfig(_Section):
@@ -571,6 +578,8 @@ class RunConfig(_Section):
     dropout: float = Field(ge=0, lt=1)
     readout: Literal["argmax", "thresholds"] = Field("argmax", description="grade readout (TrainConfig)")
     pretrained: bool
+    frozen_blocks: int = Field(0, ge=0, le=32, description="stem + first blocks frozen early (TrainConfig)")
+    frozen_epochs: int = Field(0, ge=0, description="epochs with frozen_blocks frozen (TrainConfig)")
     augment: AugmentConfig | None = Field(description="None = no augmentation")
     seed: int = Field(ge=0)
     loss: Literal[LOSS_NAMES] = "cross_entropy"
@@ -599,6 +608,8 @@ class RunConfig(_Section):
     def _loss_has_its_parameter(self) -> RunConfig:
         if self.loss == "focal" and self.gamma is None:
             raise ValueError("the focal loss needs gamma")
+        if self.frozen_blocks and self.frozen_epochs and not self.model.startswith("efficientnet"):
+            raise ValueError(f"frozen_blocks freezes an efficientnet's first blocks; {self.model} has none")
         return self
 
 
@@ -609,7 +620,10 @@ def run_config(params: Params, row: ModelRow, **changes: Any) -> RunConfig:
         model=row.model, image_size=row.image_size, batch_size=row.batch_size, epochs=row.epochs or train.epochs,
         optimizer=train.optimizer, lr=row.lr or train.lr, weight_decay=train.weight_decay, schedule=train.schedule,
         select_on=train.select_on, patience=train.patience, balanced_epochs=train.balanced_epochs,
-        dropout=train.dropout, readout=train.readout, pretrained=train.pretrained,
+        dropout=train.dropout, readout=train.readout,
+        pretrained=train.pretrained if row.pretrained is None else row.pretrained,
+        **({"frozen_blocks": train.frozen_blocks, "frozen_epochs": train.frozen_epochs}
+           if row.model.startswith("efficientnet") else {}),  # the others have no blocks to freeze
         augment=params.augment if train.augment else None, seed=params.seed,
     )
     fields.update(changes)

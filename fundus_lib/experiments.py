@@ -15,8 +15,10 @@ from fundus_lib.config import CorruptionTraining, ModelRow, Params, RunConfig, r
 
 
 def row_label(row: ModelRow) -> str:
-    """Short name of a table row, e.g. ``resnet18 256 px``."""
-    return f"{row.model} {row.image_size} px"
+    """Short name of a table row, e.g. ``resnet18 256 px``, ``efficientnet-lite0 128 px, from scratch``
+    (a row that sets its own ``pretrained`` says which weights it starts from)."""
+    weights = {None: "", True: ", ImageNet", False: ", from scratch"}[row.pretrained]
+    return f"{row.model} {row.image_size} px{weights}"
 
 
 def baseline_runs(params: Params) -> dict[str, RunConfig]:

@@ -82,6 +82,16 @@ def inference_model(model: FundusNet) -> FundusNet:
     return inference.to(memory_format=torch.channels_last)
 
 
+def early_layers(model: FundusNet, blocks: int) -> list[nn.Module]:
+    """An efficientnet's stem and its first ``blocks`` MBConv blocks (what fine-tuning may freeze first)."""
+    backbone = model.backbone
+    if not isinstance(backbone, EfficientNet):
+        raise ValueError(f"{model.name} is not an efficientnet: it has no MBConv blocks to freeze")
+    if blocks > len(backbone._blocks):
+        raise ValueError(f"{model.name} has {len(backbone._blocks)} blocks, not {blocks}")
+    return [backbone._conv_stem, backbone._bn0, *backbone._blocks[:blocks]]
+
+
 def register_model(name: str):
     """Decorator: file a backbone builder ``fn(num_classes, dropout) -> nn.Module`` under ``name``."""
 

@@ -45,7 +45,7 @@ from fundus_lib.errors import UserError
 from fundus_lib.files import require_free_space, sweep_temporaries, write_with
 from fundus_lib.losses import build_loss
 from fundus_lib.metrics import confusion, scores
-from fundus_lib.models import FundusNet, create_model, inference_model
+from fundus_lib.models import FundusNet, create_model, early_layers, inference_model
 from fundus_lib.weights import pretrained_weights_file
 from fundus_lib.sampling import balanced_draw, oversample, smote_images
 
@@ -420,6 +420,10 @@ def fit(config: RunConfig, data: FundusData, run_dir: Path, runtime: RuntimeConf
     checkpoint = run_dir / CHECKPOINT
     state = (_restore(checkpoint, config, model, optimizer, schedule, scaler) if checkpoint.exists()
              else {key: (list(value) if isinstance(value, list) else value) for key, value in _STATE.items()})
+    early = early_layers(model, config.frozen_blocks) if config.frozen_blocks and config.frozen_epochs else []
+    if early and processes.world > 1:
+        raise ValueError("frozen_blocks with torchrun: DistributedDataParallel needs a fixed set of trained "
+                         "parameters; set train.frozen_epochs: 0 for a multi-GPU run")
     trainable = nn.parallel.DistributedDataParallel(model) if processes.world > 1 else model
     training = training_set(config, data, progress and processes.main)
     state["preparation_seconds"] = state["preparation_seconds"] or training.preparation_seconds
@@ -428,6 +432,8 @@ def fit(config: RunConfig, data: FundusData, run_dir: Path, runtime: RuntimeConf
     for epoch in range(state["epoch"], config.epochs):
         if state["stale_epochs"] >= (config.patience or math.inf):
             break
+        for layer in early:
+            layer.requires_grad_(epoch >= config.frozen_epochs)
         seed = epoch_seed(config.seed, epoch)
         torch.manual_seed(seed)
         batches = EpochBatches(training.positions(epoch), config.batch_size, seed, processes)

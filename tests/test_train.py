@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fundus_lib.config import load_params, run_config
+from fundus_lib.config import RunConfig, load_params, run_config
 from fundus_lib.data.pipeline import prepare_data
 from fundus_lib.paths import project_root
 from fundus_lib.train import (
@@ -394,3 +394,34 @@ def test_a_run_trains_in_micro_batches(params, data, tmp_path):
     fit(config, data, tmp_path, runtime, progress=False)
     history = torch.load(tmp_path / CHECKPOINT, weights_only=True)["history"]
     assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
+
+
+def test_frozen_blocks_stay_put_during_the_frozen_epochs_and_train_after(params, data, tmp_path):
+    """efficientnet-lite0 with the stem and 3 blocks frozen for the first epoch: after one epoch those
+    weights are the initial ones while the later blocks moved; after a second epoch they moved too."""
+    config = run_config(params, params.baselines[0], model="efficientnet-lite0", batch_size=16,
+                        epochs=1, frozen_blocks=3, frozen_epochs=1)
+    torch.manual_seed(config.seed)
+    initial = create_model("efficientnet-lite0").state_dict()
+    fit(config, data, tmp_path / "one", params.runtime, progress=False)
+    after_one = weights(tmp_path / "one" / CHECKPOINT)
+    frozen = [key for key in initial if key.startswith(("backbone._conv_stem.", "backbone._blocks.0.",
+                                                        "backbone._blocks.2.")) and "running" not in key
+              and "num_batches" not in key]
+    assert frozen and all(torch.equal(initial[key], after_one[key]) for key in frozen)
+    assert not torch.equal(initial["backbone._blocks.5._project_conv.weight"],
+                           after_one["backbone._blocks.5._project_conv.weight"])
+    fit(config.model_copy(update={"epochs": 2}), data, tmp_path / "two", params.runtime, progress=False)
+    after_two = weights(tmp_path / "two" / CHECKPOINT)
+    assert not torch.equal(initial["backbone._conv_stem.weight"], after_two["backbone._conv_stem.weight"])
+
+
+def test_frozen_blocks_need_an_efficientnet_and_leave_old_run_keys_alone(params):
+    from fundus_lib.runs import run_key
+
+    config = run_config(params, params.baselines[0])
+    assert "frozen_blocks" not in config.identity() and "frozen_epochs" not in config.identity()
+    assert config.model == "small-cnn"
+    with pytest.raises(ValueError, match="small-cnn has none"):
+        RunConfig(**{**config.model_dump(), "frozen_blocks": 2, "frozen_epochs": 1})
+    assert run_key(config, "m") != run_key(config.model_copy(update={"frozen_blocks": 2, "frozen_epochs": 1}), "m")
