@@ -46,11 +46,20 @@ def seeded(params: Params, configs: dict[str, RunConfig]) -> dict[str, list[RunC
 
 
 def compared_baselines(params: Params) -> dict[str, RunConfig]:
-    """The Table-4 rows a finding compares: models trained at more than one image size."""
+    """The Table-4 rows a finding compares: a model trained at more than one image size from the same
+    weights (larger images help), and a model at one size from ImageNet and from scratch (transfer helps)."""
     baselines = baseline_runs(params)
-    sizes = {model: {config.image_size for config in baselines.values() if config.model == model}
-             for model in {config.model for config in baselines.values()}}
-    return {label: config for label, config in baselines.items() if len(sizes[config.model]) > 1}
+
+    def count(key) -> dict:
+        groups: dict = {}
+        for config in baselines.values():
+            groups.setdefault(key(config), set()).add(config)
+        return groups
+
+    sizes = count(lambda config: (config.model, config.pretrained))
+    weights = count(lambda config: (config.model, config.image_size))
+    return {label: config for label, config in baselines.items()
+            if len(sizes[config.model, config.pretrained]) > 1 or len(weights[config.model, config.image_size]) > 1}
 
 
 def compared_runs(params: Params) -> dict[str, RunConfig]:

@@ -128,22 +128,39 @@ def test_a_claim_without_its_rows_is_not_tested():
     arms, kinds = table5_arms({})
     del arms["SMOTE"]
     assert findings.smote_is_worst(arms, kinds, report5()).verdict == NOT_TESTED
-    one_size = {("small-cnn", 128): fake_arm("a", 0.8)}
+    one_size = {("small-cnn", 128, False): fake_arm("a", 0.8)}
     assert findings.larger_images_help(one_size, report_table("table4")).verdict == NOT_TESTED
+    assert findings.transfer_helps(one_size).verdict == NOT_TESTED
 
 
 def test_larger_images_count_models_each_with_its_own_interval():
     """Three models, two of which gain: "most" (2 of 3) is reproduced, whatever the third does;
     each model's comparison carries the report's value for that model."""
-    arms = {("resnet18", 256): fake_arm("r256", 0.6), ("resnet18", 512): fake_arm("r512", 0.9),
-            ("resnet50", 256): fake_arm("a256", 0.6), ("resnet50", 512): fake_arm("a512", 0.9),
-            ("small-cnn", 64): fake_arm("s64", 0.9), ("small-cnn", 128): fake_arm("s128", 0.5)}
+    arms = {("resnet18", 256, True): fake_arm("r256", 0.6), ("resnet18", 512, True): fake_arm("r512", 0.9),
+            ("resnet50", 256, True): fake_arm("a256", 0.6), ("resnet50", 512, True): fake_arm("a512", 0.9),
+            ("small-cnn", 64, False): fake_arm("s64", 0.9), ("small-cnn", 128, False): fake_arm("s128", 0.5)}
     finding = findings.larger_images_help(arms, report_table("table4"))
     assert len(finding.comparisons) == 3 and finding.must_hold == 2
     assert [item.verdict for item in finding.comparisons].count(REPRODUCED) == 2
     assert finding.verdict == REPRODUCED and "2 of 3 must hold" in finding.error_rate
     assert finding.reported[0] == pytest.approx(0.760 - 0.701) and finding.reported[2] is None
     assert "5 of 6 models" in finding.report_text  # resnet50 gained nothing in the report
+
+
+def test_sizes_are_compared_from_the_same_weights_and_weights_at_the_same_size():
+    """Lite0 from ImageNet at 96 and 128 px and from scratch at 128 px: the size comparison pairs the
+    two ImageNet rows (never the scratch row), the transfer comparison the two 128 px rows."""
+    arms = {("efficientnet-lite0", 128, True): fake_arm("imagenet 128", 0.9),
+            ("efficientnet-lite0", 96, True): fake_arm("imagenet 96", 0.6),
+            ("efficientnet-lite0", 128, False): fake_arm("scratch 128", 0.3)}
+    sizes = findings.larger_images_help(arms, report_table("table4"))
+    transfer = findings.transfer_helps(arms)
+    assert len(sizes.comparisons) == 1 and len(transfer.comparisons) == 1
+    assert sizes.verdict == REPRODUCED and transfer.verdict == REPRODUCED
+    assert transfer.comparisons[0].label.startswith("efficientnet-lite0 128 px") and transfer.reported == (None,)
+    arms["efficientnet-lite0", 128, False] = fake_arm("scratch 128", 0.9)
+    assert findings.transfer_helps(arms).verdict != REPRODUCED
+    assert findings.larger_images_help(arms, report_table("table4")).verdict == REPRODUCED
 
 
 def test_a_single_seed_decides_nothing():
