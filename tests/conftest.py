@@ -49,6 +49,15 @@ def real_sample() -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def idrid_grading() -> Path:
+    """../shared/data/idrid_grading: IDRiD's 516 graded photographs in IDRiD's own layout (skipped where absent)."""
+    folder = Path(os.environ.get("FUNDUS_IDRID_GRADING", project_root().parent / "shared" / "data" / "idrid_grading"))
+    if not (folder / "labels" / "train.csv").is_file():
+        pytest.skip(f"IDRiD's grading set is missing at {folder} (set FUNDUS_IDRID_GRADING)")
+    return folder
+
+
 # The same examples on every run, so a property test cannot pass today and fail tomorrow.
 settings.register_profile("reproducible", derandomize=True, deadline=None, database=None)
 settings.load_profile("reproducible")
