@@ -38,6 +38,8 @@ from IPython.display import Markdown, display
 from fundus_lib.config import load_params
 from fundus_lib.data.augment import build_augmentation
 from fundus_lib.data.decode import load_thumbnail
+from fundus_lib.data.duplicates import (conflicting_pairs, difference_hashes, duplicate_counts, exact_groups,
+                                        near_duplicates)
 from fundus_lib.data.field_check import NOT_A_FUNDUS
 from fundus_lib.data.pipeline import prepare_data
 from fundus_lib.data.synthetic import LESION_CODES
@@ -79,6 +81,29 @@ display(Markdown(
 if len(data.skipped):
     display(styled(data.skipped.groupby("reason").size().rename("images").to_frame(),
                    caption="Skipped images by reason"))
+
+# %% [markdown]
+# ## Duplicates and conflicting labels
+#
+# The same photograph under two names would be trained on twice, or trained on and tested on. Files
+# with the same content hash are resolved in one place (`fundus_lib.data.duplicates`): a duplicate
+# whose grades agree is kept once; a group whose grades disagree is excluded (its true grade is
+# unknown). Both are recorded as skips above. Near-duplicates (the same photograph re-encoded or
+# resized: a 256-bit difference hash of the cached images within 32 bits) are counted, not removed.
+
+# %% tags=["hide-input"]
+counts = duplicate_counts(manifest)
+conflicts = conflicting_pairs(exact_groups(data.cache.manifest))
+near = near_duplicates(difference_hashes(data.cache.images[usable.index.to_numpy()]), usable["image"])
+display(Markdown(
+    f"Byte-identical photographs dropped (kept once): **{counts['duplicates dropped']:,}**; photographs excluded "
+    f"because a byte-identical copy has another grade: **{counts['conflicting photographs excluded']:,}** "
+    f"(in {counts['conflicting groups']:,} groups). Near-duplicate pairs among the usable photographs: "
+    f"**{len(near):,}**."))
+if len(conflicts):
+    display(styled(conflicts, caption="Byte-identical photographs with different grades (excluded)"))
+if len(near):
+    display(styled(near.head(20), caption="Near-duplicate pairs (the first 20; bits: Hamming distance of the hashes)"))
 
 # %% [markdown]
 # ## Class balance (Table 1)

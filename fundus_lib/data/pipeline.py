@@ -1,7 +1,9 @@
 """From a params file's ``data`` section to a split, cached dataset: the whole data path.
 
 ``prepare_data`` generates the synthetic default (or lists the real Kaggle-layout data), builds
-or reopens the preprocessed cache, and assigns the patient-level split. Every step is keyed by
+or reopens the preprocessed cache, resolves byte-identical photographs
+(:mod:`fundus_lib.data.duplicates`: a duplicate kept once, a conflicting group excluded, both
+recorded as skips) and assigns the patient-level split. Every step is keyed by
 its settings, so a second call with the same params returns at once.
 
 Example::
@@ -24,6 +26,7 @@ import pandas as pd
 from fundus_lib.config import DataConfig, Params, resolve_path
 from fundus_lib.data import synthetic
 from fundus_lib.data.cache import ITEM_COLUMNS, Cache, CacheSettings, build_cache, cache_key
+from fundus_lib.data.duplicates import resolve_duplicates
 from fundus_lib.data.eyepacs import list_images, list_subset
 from fundus_lib.data.split import assign_split
 from fundus_lib.errors import UserError
@@ -106,7 +109,7 @@ def data_variant(data: FundusData, progress: bool = True, **settings) -> FundusD
     items = data.cache.manifest[ITEM_COLUMNS].reset_index(drop=True)
     cache = build_cache(items, data_dir() / "cache" / cache_key(items, cache_settings), cache_settings,
                         data.config.workers, progress)
-    manifest = cache.manifest.assign(split=data.manifest["split"].to_numpy())
+    manifest = resolve_duplicates(cache.manifest).assign(split=data.manifest["split"].to_numpy())
     return FundusData(data.config, cache, manifest, data.manifest_hash, data.images_dir, data.not_in_subset)
 
 
@@ -161,8 +164,9 @@ def _prepare(config: DataConfig, progress: bool) -> FundusData:
     items, images_dir, not_in_subset = list_items(config, progress)
     settings = CacheSettings(config.image_size, config.graham_circle, config.allow_grayscale)
     cache = build_cache(items, data_dir() / "cache" / cache_key(items, settings), settings, config.workers, progress)
-    _require_usable_images(cache.manifest, images_dir)
-    manifest = cache.manifest.assign(split=assign_split(cache.manifest, config.split))
+    manifest = resolve_duplicates(cache.manifest)  # a duplicate kept once, a conflicting one excluded
+    _require_usable_images(manifest, images_dir)
+    manifest = manifest.assign(split=assign_split(manifest, config.split))
     digest = manifest_hash(manifest)
     split_manifest = cache.root / f"manifest-{digest[:12]}.csv"  # the dataset as used, for provenance
     if not split_manifest.exists():
