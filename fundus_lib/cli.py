@@ -11,6 +11,7 @@
     fundus plan params/eyepacs-512.yaml       # runs, image passes, cache size and time before a run
     fundus rehearse params/eyepacs-512.yaml ../shared/data/eyepacs_mini/images ../shared/data/eyepacs_mini/trainLabels.csv
     fundus grade params/eyepacs-mini.yaml other/images other/trainLabels.csv   # the stored baseline on new photographs
+    fundus grade params/eyepacs-mini.yaml ../shared/data/idrid_grading         # IDRiD's own layout
 """
 
 from __future__ import annotations
@@ -156,13 +157,16 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _grade(args: argparse.Namespace) -> None:
-    from fundus_lib.grading import confusion_frame, grade_folder
+    from fundus_lib.grading import confusion_frame, grade_folder, per_grade
 
-    grades, result, skipped = grade_folder(load_params(args.params), args.images_dir, args.labels_csv,
-                                           progress=not args.quiet)
+    layout = {"layout": args.layout, "image_column": args.image_column, "grade_column": args.grade_column}
+    grades, measures, skipped = grade_folder(load_params(args.params), args.folder, args.labels_csv,
+                                             progress=not args.quiet, **layout)
     grades.to_csv(args.out, index=False)
-    print(f"{len(grades)} photographs graded into {args.out}: accuracy {result['accuracy']:.3f}, balanced accuracy "
-          f"{result['balanced_accuracy']:.3f}, quadratic kappa {result['kappa']:.3f}")
+    print(f"{len(grades)} photographs graded into {args.out} (95 % intervals: bootstrap over the photographs):")
+    for name, row in measures.iterrows():
+        print(f"  {name}: {row['value']:.3f} [{row['low']:.3f}, {row['high']:.3f}] (n = {int(row['n'])})")
+    print("photographs per grade: " + ", ".join(f"{grade}: {n}" for grade, n in per_grade(grades["level"]).items()))
     print("labels (rows) against grades (columns):")
     print(confusion_frame(grades["level"], grades["grade"]).to_string())
     if len(skipped):
@@ -245,8 +249,14 @@ def main(argv: list[str] | None = None) -> int:
 
     grade = commands.add_parser("grade", help="grade a folder of labelled photographs with the params' stored baseline")
     grade.add_argument("params")
-    grade.add_argument("images_dir", help="folder of <patient>_<left|right>.jpeg photographs")
-    grade.add_argument("labels_csv", help="csv with columns image,level")
+    grade.add_argument("folder", help="IDRiD's grading folder (images/{train,test}, labels/{train,test}.csv), or the "
+                                      "images folder when labels_csv is given")
+    grade.add_argument("labels_csv", nargs="?",
+                       help="csv of the photographs' grades (Kaggle's image,level, or --image-column/--grade-column)")
+    grade.add_argument("--layout", choices=("auto", "kaggle", "idrid", "generic"), default="auto",
+                       help="auto: IDRiD's layout when detected, generic when columns are named, else Kaggle's")
+    grade.add_argument("--image-column", help="generic layout: the csv column naming each file (extension optional)")
+    grade.add_argument("--grade-column", help="generic layout: the csv column holding the ICDR grade 0-4")
     grade.add_argument("--out", default="grades.csv", help="where the grades go (csv: image, level, grade)")
     grade.add_argument("--quiet", action="store_true", help="no progress bars")
     grade.set_defaults(handler=_grade)

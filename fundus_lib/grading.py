@@ -1,11 +1,20 @@
 """Grade a folder of photographs with a stored run: the chapter-2 baseline on images it never saw.
 
-    fundus grade params/eyepacs-mini.yaml other/images other/trainLabels.csv --out grades.csv
+    fundus grade params/eyepacs-mini.yaml ../shared/data/idrid_grading         # IDRiD's layout, detected
+    fundus grade params/eyepacs-mini.yaml other/images other/trainLabels.csv   # Kaggle's layout
+    fundus grade params/eyepacs-mini.yaml clinic/photos clinic/grades.csv --image-column file --grade-column dr
 
-The photographs (Kaggle layout: ``<patient>_<left|right>.jpeg`` and a labels csv with columns
-``image,level``) go through the same decode, Graham filter and crop as the run's training data,
-cached at the run's image size; the run's stored model grades every usable one with the run's
-readout (its validation thresholds where it has them). Nothing is trained or tuned on them.
+The photographs (any layout of :mod:`fundus_lib.data.layouts`) go through the same decode, Graham
+filter and crop as the run's training data, cached at the run's image size, with skips recorded;
+byte-identical photographs are resolved as in training (:mod:`fundus_lib.data.duplicates`), and a
+photograph byte-identical to one the run trained or was tuned on (its train and valid splits) is
+excluded (it is not external). The run's
+stored model grades every usable one with the run's readout (its validation thresholds where it
+has them). Nothing is trained or tuned on them.
+
+:func:`external_measures` gives what a screening reader looks for, with bootstrap intervals over
+the photographs: accuracy, balanced accuracy, quadratic kappa, and referable-DR (grade >= 2)
+sensitivity and specificity; :func:`confusion_frame` and :func:`per_grade` the rest.
 """
 
 from __future__ import annotations
@@ -16,42 +25,92 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fundus_lib.config import EyepacsConfig, Params, run_config
+from fundus_lib.config import Params, run_config
+from fundus_lib.data.cache import Cache, CacheSettings, build_cache, cache_key
 from fundus_lib.data.dataset import ImageDataset
-from fundus_lib.data.pipeline import FundusData, prepare_data
-from fundus_lib.metrics import N_CLASSES, confusion, scores
-from fundus_lib.runs import Run, get_run
+from fundus_lib.data.duplicates import exclude_seen, resolve_duplicates
+from fundus_lib.data.layouts import read_folder
+from fundus_lib.metrics import N_CLASSES, accuracy, balanced_accuracy, confusion, quadratic_kappa
+from fundus_lib.paths import data_dir
+from fundus_lib.runs import Run, get_run, run_data
 from fundus_lib.train import predict
 
-
-def photographs(params: Params, images_dir: Path, labels_csv: Path, image_size: int, progress: bool = True) -> FundusData:
-    """The labelled photographs of a folder, prepared like the params' data at ``image_size``
-    (labelled rows without a file are counted as outside the folder, not as skips)."""
-    data = params.data.model_copy(update={
-        "source": "eyepacs", "image_size": image_size,
-        "eyepacs": EyepacsConfig(images_dir=Path(images_dir), labels_csv=Path(labels_csv), subset=True)})
-    return prepare_data(params.model_copy(update={"data": data}), progress)
+#: Referable diabetic retinopathy: ICDR grade 2 (moderate) or worse.
+REFERABLE = 2
+REPEATS = 1000
+LEVEL = 0.95
 
 
-def grade_photographs(run: Run, data: FundusData, batch_size: int = 128) -> pd.DataFrame:
-    """One row per usable photograph: image, its label (level) and the run's grade."""
-    rows = np.sort(np.concatenate([data.rows(split) for split in ("train", "valid", "test")]))  # not the skipped
-    levels = data.manifest.loc[rows, "level"].to_numpy()
-    probabilities = predict(run.load_model(), ImageDataset(data.cache.images, levels, rows), torch.device("cpu"),
+def photographs(params: Params, folder: Path, labels_csv: Path | None = None, image_size: int | None = None,
+                progress: bool = True, **layout) -> tuple[Cache, pd.DataFrame]:
+    """The cache of a folder's labelled photographs, prepared like the params' data at ``image_size``,
+    and its manifest with byte-identical photographs resolved. ``labels_csv``: the folder is then
+    the images folder (Kaggle's or the generic layout); ``layout``: read_folder's layout, image_column,
+    grade_column."""
+    if labels_csv is not None:
+        layout.setdefault("images_dir", folder)
+    items = read_folder(folder, labels_csv=labels_csv, **layout)
+    data = params.data
+    settings = CacheSettings(image_size or data.image_size, data.graham_circle, data.allow_grayscale)
+    cache = build_cache(items, data_dir() / "cache" / cache_key(items, settings), settings, data.workers, progress)
+    return cache, resolve_duplicates(cache.manifest)
+
+
+def grade_photographs(run: Run, cache: Cache, manifest: pd.DataFrame, batch_size: int = 128) -> pd.DataFrame:
+    """One row per usable photograph of ``manifest``: image, its label (level) and the run's grade."""
+    rows = manifest.index[manifest["status"] == "ok"].to_numpy()
+    levels = manifest.loc[rows, "level"].to_numpy()
+    probabilities = predict(run.load_model(), ImageDataset(cache.images, levels, rows), torch.device("cpu"),
                             batch_size, amp=False)
-    return pd.DataFrame({"image": data.manifest.loc[rows, "image"].to_numpy(), "level": levels,
+    return pd.DataFrame({"image": manifest.loc[rows, "image"].to_numpy(), "level": levels,
                          "grade": probabilities.argmax(axis=1)})
 
 
-def grade_folder(params: Params, images_dir: Path, labels_csv: Path, progress: bool = True
-                 ) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame]:
+def grade_folder(params: Params, folder: Path, labels_csv: Path | None = None, progress: bool = True,
+                 **layout) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The chapter-2 baseline of ``params`` (from the store: never trained here) on a folder:
-    (grades per photograph, accuracy / balanced accuracy / quadratic kappa, skipped images)."""
+    (grades per photograph, :func:`external_measures`, skipped photographs with their reasons)."""
     config = run_config(params, params.baselines[0])
     run = get_run(params, config, train=False, progress=progress)
-    data = photographs(params, images_dir, labels_csv, config.image_size, progress)
-    grades = grade_photographs(run, data, params.runtime.eval_batch_size)
-    return grades, scores(grades["level"], grades["grade"]), data.skipped
+    cache, manifest = photographs(params, Path(folder), labels_csv, config.image_size, progress, **layout)
+    seen = run_data(params, config, progress).manifest  # trained or tuned on: its train and valid splits
+    manifest = exclude_seen(manifest, seen[seen["split"].isin(["train", "valid"])])
+    grades = grade_photographs(run, cache, manifest, params.runtime.eval_batch_size)
+    skipped = manifest.loc[manifest["status"] != "ok", ["image", "path", "reason"]]
+    return grades, external_measures(grades["level"], grades["grade"]), skipped
+
+
+def _measures(matrix: np.ndarray) -> list[float]:
+    referable, healthy = matrix[REFERABLE:], matrix[:REFERABLE]
+    sensitivity = referable[:, REFERABLE:].sum() / referable.sum() if referable.sum() else float("nan")
+    specificity = healthy[:, :REFERABLE].sum() / healthy.sum() if healthy.sum() else float("nan")
+    return [accuracy(matrix), balanced_accuracy(matrix), quadratic_kappa(matrix), sensitivity, specificity]
+
+
+MEASURES = ["accuracy", "balanced_accuracy", "kappa", "referable_sensitivity", "referable_specificity"]
+
+
+def external_measures(levels, grades, repeats: int = REPEATS, seed: int = 0) -> pd.DataFrame:
+    """Accuracy, balanced accuracy, quadratic kappa and referable-DR (grade >= 2) sensitivity and
+    specificity of ``grades`` against ``levels``: one row each, columns value, low, high (percentile
+    bootstrap over the photographs, ``LEVEL`` coverage, seeded) and n (photographs counted)."""
+    levels, grades = np.asarray(levels, dtype=np.int64), np.asarray(grades, dtype=np.int64)
+    values = _measures(confusion(levels, grades))
+    rng = np.random.default_rng(seed)
+    resampled = np.array([_measures(confusion(levels[draw], grades[draw]))
+                          for draw in rng.integers(0, len(levels), (repeats, len(levels)))]) if len(levels) else None
+    tail = (1 - LEVEL) / 2 * 100
+    low, high = (np.nanpercentile(resampled, [tail, 100 - tail], axis=0) if resampled is not None
+                 else (np.full(len(MEASURES), np.nan),) * 2)
+    counts = [len(levels)] * 3 + [int((levels >= REFERABLE).sum()), int((levels < REFERABLE).sum())]
+    return pd.DataFrame({"value": values, "low": low, "high": high, "n": counts},
+                        index=pd.Index(MEASURES, name="measure"))
+
+
+def per_grade(levels) -> pd.Series:
+    """Photographs per label grade 0-4."""
+    return pd.Series(np.bincount(np.asarray(levels, dtype=np.int64), minlength=N_CLASSES),
+                     index=pd.Index(range(N_CLASSES), name="grade"), name="photographs")
 
 
 def confusion_frame(levels, grades) -> pd.DataFrame:

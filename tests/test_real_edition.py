@@ -161,4 +161,4 @@ def test_fundus_grade_gives_the_runs_own_grades_on_its_test_photographs(real_sli
     merged = expected.merge(grades, on="image", suffixes=("", "_graded"))
     assert len(merged) == len(expected) and len(skipped) == 0
     assert (merged["grade"] == merged["prediction"]).all()
-    assert result["kappa"] == pytest.approx(run.metrics("test")["kappa"])
+    assert result.at["kappa", "value"] == pytest.approx(run.metrics("test")["kappa"])
