@@ -121,6 +121,10 @@ class Run:
         if not (root / BEST_WEIGHTS).is_file():
             raise RunStoreError(f"{root / BEST_WEIGHTS} is missing although {RECORD} says the run finished: "
                                 f"delete the run folder {root} to train the run again")
+        if record.get("key") != root.name:  # e.g. another run's record.json copied in
+            raise RunStoreError(f"{root / RECORD} is the record of run {record.get('key')!r}, not of this folder's run "
+                                f"{root.name!r} (copied from another run folder?): it is not reported as this run; "
+                                f"delete the run folder {root} to train the run again")
         try:
             return cls(root, RunConfig.model_validate(record["config"]), record)
         except (KeyError, TypeError, ValueError) as exc:

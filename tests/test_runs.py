@@ -110,6 +110,23 @@ def test_broken_run_folders_are_named_and_the_rest_listed(params, store):
         get_run(params, run.config, progress=False)
 
 
+def test_another_runs_record_copied_in_is_refused(params, store):
+    import shutil
+
+    from fundus_lib.runs import Run, RunStoreError
+
+    run = get_run(params, run_config(params, params.baselines[0]), progress=False)
+    other = get_run(params, run_config(params, params.baselines[0]).model_copy(update={"epochs": 1}), progress=False)
+    shutil.copy(run.root / "record.json", other.root / "record.json")
+    refusal = rf"is the record of run '{run.key}', not of this folder's run '{other.key}'"
+    with pytest.raises(RunStoreError, match=refusal):
+        Run.load(other.root)
+    with pytest.raises(RunStoreError, match="copied from another run folder"):
+        get_run(params, other.config, progress=False)
+    assert list_runs().set_index("key").at[other.key, "status"].startswith("broken: ")
+    assert Run.load(run.root).key == run.key
+
+
 def test_a_store_that_cannot_be_written_is_one_line(params, store, monkeypatch):
     from fundus_lib.runs import RunStoreError
 
