@@ -121,6 +121,10 @@ class DataConfig(_Section):
     )
     workers: int = Field(0, ge=0, le=256, description="processes for the cache builder; 0 = all cores")
     split: SplitConfig = SplitConfig()
+    external: Path | None = Field(
+        None, description="an external test set, never trained or tuned on: a folder in IDRiD's grading layout "
+        "(images/{train,test}, labels/{train,test}.csv) or Kaggle's (images/ and one labels csv); None = none",
+    )
 
     @model_validator(mode="after")
     def _sections_match_the_source(self) -> DataConfig:
