@@ -42,7 +42,9 @@ from fundus_lib.errors import UserError
 from fundus_lib.files import exclusive, fsync_file, require_free_space, sweep_temporaries, write_atomic
 from fundus_lib.workers import exit_with_parent
 
-CACHE_VERSION = 1
+#: Bump when decoding or preprocessing changes what a cache holds (2: the non-fundus check), so no cache
+#: built before is reused with stale verdicts (run keys hash the manifest's content, not this).
+CACHE_VERSION = 2
 ITEM_COLUMNS = ["image", "patient", "side", "level", "path", "mask_path"]
 RECORD_COLUMNS = ["status", "reason", "sha1", "width", "height", "reduction", "note", "corruption", "corruption_level"]
 
