@@ -90,20 +90,47 @@ if len(data.skipped):
 # whose grades agree is kept once; a group whose grades disagree is excluded (its true grade is
 # unknown). Both are recorded as skips above. Near-duplicates (the same photograph re-encoded or
 # resized: a 256-bit difference hash of the cached images within 32 bits) are counted, not removed.
+# Where the parameters name an external test set (`data.external`, e.g. IDRiD's grading set, Porwal
+# et al. 2020), its photographs are checked the same way, and against this data set: an external
+# photograph that is also a training or validation photograph is not external and is excluded.
 
 # %% tags=["hide-input"]
-counts = duplicate_counts(manifest)
-conflicts = conflicting_pairs(exact_groups(data.cache.manifest))
-near = near_duplicates(difference_hashes(data.cache.images[usable.index.to_numpy()]), usable["image"])
-display(Markdown(
-    f"Byte-identical photographs dropped (kept once): **{counts['duplicates dropped']:,}**; photographs excluded "
-    f"because a byte-identical copy has another grade: **{counts['conflicting photographs excluded']:,}** "
-    f"(in {counts['conflicting groups']:,} groups). Near-duplicate pairs among the usable photographs: "
-    f"**{len(near):,}**."))
-if len(conflicts):
-    display(styled(conflicts, caption="Byte-identical photographs with different grades (excluded)"))
+def duplicate_row(cache_manifest, resolved, images):
+    """Counts of one data set: its byte-identical and near-duplicate photographs, its non-fundus rejections."""
+    ok = resolved[resolved["status"] == "ok"]
+    hashes = difference_hashes(images[ok.index.to_numpy()])
+    near = near_duplicates(hashes, ok["image"])
+    row = {"photographs": len(resolved), **duplicate_counts(resolved), "near-duplicate pairs": len(near),
+           "rejected as not a fundus": int(resolved["reason"].str.startswith(NOT_A_FUNDUS).sum())}
+    return row, conflicting_pairs(exact_groups(cache_manifest)), near, hashes, ok
+
+
+rows, conflict_tables = {}, {}
+rows[ours], conflict_tables[ours], near, own_hashes, own_ok = duplicate_row(data.cache.manifest, manifest,
+                                                                            data.cache.images)
+if params.data.external is not None:
+    from fundus_lib.config import resolve_path
+    from fundus_lib.data.duplicates import exclude_seen
+    from fundus_lib.grading import photographs
+
+    external_dir = resolve_path(params.data.external)
+    external_cache, external = photographs(params, external_dir, progress=False)
+    name = f"external: {external_dir.name}"
+    rows[name], conflict_tables[name], external_near, external_hashes, external_ok = duplicate_row(
+        external_cache.manifest, external, external_cache.images)
+    seen = exclude_seen(external, manifest[manifest["split"].isin(["train", "valid"])])
+    across = near_duplicates(external_hashes, external_ok["image"], own_hashes, own_ok["image"])
+    rows[name]["also a training or validation photograph"] = int((seen["status"] != external["status"]).sum())
+    rows[name]["near-duplicates of this data set"] = len(across)
+counts_table = pd.DataFrame.from_dict(rows, orient="index").map(lambda n: "–" if pd.isna(n) else f"{int(n):,}")
+display(styled(counts_table, caption="Duplicates, conflicting grades and non-fundus "
+               "photographs per data set (byte-identical: kept once; with other grades: excluded)"))
+for name, table in conflict_tables.items():
+    if len(table):
+        display(styled(table, caption=f"{name}: byte-identical photographs with different grades (excluded)"))
 if len(near):
-    display(styled(near.head(20), caption="Near-duplicate pairs (the first 20; bits: Hamming distance of the hashes)"))
+    display(styled(near.head(20), caption="Near-duplicate pairs of this data set (the first 20; bits: Hamming "
+                                          "distance of the hashes)"))
 
 # %% [markdown]
 # ## Class balance (Table 1)
