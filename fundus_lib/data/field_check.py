@@ -11,7 +11,7 @@ against one side or cut at top and bottom.
 Measured with ``benchmarks/check_fundus_filter.py`` on every real photograph of ``../shared/data``
 (EyePACS, IDRiD): the second-darkest corner is at most 0.22 of the field's brightness (EyePACS
 crops whose background was brightened to grey included); on scikit-image's and matplotlib's
-ordinary photographs it is 0.48 (Grace Hopper) to 1.14 (Hubble deep field). A colour test
+ordinary photographs it is 0.49 (Grace Hopper, astronaut) to 1.13 (Hubble deep field). A colour test
 (red > blue) does not separate them: colour-adjusted EyePACS crops go down to red / blue = 0.82.
 What passes anyway: an ordinary photograph with black corners (a vignetted or round-framed picture).
 """
