@@ -147,6 +147,7 @@ for number, item in enumerate(findings, 1):
 # 10. {glue:md}`finding-10`
 # 11. {glue:md}`finding-11`
 # 12. {glue:md}`finding-12`
+# 13. {glue:md}`finding-13`
 
 # %% tags=["hide-input"]
 table = pd.DataFrame([{"where": item.section, "finding": item.claim, "verdict": item.verdict,
