@@ -66,16 +66,23 @@ def grade_photographs(run: Run, cache: Cache, manifest: pd.DataFrame, batch_size
                          "grade": probabilities.argmax(axis=1)})
 
 
+def grade_unseen(params: Params, run: Run, folder: Path, labels_csv: Path | None = None, progress: bool = True,
+                 **layout) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``run``'s grades of a folder's photographs that it never trained or was tuned on (a photograph
+    byte-identical to one of its train or valid split is excluded): (grades per photograph, the
+    manifest with every skip and its reason)."""
+    cache, manifest = photographs(params, Path(folder), labels_csv, run.config.image_size, progress, **layout)
+    seen = run_data(params, run.config, progress).manifest
+    manifest = exclude_seen(manifest, seen[seen["split"].isin(["train", "valid"])])
+    return grade_photographs(run, cache, manifest, params.runtime.eval_batch_size), manifest
+
+
 def grade_folder(params: Params, folder: Path, labels_csv: Path | None = None, progress: bool = True,
                  **layout) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The chapter-2 baseline of ``params`` (from the store: never trained here) on a folder:
     (grades per photograph, :func:`external_measures`, skipped photographs with their reasons)."""
-    config = run_config(params, params.baselines[0])
-    run = get_run(params, config, train=False, progress=progress)
-    cache, manifest = photographs(params, Path(folder), labels_csv, config.image_size, progress, **layout)
-    seen = run_data(params, config, progress).manifest  # trained or tuned on: its train and valid splits
-    manifest = exclude_seen(manifest, seen[seen["split"].isin(["train", "valid"])])
-    grades = grade_photographs(run, cache, manifest, params.runtime.eval_batch_size)
+    run = get_run(params, run_config(params, params.baselines[0]), train=False, progress=progress)
+    grades, manifest = grade_unseen(params, run, folder, labels_csv, progress, **layout)
     skipped = manifest.loc[manifest["status"] != "ok", ["image", "path", "reason"]]
     return grades, external_measures(grades["level"], grades["grade"]), skipped
 
@@ -118,3 +125,27 @@ def confusion_frame(levels, grades) -> pd.DataFrame:
     grade_names = pd.Index(range(N_CLASSES))
     return pd.DataFrame(confusion(levels, grades, N_CLASSES), index=grade_names.rename("label"),
                         columns=grade_names.rename("grade"))
+
+
+def external_grades(params: Params, runs: dict[str, Run], progress: bool = False) -> dict[str, pd.DataFrame]:
+    """Each run's grades of the external test set ``params.data.external`` (label -> grades); empty
+    without one. The runs keep the readout fitted on their own validation split: nothing is tuned."""
+    from fundus_lib.config import resolve_path
+
+    if params.data.external is None:
+        return {}
+    folder = resolve_path(params.data.external)
+    return {label: grade_unseen(params, run, folder, progress=progress)[0] for label, run in runs.items()}
+
+
+def external_table(runs: dict[str, Run], grades: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per run: its EyePACS test kappa beside the external set's kappa, referable-DR
+    sensitivity and specificity, each with its bootstrap interval over the external photographs."""
+    rows = {}
+    for label, graded in grades.items():
+        measures = external_measures(graded["level"], graded["grade"])
+        rows[label] = {"EyePACS test kappa": runs[label].metrics("test")["kappa"], "photographs": len(graded),
+                       **{name: f"{row.value:.3f} [{row.low:.3f}, {row.high:.3f}]"
+                          for name, row in measures.loc[["kappa", "referable_sensitivity",
+                                                         "referable_specificity"]].iterrows()}}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
