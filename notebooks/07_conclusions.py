@@ -148,6 +148,7 @@ for number, item in enumerate(findings, 1):
 # 11. {glue:md}`finding-11`
 # 12. {glue:md}`finding-12`
 # 13. {glue:md}`finding-13`
+# 14. {glue:md}`finding-14`
 
 # %% tags=["hide-input"]
 table = pd.DataFrame([{"where": item.section, "finding": item.claim, "verdict": item.verdict,

@@ -288,3 +288,21 @@ def test_the_cue_gate_and_the_cue_evidence_use_disjoint_halves_of_the_images():
     gate, evidence = findings.gate_images(table), findings.evidence_images(table)
     assert set(gate["row"]).isdisjoint(evidence["row"]) and len(gate) + len(evidence) == len(table)
     assert findings.cue_power([table] * 2).comparison.estimate.n_images == len(gate)
+
+
+def test_the_external_finding_pairs_seeds_on_the_external_photographs(monkeypatch):
+    """Without an external set the finding is not tested; with one, adversarially trained against
+    baseline seed by seed on the external photographs, reproduced only when it grades them better."""
+    from fundus_lib.config import load_params
+    from fundus_lib.paths import project_root
+
+    params = load_params(project_root() / "params" / "smoke.yaml")
+    assert findings.generalises_across_cameras(params, {}).verdict == NOT_TESTED
+    external = params.model_copy(update={"data": params.data.model_copy(update={"external": project_root()})})
+    accuracy = {"baseline": 0.6, "adversarially trained": 0.9}
+    monkeypatch.setattr(findings, "external_arm", lambda params, name, runs: fake_arm(name, accuracy[name]))
+    seed_runs = {"baseline": [], "adversarially trained": []}
+    better = findings.generalises_across_cameras(external, seed_runs)
+    assert better.verdict == REPRODUCED and "external photographs" in better.n and better.reported == (None,)
+    accuracy["adversarially trained"] = 0.6
+    assert findings.generalises_across_cameras(external, seed_runs).verdict != REPRODUCED

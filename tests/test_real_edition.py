@@ -162,3 +162,18 @@ def test_fundus_grade_gives_the_runs_own_grades_on_its_test_photographs(real_sli
     assert len(merged) == len(expected) and len(skipped) == 0
     assert (merged["grade"] == merged["prediction"]).all()
     assert result.at["kappa", "value"] == pytest.approx(run.metrics("test")["kappa"])
+
+
+@pytest.mark.slow
+def test_the_external_test_set_is_graded_beside_eyepacs(real_slice_book):
+    """Chapter 2 grades IDRiD's grading set with every baseline (kappa, referable-DR sensitivity and
+    specificity with intervals), and the conclusions judge the external finding on it."""
+    folder, params = real_slice_book
+    assert params.data.external is not None
+    tables = html_tables(folder / "02_baselines.ipynb")
+    external = [table for table in tables if "referable_sensitivity" in table or "referable sensitivity" in table]
+    assert external, "no external table in chapter 2"
+    assert all(label in external[0] for label in ("EyePACS test kappa", "photographs"))
+    assert len(re.findall(r"<tr>\s*<th[^>]*>efficientnet-lite0", external[0])) == len(params.baselines)
+    conclusions = json.dumps(outputs(folder / "07_conclusions.ipynb"))
+    assert "External test" in conclusions and "another camera" in conclusions
