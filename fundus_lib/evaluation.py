@@ -102,6 +102,30 @@ def pgd_curve(run: Run, data: FundusData, settings: AttackConfig, progress: bool
     return success_table(pgd_outcomes(run, data, settings, progress))
 
 
+def external_pgd_curve(params, run: Run, settings: AttackConfig, progress: bool = True) -> pd.DataFrame:
+    """The report's PGD sweep on a seeded sample of ``settings.n_images`` photographs of the external
+    test set (``params.data.external``, none of them trained or tuned on): success rate and robust
+    accuracy per eps, as ``pgd_curve`` on the run's own test images."""
+    from fundus_lib.config import resolve_path
+    from fundus_lib.grading import unseen_photographs
+
+    cache, manifest = unseen_photographs(params, run, resolve_path(params.data.external), progress=False)
+    usable = manifest.index[manifest["status"] == "ok"].to_numpy()
+
+    def compute() -> pd.DataFrame:
+        rng = np.random.default_rng(settings.seed)
+        rows = np.sort(rng.choice(usable, size=min(settings.n_images, len(usable)), replace=False))
+        images = torch.stack([to_tensor(np.array(cache.images[row])) for row in rows])
+        labels = torch.tensor(manifest.loc[rows, "level"].to_numpy(), dtype=torch.int64)
+        return attack_predictions(run.load_model(), images, labels, [eps / 255 for eps in settings.eps_255],
+                                  settings.steps, settings.batch_size, restarts=settings.restarts,
+                                  generator=torch.Generator().manual_seed(settings.seed), progress=progress)
+
+    keys = settings.model_dump(exclude={"decision", "robustness"}, mode="json")
+    external = hashlib.sha1("".join(manifest.loc[usable, "sha1"]).encode()).hexdigest()
+    return success_table(cached(run, "external-pgd-outcomes", {**keys, "external": external}, compute))
+
+
 def decision_attack_sizes(run: Run, data: FundusData, settings: AttackConfig, rows: np.ndarray) -> pd.DataFrame:
     """HopSkipJump on the test images of manifest ``rows`` (chapter 5: those every compared model
     grades correctly, so both models are attacked on the same images): per image its L2 and L-inf

@@ -66,14 +66,21 @@ def grade_photographs(run: Run, cache: Cache, manifest: pd.DataFrame, batch_size
                          "grade": probabilities.argmax(axis=1)})
 
 
-def grade_unseen(params: Params, run: Run, folder: Path, labels_csv: Path | None = None, progress: bool = True,
-                 **layout) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``run``'s grades of a folder's photographs that it never trained or was tuned on (a photograph
-    byte-identical to one of its train or valid split is excluded): (grades per photograph, the
-    manifest with every skip and its reason)."""
+def unseen_photographs(params: Params, run: Run, folder: Path, labels_csv: Path | None = None,
+                       progress: bool = True, **layout) -> tuple[Cache, pd.DataFrame]:
+    """A folder's photographs at ``run``'s image size, those it trained or was tuned on excluded (a
+    photograph byte-identical to one of its train or valid split): the cache and its manifest with
+    every skip and its reason."""
     cache, manifest = photographs(params, Path(folder), labels_csv, run.config.image_size, progress, **layout)
     seen = run_data(params, run.config, progress).manifest
-    manifest = exclude_seen(manifest, seen[seen["split"].isin(["train", "valid"])])
+    return cache, exclude_seen(manifest, seen[seen["split"].isin(["train", "valid"])])
+
+
+def grade_unseen(params: Params, run: Run, folder: Path, labels_csv: Path | None = None, progress: bool = True,
+                 **layout) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``run``'s grades of a folder's photographs that it never trained or was tuned on
+    (``unseen_photographs``): (grades per photograph, the manifest with every skip and its reason)."""
+    cache, manifest = unseen_photographs(params, run, folder, labels_csv, progress, **layout)
     return grade_photographs(run, cache, manifest, params.runtime.eval_batch_size), manifest
 
 
