@@ -443,6 +443,16 @@ class Params(_Section):
     attacks: AttackConfig = AttackConfig()
     attribution: AttributionConfig = AttributionConfig()
 
+    @model_validator(mode="after")
+    def _table4_rows_are_distinct(self) -> Params:
+        """Two Table-4 rows of one model, size and weights would be one run under two names."""
+        rows = [(row.model, row.image_size, self.train.pretrained if row.pretrained is None else row.pretrained)
+                for row in self.baselines]
+        twice = sorted({row for row in rows if rows.count(row) > 1})
+        if twice:
+            raise ValueError(f"baselines lists the same model, image size and weights twice: {twice}")
+        return self
+
 
 def _describe_error(error: dict[str, Any], model: type[BaseModel], source: str) -> str:
     location = [str(part) for part in error["loc"]]

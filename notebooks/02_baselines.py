@@ -99,27 +99,27 @@ styled(beside_report(report_table("table2"), counts, "model", "this project").as
 
 # %% tags=["hide-input"]
 runs = {label: get_run(params, config, train=train_missing) for label, config in baseline_runs(params).items()}
+SCRATCH = "†"  # a model trained from scratch; the report fine-tuned ImageNet weights (its 2.3)
 trained = pd.DataFrame([
-    {"model": run.config.model, "image_size": run.config.image_size,
-     "weights": "ImageNet" if run.config.pretrained else "scratch", "batch_size": run.config.batch_size,
+    {"model": run.config.model + ("" if run.config.pretrained else SCRATCH), "image_size": run.config.image_size,
+     "batch_size": run.config.batch_size,
      "epochs": run.record["epochs_run"], "best_epoch": run.record["best_epoch"],
      **{metric: run.metrics("test")[metric] for metric in REPORT_METRICS}, "training_hours": run.train_seconds / 3600}
     for run in runs.values()
 ])
 SHORT = {"batch_size": "batch", "accuracy": "acc.", "balanced_accuracy": "bal. acc.", "training_time": "time"}
-report4 = report_table("table4").assign(weights="ImageNet")  # the report fine-tuned ImageNet weights (its 2.3)
-report4 = report4[["model", "image_size", "weights", "batch_size", *REPORT_METRICS, "training_time"]]
+report4 = report_table("table4")[["model", "image_size", "batch_size", *REPORT_METRICS, "training_time"]]
 ours4 = trained.assign(epochs=[f"{run} ({best})" for run, best in zip(trained["epochs"], trained["best_epoch"])],
                        training_time=trained["training_hours"].map(duration))
-ours4 = ours4[["model", "image_size", "weights", "batch_size", "epochs", *REPORT_METRICS, "training_time"]]
-table4 = beside_report(report4, ours4, ["model", "image_size", "weights"], ours).sort_index()
-table4 = table4.rename(columns=SHORT, level=1).rename_axis(index=["model", "px", "weights"])
+ours4 = ours4[["model", "image_size", "batch_size", "epochs", *REPORT_METRICS, "training_time"]]
+table4 = beside_report(report4, ours4, ["model", "image_size"], ours).sort_index().rename(columns=SHORT, level=1)
+table4 = table4.rename_axis(index=["model", "px"])
 for column in [(REPORT_LABEL, "batch"), (ours, "batch")]:
     table4[column] = table4[column].astype("Int64")
 styled(table4, percent=("acc.", "bal. acc."), decimals=2,
-       caption="Table 4: the report's validation metrics beside this run's test metrics, per model, image size "
-               "(px) and starting weights (ImageNet or scratch); epochs run (best epoch kept); training time of the "
-               "epochs run")
+       caption="Table 4: the report's validation metrics beside this run's test metrics, per model and image size "
+               f"(px; {SCRATCH}: trained from scratch, the others from ImageNet weights as the report's); epochs run "
+               "(best epoch kept); training time of the epochs run")
 
 # %% tags=["hide-input"]
 baseline_label, baseline = next(iter(runs.items()))

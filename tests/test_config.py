@@ -202,3 +202,10 @@ def test_the_real_data_editions_follow_the_reports_transfer_protocol(name):
                for row in rows)
     assert len({row.image_size for row in rows if row.model == baseline.model and row.pretrained}) > 1
     assert len(compared_baselines(params)) >= 3  # every seed of these three arms is trained
+
+
+def test_two_table4_rows_of_one_model_size_and_weights_are_refused():
+    row = {"model": "efficientnet-lite0", "image_size": 128, "batch_size": 8}
+    with pytest.raises(ParamsError, match="same model, image size and weights twice"):
+        validate_params({"name": "x", "baselines": [row, row]}, "x.yaml")
+    validate_params({"name": "x", "baselines": [row, {**row, "pretrained": True}]}, "x.yaml")  # other weights
