@@ -152,12 +152,18 @@ for number, item in enumerate(findings, 1):
 
 # %% tags=["hide-input"]
 table = pd.DataFrame([{"where": item.section, "finding": item.claim, "verdict": item.verdict,
-                       "how it combines, false-call rates": item.error_rate, "MDD of the finding": item.mdd_text,
-                       "power at the report's effect": "–" if item.power_at_report is None
-                       else f"{item.power_at_report:.0%}", "n": item.n, "note": item.note or "–"} for item in findings])
+                       "MDD of the finding": item.mdd_text, "power at the report's effect": "–"
+                       if item.power_at_report is None else f"{item.power_at_report:.0%}", "n": item.n}
+                      for item in findings])
 styled(table.set_index(["where", "finding"]), caption="The report's findings against this run"
        ).map(lambda verdict: f"background-color: {VERDICT_COLOURS[verdict]}33" if verdict in VERDICT_COLOURS else "",
              subset=["verdict"])
+
+# %% tags=["hide-input"]
+rules = pd.DataFrame([{"where": item.section, "finding": item.claim, "how it combines, false-call rates":
+                       item.error_rate, "note": item.note or "–"} for item in findings])
+styled(rules.set_index(["where", "finding"]), caption="How each finding's comparisons combine, with its false-call "
+       "rates, and what was chosen or left out")
 
 # %% [markdown]
 # ## Every comparison
