@@ -34,7 +34,7 @@ from fundus_lib.attacks import adversarial_loss
 from fundus_lib.config import load_params, run_config
 from fundus_lib.data.augment import build_augmentation
 from fundus_lib.data.dataset import FundusDataset
-from fundus_lib.models import create_model
+from fundus_lib.models import create_model, early_layers
 from fundus_lib.report import report_table
 from fundus_lib.runs import run_data
 from fundus_lib.losses import cross_entropy
@@ -48,10 +48,8 @@ def freeze(model: torch.nn.Module, batchnorm: bool, first_blocks: int) -> None:
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.eval()
                 module.requires_grad_(False)
-    if first_blocks:
-        backbone = model.backbone
-        for module in [backbone._conv_stem, backbone._bn0, *backbone._blocks[:first_blocks]]:
-            module.requires_grad_(False)
+    for module in early_layers(model, first_blocks) if first_blocks else []:
+        module.requires_grad_(False)
 
 
 def step_rates(name: str, size: int, batch_size: int, steps: int = 3, channels_last: bool = False,
