@@ -624,20 +624,24 @@ class RunConfig(_Section):
             raise ValueError("the focal loss needs gamma")
         if self.frozen_blocks and self.frozen_epochs and not self.model.startswith("efficientnet"):
             raise ValueError(f"frozen_blocks freezes an efficientnet's first blocks; {self.model} has none")
+        if self.frozen_blocks and self.frozen_epochs and not self.pretrained:
+            raise ValueError("frozen_blocks keeps pretrained layers fixed early; a from-scratch run would keep "
+                             "its random first layers (set pretrained: true or frozen_blocks: 0)")
         return self
 
 
 def run_config(params: Params, row: ModelRow, **changes: Any) -> RunConfig:
     """The run of ``row`` (model, image size, batch size) under the params' training settings."""
     train = params.train
+    pretrained = train.pretrained if row.pretrained is None else row.pretrained
     fields = dict(
         model=row.model, image_size=row.image_size, batch_size=row.batch_size, epochs=row.epochs or train.epochs,
         optimizer=train.optimizer, lr=row.lr or train.lr, weight_decay=train.weight_decay, schedule=train.schedule,
         select_on=train.select_on, patience=train.patience, balanced_epochs=train.balanced_epochs,
         dropout=train.dropout, readout=train.readout,
-        pretrained=train.pretrained if row.pretrained is None else row.pretrained,
+        pretrained=pretrained,
         **({"frozen_blocks": train.frozen_blocks, "frozen_epochs": train.frozen_epochs}
-           if row.model.startswith("efficientnet") else {}),  # the others have no blocks to freeze
+           if row.model.startswith("efficientnet") and pretrained else {}),  # nothing learned to keep otherwise
         augment=params.augment if train.augment else None, seed=params.seed,
     )
     fields.update(changes)

@@ -28,6 +28,7 @@ from fundus_lib.train import (
 )
 from fundus_lib.data.dataset import FundusDataset
 from fundus_lib.models import create_model
+from fundus_lib.weights import pretrained_weights_file
 
 SMOKE = project_root() / "params" / "smoke.yaml"
 
@@ -397,12 +398,12 @@ def test_a_run_trains_in_micro_batches(params, data, tmp_path):
 
 
 def test_frozen_blocks_stay_put_during_the_frozen_epochs_and_train_after(params, data, tmp_path):
-    """efficientnet-lite0 with the stem and 3 blocks frozen for the first epoch: after one epoch those
-    weights are the initial ones while the later blocks moved; after a second epoch they moved too."""
+    """ImageNet's efficientnet-lite0 with the stem and 3 blocks frozen for the first epoch: after one
+    epoch those weights are the ImageNet ones while the later blocks moved; after a second epoch they
+    moved too."""
     config = run_config(params, params.baselines[0], model="efficientnet-lite0", batch_size=16,
-                        epochs=1, frozen_blocks=3, frozen_epochs=1)
-    torch.manual_seed(config.seed)
-    initial = create_model("efficientnet-lite0").state_dict()
+                        epochs=1, pretrained=True, frozen_blocks=3, frozen_epochs=1)
+    initial = create_model("efficientnet-lite0", weights=pretrained_weights_file("efficientnet-lite0", tmp_path)).state_dict()
     fit(config, data, tmp_path / "one", params.runtime, progress=False)
     after_one = weights(tmp_path / "one" / CHECKPOINT)
     frozen = [key for key in initial if key.startswith(("backbone._conv_stem.", "backbone._blocks.0.",
@@ -425,3 +426,16 @@ def test_frozen_blocks_need_an_efficientnet_and_leave_old_run_keys_alone(params)
     with pytest.raises(ValueError, match="small-cnn has none"):
         RunConfig(**{**config.model_dump(), "frozen_blocks": 2, "frozen_epochs": 1})
     assert run_key(config, "m") != run_key(config.model_copy(update={"frozen_blocks": 2, "frozen_epochs": 1}), "m")
+
+
+def test_frozen_blocks_only_keep_pretrained_layers(params):
+    """A from-scratch efficientnet row trains every layer from the first epoch (freezing would keep its
+    random first layers): run_config leaves the frozen blocks out, and asking for them is refused."""
+    train = params.train.model_copy(update={"frozen_blocks": 4, "frozen_epochs": 1, "pretrained": True})
+    with_frozen = params.model_copy(update={"train": train})
+    lite = params.baselines[0].model_copy(update={"model": "efficientnet-lite0"})
+    assert run_config(with_frozen, lite).frozen_blocks == 4
+    scratch = run_config(with_frozen, lite.model_copy(update={"pretrained": False}))
+    assert scratch.frozen_blocks == 0 and not scratch.pretrained
+    with pytest.raises(ValueError, match="random first layers"):
+        RunConfig(**{**scratch.model_dump(), "frozen_blocks": 2, "frozen_epochs": 1})
