@@ -61,9 +61,20 @@ html: venv
 	$(BIN)/jupyter-book build book --config $(CURDIR)/_config.yml --toc $(CURDIR)/_toc.yml --path-output $(BOOK_OUT) $(JB_FLAGS)
 	@echo "The book is at $(abspath $(BOOK_OUT))/_build/html/index.html"
 
-book: chapters html
+# make book times itself: install, data, each chapter (training, executing) and HTML go into
+# book/generated/build_record.json and the store's history (the book's "How this book was built").
+define timed_book
+	@since=$$(date +%s.%N); $(MAKE) --no-print-directory venv && \
+	$(BIN)/fundus build-record start $(PARAMS) --since $$since && \
+	$(MAKE) --no-print-directory $(1) && since=$$(date +%s.%N) && \
+	$(MAKE) --no-print-directory html && $(BIN)/fundus build-record finish --since $$since
+endef
 
-book-from-store: chapters-from-store html
+book:
+	$(call timed_book,chapters)
+
+book-from-store:
+	$(call timed_book,chapters-from-store)
 
 # The browser test opens the built book in headless Chromium: Debian's package, installed once.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -96,6 +96,9 @@ def execute_chapter(chapter: str, params_file: str | Path, out_dir: Path | None 
     parameters = {"params_file": str(params_path)}
     if "train_missing" in parameter_names(notebook):
         parameters["train_missing"] = train_missing
+    if "record_dir" in parameter_names(notebook):  # the page showing the build's timing record
+        parameters["record_dir"] = str(out_dir.relative_to(project_root()) if out_dir.is_relative_to(project_root())
+                                       else out_dir)
     output = out_dir / f"{chapter}.ipynb"
     start = time.perf_counter()
     try:

@@ -8,6 +8,7 @@
     fundus run 01 --params params/eyepacs-512.yaml
     fundus run all --params params/eyepacs-512.yaml --from-store   # render runs trained elsewhere
     fundus check params/*.yaml                # validate params files against the schema
+    fundus build-record start params/demo.yaml --since T   # make book: the timing record (then finish)
     fundus plan params/eyepacs-512.yaml       # runs, image passes, cache size and time before a run
     fundus rehearse params/eyepacs-512.yaml ../shared/data/eyepacs_mini/images ../shared/data/eyepacs_mini/trainLabels.csv
     fundus grade params/eyepacs-mini.yaml other/images other/trainLabels.csv   # the stored baseline on new photographs
@@ -39,21 +40,29 @@ def _data(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from fundus_lib.chapters import execute_chapter, resolve_chapters
+    import time
+
+    from fundus_lib.build_record import add_step
+    from fundus_lib.chapters import execute_chapter, generated_dir, resolve_chapters
     from fundus_lib.data.pipeline import prepare_data
 
     chapters = resolve_chapters(args.chapters)
     params = load_params(args.params)
+    out = args.out or generated_dir()
+    started = time.monotonic()
     prepare_data(params, progress=not args.quiet)  # long work here, with progress bars
     to_train = {} if args.from_store else runs_to_train(params, chapters, progress=not args.quiet)
+    add_step(out, "data", time.monotonic() - started, params_file=args.params)
     trainer = _ConsoleTrainer({label: pair for runs in to_train.values() for label, pair in runs.items()},
                               quiet=args.quiet)
     timings = {}
     for chapter in chapters:
         training = trainer.train(to_train.get(chapter, {}))
+        add_step(out, "training", training, chapter=chapter)
         print(f"== {chapter} with {args.params}", flush=True)
-        executing = execute_chapter(chapter, args.params, args.out, progress=not args.quiet,
+        executing = execute_chapter(chapter, args.params, out, progress=not args.quiet,
                                     train_missing=not args.from_store)
+        add_step(out, "executing", executing, chapter=chapter)
         timings[chapter] = (training, executing)
     for chapter, (training, executing) in timings.items():
         print(f"{chapter}: {training + executing:.0f} s ({training:.0f} s training its runs, {executing:.0f} s executing)")
@@ -219,6 +228,25 @@ def _rehearse(args: argparse.Namespace) -> None:
           f"{out / '_build' / 'html' / 'index.html'}")
 
 
+def _build_record(args: argparse.Namespace) -> None:
+    import time
+
+    from fundus_lib.build_record import finish_record, start_record, steps_frame
+    from fundus_lib.chapters import generated_dir
+
+    out = args.out or generated_dir()
+    seconds = time.time() - args.since if args.since is not None else None
+    if args.action == "start":
+        start_record(out, args.params or "unknown", install_seconds=seconds)
+        return
+    if seconds is None:
+        raise UserError("fundus build-record finish needs --since (when the HTML step began, in epoch seconds)")
+    record = finish_record(out, seconds)
+    frame = steps_frame(record)
+    print(f"build of {record['params']}: {record['total_seconds'] / 60:.1f} min; per step:")
+    print(frame.assign(minutes=frame["minutes"].round(1)).to_string(index=False))
+
+
 def _check(args: argparse.Namespace) -> None:
     for path in args.files:
         params = load_params(path)
@@ -289,6 +317,14 @@ def main(argv: list[str] | None = None) -> int:
     rehearse.add_argument("--no-book", action="store_true", help="execute the chapters, do not render the book")
     rehearse.add_argument("--quiet", action="store_true", help="no progress bars")
     rehearse.set_defaults(handler=_rehearse)
+
+    record = commands.add_parser("build-record", help="the build's timing record (make book calls it: start after "
+                                 "the install, finish after the HTML; fundus run adds data and chapters)")
+    record.add_argument("action", choices=("start", "finish"))
+    record.add_argument("params", nargs="?", help="start: the params file of the build")
+    record.add_argument("--since", type=float, help="epoch seconds when the timed step began (install or HTML)")
+    record.add_argument("--out", default=None, help="the executed chapters' folder (default: book/generated)")
+    record.set_defaults(handler=_build_record)
 
     check = commands.add_parser("check", help="validate params files")
     check.add_argument("files", nargs="+")

@@ -169,3 +169,19 @@ def randomisation_curves(checks, threshold: float) -> plt.Figure:
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def build_minutes(chapters) -> plt.Figure:
+    """Horizontal stacked bars, one per chapter: minutes training its runs and minutes executing
+    (``build_record.chapters_frame``: chapter, training, executing in seconds)."""
+    fig, ax = plt.subplots(figsize=(7.5, 0.4 * len(chapters) + 1.3))
+    names = chapters["chapter"].astype(str)
+    training, executing = chapters["training"] / 60, chapters["executing"] / 60
+    ax.barh(names, training, color="#4c72b0", label="training its runs")
+    ax.barh(names, executing, left=training, color="#dd8452", label="executing the chapter")
+    ax.invert_yaxis()
+    ax.set(xlabel="minutes")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -30,7 +30,7 @@ def _package_version(name: str) -> str:
         return "not installed"
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
     try:
         result = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=project_root(),
                                 capture_output=True, text=True, timeout=10)
@@ -68,7 +68,7 @@ def provenance(params_file: str | Path, params: Params, data=None, runs: dict | 
     data: a FundusData; runs: label -> Run (their store keys, data hashes and training devices).
     """
     rows = {"params file": str(params_file), "params name": params.name, "seed": params.seed,
-            "code version (git)": _git_commit()}
+            "code version (git)": git_commit()}
     if data is not None:
         rows.update({"data source": params.data.source, "data manifest hash": data.manifest_hash,
                      "cache": data.cache.root.name})

@@ -13,16 +13,21 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from fundus_lib.build_record import read_history, read_record, start_record
 from fundus_lib.chapters import ChapterFailed, execute_chapter, list_chapters
+from fundus_lib.cli import main
 from fundus_lib.paths import project_root
 
 ROOT = project_root()
 SMOKE = ROOT / "params" / "smoke.yaml"
+#: The chapters whose tables a rerun reproduces exactly: all but the page of the build's own times.
+REPRODUCIBLE = [chapter for chapter in list_chapters() if chapter != "08_build"]
 
 
 def executed_outputs(notebook_path):
@@ -32,11 +37,12 @@ def executed_outputs(notebook_path):
 
 @pytest.fixture(scope="module")
 def smoke_book(tmp_path_factory):
-    """book/ copied to a temporary folder, with every chapter executed on params/smoke.yaml."""
+    """book/ copied to a temporary folder, with every chapter executed on params/smoke.yaml as `make
+    book` does it (`fundus run all`, which also writes the build's timing record)."""
     book = tmp_path_factory.mktemp("book") / "book"
     shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("generated", "_build"))
-    for chapter in list_chapters():
-        execute_chapter(chapter, SMOKE, book / "generated", progress=False)
+    start_record(book / "generated", SMOKE, install_seconds=0.0)
+    assert main(["run", "all", "--params", str(SMOKE), "--out", str(book / "generated"), "--quiet"]) == 0
     return book
 
 
@@ -63,6 +69,27 @@ def test_every_chapter_is_in_the_toc():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = {entry["file"] for part in toc["parts"] for entry in part["chapters"]}
     assert {f"generated/{chapter}" for chapter in list_chapters()} <= files
+
+
+def test_the_smoke_build_records_its_times_and_its_page_shows_them(smoke_book):
+    """`fundus run all` writes the timing record step by step (data, each chapter's training and
+    execution), the build page shows a row per chapter, and finishing the record adds the build to
+    the store's history."""
+    record = read_record(smoke_book / "generated")
+    steps = {(step["step"], step.get("chapter")) for step in record["steps"]}
+    assert ("install", None) in steps and ("data", None) in steps
+    earlier = [chapter for chapter in list_chapters() if chapter != "08_build"]
+    assert {("training", chapter) for chapter in earlier} | {("executing", chapter) for chapter in earlier} <= steps
+    assert all(step["seconds"] >= 0 for step in record["steps"])
+    page = " ".join("".join(output.get("data", {}).get("text/html", ""))
+                    for output in executed_outputs(smoke_book / "generated" / "08_build.ipynb"))
+    assert all(chapter in page for chapter in earlier), page[:2000]
+    history_before = len(read_history()[0])
+    since = str(time.time() - 2)
+    assert main(["build-record", "finish", "--since", since, "--out", str(smoke_book / "generated")]) == 0
+    history, unreadable = read_history()
+    assert len(history) == history_before + 1 and not unreadable
+    assert history["params"].iloc[-1] == str(SMOKE) and history["html (min)"].iloc[-1] > 0
 
 
 @pytest.mark.slow
@@ -249,7 +276,7 @@ def empty_store(tmp_path):
 @pytest.mark.slow
 def test_running_the_book_twice_gives_identical_tables(smoke_book, empty_store):
     """Every run retrained and every evaluation recomputed from scratch: the same tables."""
-    for chapter in list_chapters():
+    for chapter in REPRODUCIBLE:
         execute_chapter(chapter, SMOKE, empty_store / "again", progress=False)
         first = shown_tables(smoke_book / "generated" / f"{chapter}.ipynb")
         assert first, chapter
@@ -265,7 +292,7 @@ def test_a_store_only_execution_trains_nothing(empty_store):
 @pytest.mark.slow
 def test_a_filled_store_renders_without_training(smoke_book, tmp_path):
     """The store filled by the smoke book renders every chapter with training forbidden."""
-    for chapter in list_chapters():
+    for chapter in REPRODUCIBLE:
         execute_chapter(chapter, SMOKE, tmp_path, progress=False, train_missing=False)
         assert shown_tables(tmp_path / f"{chapter}.ipynb") == shown_tables(smoke_book / "generated" / f"{chapter}.ipynb")
 

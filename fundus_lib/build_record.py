@@ -1,0 +1,155 @@
+"""The build's timing record: where ``make book`` spent its time, written by the build itself.
+
+``make book`` starts the record after the install step (``fundus build-record start``), ``fundus run``
+adds the data step and each chapter's training and execution as it finishes them, and the
+Makefile adds the HTML step at the end (``fundus build-record finish``), which also appends the
+whole record to the store's history of builds. The book's page "How this book was built"
+(``notebooks/08_build.py``) shows the record and that history; no time is typed by hand.
+
+The record of the current build is ``<executed chapters>/build_record.json`` (``book/generated/``):
+its params file, commit, machine, start time and steps, each step a dict with ``step`` (install,
+data, training, executing, html), ``chapter`` (for training and executing) and ``seconds``. The
+history is ``<run store>/builds.jsonl``, one finished record per line, so it is kept exactly as
+long as the runs it built from.
+
+Example::
+
+    start_record(out_dir, "params/demo.yaml", install_seconds=130.0)
+    add_step(out_dir, "training", 188.0, chapter="02_baselines")
+    steps_frame(read_record(out_dir))
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from fundus_lib.errors import UserError
+from fundus_lib.files import write_atomic
+from fundus_lib.paths import runs_dir
+from fundus_lib.provenance import git_commit, hardware
+
+RECORD_NAME = "build_record.json"
+HISTORY_NAME = "builds.jsonl"
+#: The steps of a build in the order they run.
+STEPS = ("install", "data", "training", "executing", "html")
+
+
+def record_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / RECORD_NAME
+
+
+def history_path() -> Path:
+    return runs_dir() / HISTORY_NAME
+
+
+def new_record(params_file: str | Path) -> dict:
+    """A record with no steps yet: the params file, the commit, the machine, the start time (UTC)."""
+    return {"params": str(params_file), "commit": git_commit(), "machine": hardware(),
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "steps": []}
+
+
+def start_record(out_dir: str | Path, params_file: str | Path, install_seconds: float | None = None) -> dict:
+    """Begin a build's record (replacing the previous build's), with its install step if timed."""
+    record = new_record(params_file)
+    if install_seconds is not None:
+        record["steps"].append(_step("install", install_seconds))
+    _write(out_dir, record)
+    return record
+
+
+def read_record(out_dir: str | Path) -> dict | None:
+    """The current build's record, or None when no build has written one in ``out_dir``."""
+    path = record_path(out_dir)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"the build record {path} is not valid JSON ({exc}); delete it and rebuild") from None
+    if not isinstance(record, dict) or not isinstance(record.get("steps"), list):
+        raise UserError(f"the build record {path} has no list of steps; delete it and rebuild")
+    return record
+
+
+def add_step(out_dir: str | Path, step: str, seconds: float, chapter: str | None = None,
+             params_file: str | Path | None = None) -> dict:
+    """Record one step of the build in ``out_dir``'s record (started here if none was). A step that
+    is already there (the same chapter executed again) is replaced: the record holds each step's
+    latest time."""
+    record = read_record(out_dir) or new_record(params_file or "unknown")
+    new = _step(step, seconds, chapter)
+    record["steps"] = [old for old in record["steps"]
+                       if (old["step"], old.get("chapter")) != (new["step"], new.get("chapter"))] + [new]
+    _write(out_dir, record)
+    return record
+
+
+def finish_record(out_dir: str | Path, html_seconds: float) -> dict:
+    """Add the HTML step, then append the finished record to the store's history of builds."""
+    record = add_step(out_dir, "html", html_seconds)
+    record["total_seconds"] = round(sum(step["seconds"] for step in record["steps"]), 1)
+    _write(out_dir, record)
+    history = history_path()
+    history.parent.mkdir(parents=True, exist_ok=True)
+    with history.open("a") as file:
+        file.write(json.dumps(record) + "\n")
+    return record
+
+
+def steps_frame(record: dict) -> pd.DataFrame:
+    """One row per step in build order (install, data, each chapter's training and execution, HTML):
+    step, chapter ('' for install, data and html), seconds, minutes."""
+    frame = pd.DataFrame([{"step": step["step"], "chapter": step.get("chapter", ""), "seconds": step["seconds"]}
+                          for step in record["steps"]], columns=["step", "chapter", "seconds"])
+    phase = {"install": 0, "data": 1, "training": 2, "executing": 2, "html": 3}
+    frame = frame.assign(phase=frame["step"].map(phase), order=frame["step"].map(STEPS.index))
+    frame = frame.sort_values(["phase", "chapter", "order"]).drop(columns=["phase", "order"])
+    return frame.assign(minutes=frame["seconds"] / 60).reset_index(drop=True)
+
+
+def chapters_frame(record: dict) -> pd.DataFrame:
+    """Per chapter: seconds training its runs, seconds executing, and their sum."""
+    steps = pd.DataFrame(record["steps"], columns=["step", "chapter", "seconds"])
+    steps = steps[steps["step"].isin(["training", "executing"])]
+    table = steps.pivot_table(index="chapter", columns="step", values="seconds", aggfunc="sum", fill_value=0.0)
+    table = table.reindex(columns=["training", "executing"], fill_value=0.0)
+    return table.assign(total=table.sum(axis=1)).reset_index()
+
+
+def read_history(path: str | Path | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The finished builds of the store, oldest first (started, params, commit, cpu, gpu, minutes per
+    step and in all), and a reason for each line that could not be read (kept out, never guessed)."""
+    path = Path(path or history_path())
+    rows, skipped = [], []
+    lines = path.read_text().splitlines() if path.exists() else []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            steps = pd.DataFrame(record["steps"], columns=["step", "chapter", "seconds"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            skipped.append(f"{path.name} line {number}: {type(exc).__name__}: {exc}")
+            continue
+        minutes = steps.groupby("step")["seconds"].sum().div(60).reindex(list(STEPS), fill_value=0.0)
+        machine = record.get("machine", {})
+        rows.append({"started": record.get("started", ""), "params": record.get("params", ""),
+                     "commit": record.get("commit", ""), "cpu": machine.get("cpu", ""), "gpu": machine.get("gpu", ""),
+                     **{f"{step} (min)": value for step, value in minutes.items()},
+                     "total (min)": steps["seconds"].sum() / 60})
+    return pd.DataFrame(rows), skipped
+
+
+def _step(step: str, seconds: float, chapter: str | None = None) -> dict:
+    if step not in STEPS:
+        raise ValueError(f"unknown build step {step!r}; steps: {', '.join(STEPS)}")
+    if not seconds >= 0:
+        raise ValueError(f"a build step takes a non-negative time, got {seconds} s for {step}")
+    return {"step": step, **({"chapter": chapter} if chapter else {}), "seconds": round(float(seconds), 1)}
+
+
+def _write(out_dir: str | Path, record: dict) -> None:
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    write_atomic(record_path(out_dir), json.dumps(record, indent=1))

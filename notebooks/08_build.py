@@ -1,0 +1,82 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (chapter-build)=
+# # How this book was built
+#
+# Every number in this book was computed by the build that rendered it; so was the time that
+# build took. `make book` writes a timing record as it goes (`fundus_lib.build_record`): the
+# install step, the data step (generating or reading the photographs, the preprocessed caches and
+# the split), then for each chapter the training of the runs it is the first to need and the
+# execution of the chapter itself, and finally the HTML. This page shows that record, the machine
+# it ran on, and the earlier builds kept in the same run store. Nothing on it is typed by hand.
+#
+# This page is executed before its own execution and the HTML step are timed: those two appear
+# in the history below once the build has finished, and in the next build's page.
+
+# %% tags=["parameters", "remove-cell"]
+params_file = "params/demo.yaml"
+record_dir = "book/generated"  # where the build's record is (the executed chapters' folder)
+
+# %% tags=["hide-input"]
+from IPython.display import Markdown
+
+from fundus_lib.build_record import chapters_frame, read_history, read_record, steps_frame
+from fundus_lib.plots import build_minutes
+from fundus_lib.tables import styled
+
+record = read_record(record_dir)
+if record is None:
+    summary = Markdown(f"No build has written a timing record into `{record_dir}`: this page was executed on its "
+                       "own (`fundus run 08`), not by `make book` or `fundus run all`.")
+else:
+    machine = record["machine"]
+    summary = Markdown(f"This build of `{record['params']}` began at {record['started']} (UTC) at commit "
+                       f"`{record['commit']}`, on {machine['cpu']} (GPU: {machine['gpu']}; {machine['platform']}, "
+                       f"Python {machine['python']}). Its steps so far took "
+                       f"**{sum(step['seconds'] for step in record['steps']) / 60:.1f} minutes**.")
+summary
+
+# %% [markdown]
+# ## This build, step by step
+#
+# A chapter's training time is that of the runs it is the first chapter to read (a run shared by
+# two chapters is trained once, under the first); runs already in the store cost nothing here.
+
+# %% tags=["hide-input"]
+if record is not None:
+    steps = steps_frame(record)
+    shown = steps.assign(seconds=steps["seconds"].round(0).astype(int), minutes=steps["minutes"].round(1))
+    display(styled(shown.set_index(["step", "chapter"]), caption="This build's steps (wall clock)"))
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Minutes per chapter in this build: training the runs it is the first to read, and executing it.", "name": "fig-build-minutes"}}
+build_minutes(chapters_frame(record)) if record is not None and len(chapters_frame(record)) else None
+
+# %% [markdown]
+# ## Earlier builds from this run store
+#
+# Each finished `make book` appends its record to the run store (`builds.jsonl` beside the runs),
+# so the history lasts as long as the store: a build from an empty store trains every run, a
+# later one mostly reads them back.
+
+# %% tags=["hide-input"]
+history, unreadable = read_history()
+if len(history):
+    display(styled(history.round(1).set_index("started"), caption="Finished builds in this run store, oldest first "
+                   "(minutes per step)"))
+else:
+    display(Markdown("No finished build is recorded in this run store yet (a build is recorded once its HTML is "
+                     "written)."))
+if unreadable:
+    display(Markdown("Lines of the history left out: " + "; ".join(unreadable)))
