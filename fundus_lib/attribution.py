@@ -42,6 +42,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from fundus_lib.models import IMAGENET_MEAN, IMAGENET_STD
+from fundus_lib.statistics import mean_interval, wholly_above
 
 #: The report's IG settings: 100 steps, trapezoid rule, uniform random baseline (anchors.md §1).
 REPORT_IG = {"steps": 100, "method": "riemann_trapezoid", "baseline": "uniform"}
@@ -318,30 +319,18 @@ def deletion_auc(curve: np.ndarray, fractions: np.ndarray = np.linspace(0, 0.5, 
     return float(np.trapezoid(curve, fractions) / (fractions[-1] - fractions[0]))
 
 
-def bootstrap_interval(values, repeats: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high): the mean of ``values`` (nan ignored) with a percentile bootstrap interval."""
-    values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = rng.choice(values, size=(repeats, values.size), replace=True).mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    return float(values.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
-
-
-def reference_margin(scores: pd.DataFrame, method: str, measure: str = "relevance_mass", on: str = "row",
-                     seed: int = 0) -> pd.DataFrame:
+def reference_margin(scores: pd.DataFrame, method: str, measure: str = "relevance_mass", on: str = "row") -> pd.DataFrame:
     """Does ``method`` beat the model-free references? Per model of a score table (columns model,
     method, ``on`` (the image), ``measure``; higher = better): the method's mean, the best
     reference by mean, and the paired difference method - that reference over the same images
-    with its 95 % bootstrap interval; ``beats`` when the interval lies above 0."""
+    with its 95 % bootstrap interval (``statistics.mean_interval``); ``beats`` when the interval lies
+    wholly above 0 (``statistics.wholly_above``)."""
     rows = []
     for model, group in scores.groupby("model", sort=False):
         table = group.pivot_table(index=on, columns="method", values=measure, aggfunc="first")
         best = max(REFERENCES, key=lambda reference: table[reference].mean())
-        mean, low, high = bootstrap_interval(table[method] - table[best], seed=seed)
+        mean, low, high = mean_interval(table[method] - table[best])
         rows.append({"model": model, "method": table[method].mean(), "best reference": best,
                      "reference": table[best].mean(), "difference": mean, "low": low, "high": high,
-                     "beats": bool(low > 0), "images": int(table[method].notna().sum())})
+                     "beats": wholly_above(low), "images": int(table[method].notna().sum())})
     return pd.DataFrame(rows)

@@ -226,6 +226,24 @@ def _resamples(n_images: int, repeats: int) -> np.ndarray:
     return indices
 
 
+def mean_interval(values) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of ``values`` (nan left out) with its percentile bootstrap interval
+    at LEVEL over the values, on the module's fixed resamples (the same values give the same
+    interval); nan for no values. For a score per image, e.g. an attribution's relevance mass."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    means = values[bootstrap_indices(values.size)].mean(axis=1)
+    return float(values.mean()), float(np.quantile(means, TAIL)), float(np.quantile(means, 1 - TAIL))
+
+
+def wholly_above(low: float, threshold: float = 0.0) -> bool:
+    """Whether an interval with lower bound ``low`` lies wholly above ``threshold`` (a one-sided
+    decision, false at most TAIL of the time when the truth is at the threshold)."""
+    return bool(low > threshold)
+
+
 def seed_half_width(values: np.ndarray) -> float:
     """t(seeds - 1) x the standard error of the mean over seeds (0 for a single seed)."""
     if len(values) < 2:

@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from fundus_lib.attribution import (RANDOMISATION_PASS, bootstrap_interval, integrated_gradients, overlay, pixel_map,
+from fundus_lib.attribution import (RANDOMISATION_PASS, integrated_gradients, overlay, pixel_map,
                                     reference_margin)
 from fundus_lib.config import load_params, resolve_path
 from fundus_lib.data.dataset import to_tensor
@@ -55,7 +55,7 @@ from fundus_lib.plots import image_grid, randomisation_curves
 from fundus_lib.provenance import provenance
 from fundus_lib.report import other_study
 from fundus_lib.runs import get_run, run_data
-from fundus_lib.statistics import SMALLER
+from fundus_lib.statistics import SMALLER, mean_interval
 from fundus_lib.tables import styled
 
 params = load_params(params_file)
@@ -205,12 +205,12 @@ else:
         shown = f"{method} (fails the sanity check)" if method in failing else method
         entry = {"method": shown, "model": model, "images": len(group)}
         for measure in ("relevance_mass", "pointing_game", "lesion_auc", "deletion"):
-            mean, low, high = bootstrap_interval(group[measure].astype(float), seed=settings.seed)
+            mean, low, high = mean_interval(group[measure].astype(float))
             entry[measure] = f"{mean:.3f} [{low:.3f}, {high:.3f}]"
         summary.append(entry)
     display(styled(pd.DataFrame(summary).set_index(["method", "model"]),
                    caption="Attribution scores against the lesion masks: mean [95 % bootstrap interval]"))
-    margin = reference_margin(scores, REPORT_IG, seed=settings.seed)
+    margin = reference_margin(scores, REPORT_IG)
     display(Markdown("Integrated gradients with the report's settings against the best reference map, relevance "
                      "mass, paired over the same images:\n\n" + "\n".join(
         f"- {item['model']}: {item['method']:.3f} against {item['reference']:.3f} ({item['best reference']}), "
@@ -260,7 +260,7 @@ if idrid is not None:
         shown = f"{method} (fails the sanity check)" if method in failing else method
         entry = {"lesion": lesion, "method": shown, "model": model, "photographs": len(group)}
         for measure in ("relevance_mass", "pointing_game", "lesion_auc"):
-            mean, low, high = bootstrap_interval(group[measure].astype(float), seed=settings.seed)
+            mean, low, high = mean_interval(group[measure].astype(float))
             entry[measure] = f"{mean:.3f} [{low:.3f}, {high:.3f}]"
         summary.append(entry)
     display(styled(pd.DataFrame(summary).set_index(["lesion", "method", "model"]),
@@ -276,7 +276,7 @@ if idrid is not None:
     paired = report_ig.pivot_table(index=["lesion", "image"], columns="model", values="relevance_mass")
     lines = []
     for lesion, table in paired.groupby(level="lesion"):
-        mean, low, high = bootstrap_interval(table["adversarially trained"] - table["baseline"], seed=settings.seed)
+        mean, low, high = mean_interval(table["adversarially trained"] - table["baseline"])
         share = report_ig.loc[report_ig["lesion"] == lesion, "lesion share"].mean()
         lines.append(f"- {lesion} ({len(table)} photographs; lesions cover {share:.1%} of the field on average): "
                      f"relevance mass of IG, adversarially trained minus baseline, {mean:+.3f} [{low:+.3f}, {high:+.3f}]")

@@ -13,7 +13,6 @@ from fundus_lib.attribution import (
     BLUR_SIGMA_SHARE,
     IG_BASELINES,
     REFERENCES,
-    bootstrap_interval,
     deletion_auc,
     deletion_curve,
     grad_cam,
@@ -216,13 +215,6 @@ def test_overlay_colours():
     picture = overlay(image, attribution, percentile=100)
     assert picture[0, 0, 1] > picture[0, 0, 0] and picture[3, 3, 0] > picture[3, 3, 1]
     assert np.allclose(picture[1, 1], picture[1, 1, 0])  # no attribution: grey
-
-
-def test_bootstrap_interval_brackets_the_mean():
-    values = np.random.default_rng(0).normal(0.3, 0.1, 200)
-    mean, low, high = bootstrap_interval(values)
-    assert low < mean < high and high - low < 0.05
-    assert np.isnan(bootstrap_interval([np.nan])[0])
 
 
 def test_smoothgrad_is_seeded_and_leaves_the_global_generator_alone():
