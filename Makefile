@@ -14,11 +14,12 @@ BOOK_OUT ?= .
 JB_FLAGS := -W -n --keep-going
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data train chapters chapters-from-store html book book-from-store browser test bench lab clean clean-all
+.PHONY: help venv data train chapters chapters-from-store html book book-from-store browser lint test bench lab clean clean-all
 
 help:
 	@echo "make book            build the book with PARAMS=$(PARAMS) (venv, data, chapters, HTML)"
-	@echo "make test            run the whole test suite (includes a smoke build of the book)"
+	@echo "make test            lint (ruff), then run the whole test suite (includes a smoke build of the book)"
+	@echo "make lint            ruff check and ruff format --check"
 	@echo "make chapter-01      execute one chapter with PARAMS into book/generated/"
 	@echo "make data            generate / cache / split the data of PARAMS"
 	@echo "make train           train every run the chapters need into the run store (runs/)"
@@ -84,7 +85,11 @@ browser:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "could not install chromium: the browser test is skipped (and fails under CI)"
 
-test: venv browser
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: venv browser lint
 	$(BIN)/python -m pytest
 
 bench: venv

@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fundus_lib.attacks import adversarial_loss, eps_from_255, pgd
+from fundus_lib.attacks.adversarial_training import adversarial_loss
+from fundus_lib.attacks.pgd import eps_from_255, pgd
 from fundus_lib.models import create_model
 
 PGD_STEPS = 5
@@ -56,8 +57,18 @@ def step_costs(name: str, size: int, batch_size: int, repeats: int) -> dict:
         update(nn.functional.cross_entropy(model(images), labels))
 
     def adversarial() -> None:
-        update(adversarial_loss(model, images, labels, nn.functional.cross_entropy, eps=EPS, steps=PGD_STEPS,
-                                weight=0.5, generator=generator))
+        update(
+            adversarial_loss(
+                model,
+                images,
+                labels,
+                nn.functional.cross_entropy,
+                eps=EPS,
+                steps=PGD_STEPS,
+                weight=0.5,
+                generator=generator,
+            )
+        )
 
     def attack() -> None:
         pgd(model, images, labels, EPS, steps=PGD_STEPS, generator=generator)
@@ -70,10 +81,17 @@ def step_costs(name: str, size: int, batch_size: int, repeats: int) -> dict:
                 times[kind].append(seconds)
     clean_s, adversarial_s, attack_s = (statistics.median(times[kind]) for kind in ("clean", "adversarial", "attack"))
     ratio = adversarial_s / clean_s
-    return {"model": name, "size": size, "batch": batch_size, "clean step s": clean_s,
-            "adversarial step s": adversarial_s, "ratio": ratio, "theory": PGD_STEPS + 1,
-            "overhead beyond theory %": 100 * (ratio / (PGD_STEPS + 1) - 1),
-            "attack alone / clean step": attack_s / clean_s}
+    return {
+        "model": name,
+        "size": size,
+        "batch": batch_size,
+        "clean step s": clean_s,
+        "adversarial step s": adversarial_s,
+        "ratio": ratio,
+        "theory": PGD_STEPS + 1,
+        "overhead beyond theory %": 100 * (ratio / (PGD_STEPS + 1) - 1),
+        "attack alone / clean step": attack_s / clean_s,
+    }
 
 
 def main() -> None:
@@ -84,8 +102,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = [step_costs("small-cnn", 128, 32, args.repeats), step_costs("resnet18", 96, 32, args.repeats)]
-    print(f"Adversarial training step (PGD {PGD_STEPS} steps, eps 2/255) against a clean step, "
-          f"{torch.get_num_threads()} threads:")
+    print(
+        f"Adversarial training step (PGD {PGD_STEPS} steps, eps 2/255) against a clean step, "
+        f"{torch.get_num_threads()} threads:"
+    )
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda value: f"{value:.2f}"))
 
 

@@ -105,8 +105,16 @@ def naive_build_rate(paths: list[str], size: int, workers: int) -> float:
 
 
 def ours_build_rate(paths: list[str], size: int, workers: int) -> float:
-    items = pd.DataFrame({"image": [f"{index}_left" for index in range(len(paths))], "patient": "p", "side": "left",
-                          "level": 0, "path": paths, "mask_path": ""})
+    items = pd.DataFrame(
+        {
+            "image": [f"{index}_left" for index in range(len(paths))],
+            "patient": "p",
+            "side": "left",
+            "level": 0,
+            "path": paths,
+            "mask_path": "",
+        }
+    )
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         build_cache(items, Path(folder) / "cache", CacheSettings(size), workers=workers, progress=False)
@@ -116,10 +124,18 @@ def ours_build_rate(paths: list[str], size: int, workers: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=32, help="distinct photographs to generate")
-    parser.add_argument("--build-passes", type=int, default=4,
-                        help="builds process the photographs this many times, so worker start-up is amortised")
-    parser.add_argument("--scaling-images", type=int, default=1000,
-                        help="photographs of the 1- against 2-worker scaling build (0: skip it)")
+    parser.add_argument(
+        "--build-passes",
+        type=int,
+        default=4,
+        help="builds process the photographs this many times, so worker start-up is amortised",
+    )
+    parser.add_argument(
+        "--scaling-images",
+        type=int,
+        default=1000,
+        help="photographs of the 1- against 2-worker scaling build (0: skip it)",
+    )
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "fundus-bench-photographs")
     args = parser.parse_args()
     paths = make_photographs(args.folder, args.images)
@@ -131,17 +147,23 @@ def main() -> None:
         for workers in (1, 2):
             listing = paths * args.build_passes
             naive, ours = naive_build_rate(listing, size, workers), ours_build_rate(listing, size, workers)
-            rows.append({"output": size, "mode": f"build, {workers} worker(s)", "naive img/s": naive, "ours img/s": ours})
+            rows.append(
+                {"output": size, "mode": f"build, {workers} worker(s)", "naive img/s": naive, "ours img/s": ours}
+            )
     table = pd.DataFrame(rows)
     table["ratio"] = table["ours img/s"] / table["naive img/s"]
-    print(f"{len(paths)} synthetic {FULL_WIDTH} x {FULL_WIDTH * 2 // 3} JPEGs (builds: {args.build_passes} passes, "
-          "worker start-up included); ratios measured in this run")
+    print(
+        f"{len(paths)} synthetic {FULL_WIDTH} x {FULL_WIDTH * 2 // 3} JPEGs (builds: {args.build_passes} passes, "
+        "worker start-up included); ratios measured in this run"
+    )
     print(table.to_string(index=False, float_format=lambda value: f"{value:.2f}"))
     if args.scaling_images:
         listing = (paths * math.ceil(args.scaling_images / len(paths)))[: args.scaling_images]
         one, two = ours_build_rate(listing, 512, 1), ours_build_rate(listing, 512, 2)
-        print(f"\nscaling, ours at 512 px, {len(listing):,} photographs: 1 worker {one:.2f} img/s, "
-              f"2 workers {two:.2f} img/s: {two / one:.2f}x")
+        print(
+            f"\nscaling, ours at 512 px, {len(listing):,} photographs: 1 worker {one:.2f} img/s, "
+            f"2 workers {two:.2f} img/s: {two / one:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -58,16 +57,20 @@ def main() -> None:
     cv2.setNumThreads(1)
     squares = real_squares(args.size)
     table = pd.DataFrame(
-        {f"level {level}": [time_ms(squares, kind, level, args.runs) for kind in CORRUPTIONS]
-         for level in range(1, MAX_LEVEL + 1)},
+        {
+            f"level {level}": [time_ms(squares, kind, level, args.runs) for kind in CORRUPTIONS]
+            for level in range(1, MAX_LEVEL + 1)
+        },
         index=pd.Index(CORRUPTIONS, name="ms per image"),
     )
     print(f"{len(squares)} real photographs as {args.size} px squares, mean of {args.runs} calls, one OpenCV thread")
     print(table.to_string(float_format=lambda value: f"{value:.1f}"))
     kind, level = table.stack().idxmax()
     worst = table.loc[kind, level]
-    print(f"worst case: {kind}, {level}: {worst:.1f} ms = {worst / TARGET_MS:.2f} x the {TARGET_MS} ms target; "
-          f"{REPORT_S * 1e3 / worst:.0f} x faster than the report's ~{REPORT_S} s per image")
+    print(
+        f"worst case: {kind}, {level}: {worst:.1f} ms = {worst / TARGET_MS:.2f} x the {TARGET_MS} ms target; "
+        f"{REPORT_S * 1e3 / worst:.0f} x faster than the report's ~{REPORT_S} s per image"
+    )
 
 
 if __name__ == "__main__":

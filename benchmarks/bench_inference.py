@@ -38,6 +38,7 @@ def forward(model, images: torch.Tensor):
     def step():
         with torch.no_grad():
             model(images)
+
     return step
 
 
@@ -45,6 +46,7 @@ def input_gradient(model, images: torch.Tensor, labels: torch.Tensor):
     def step():
         points = images.clone().requires_grad_(True)
         torch.nn.functional.cross_entropy(model(points), labels).backward()
+
     return step
 
 
@@ -56,8 +58,10 @@ def compare(name: str, size: int, repeats: int) -> dict:
     with torch.no_grad():
         difference = float((folded(images) - trained(images)).abs().max())
     row = {"model": name, "px": size, "max |logit difference|": difference}
-    for label, make in (("forward", lambda m: forward(m, images)),
-                        ("input gradient", lambda m: input_gradient(m, images[:160], labels[:160]))):
+    for label, make in (
+        ("forward", lambda m: forward(m, images)),
+        ("input gradient", lambda m: input_gradient(m, images[:160], labels[:160])),
+    ):
         plain, fast = median_seconds(make(trained), repeats), median_seconds(make(folded), repeats)
         row[f"{label}: as trained / inference_model"] = round(plain / fast, 2)
     return row

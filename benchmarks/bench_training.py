@@ -30,14 +30,14 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from fundus_lib.attacks import adversarial_loss
+from fundus_lib.attacks.adversarial_training import adversarial_loss
 from fundus_lib.config import load_params, run_config
 from fundus_lib.data.augment import build_augmentation
 from fundus_lib.data.dataset import FundusDataset
 from fundus_lib.models import create_model, early_layers
-from fundus_lib.report import report_table
+from fundus_lib.report.numbers import report_table
 from fundus_lib.runs import run_data
-from fundus_lib.losses import cross_entropy
+from fundus_lib.training.losses import cross_entropy
 
 
 def freeze(model: torch.nn.Module, batchnorm: bool, first_blocks: int) -> None:
@@ -52,9 +52,19 @@ def freeze(model: torch.nn.Module, batchnorm: bool, first_blocks: int) -> None:
         module.requires_grad_(False)
 
 
-def step_rates(name: str, size: int, batch_size: int, steps: int = 3, channels_last: bool = False,
-               bfloat16: bool = False, compiled: bool = False, warmup: int = 1, frozen_batchnorm: bool = False,
-               frozen_blocks: int = 0, attack_steps: int = 0) -> tuple[float, float, float]:
+def step_rates(
+    name: str,
+    size: int,
+    batch_size: int,
+    steps: int = 3,
+    channels_last: bool = False,
+    bfloat16: bool = False,
+    compiled: bool = False,
+    warmup: int = 1,
+    frozen_batchnorm: bool = False,
+    frozen_blocks: int = 0,
+    attack_steps: int = 0,
+) -> tuple[float, float, float]:
     """(train img/s, eval img/s, seconds of the ``warmup`` steps before them) of one model on
     random pixels; the warm-up holds ``torch.compile``'s one-off compilation. ``attack_steps`` > 0
     trains adversarially (the report's mixture, PGD of that many steps at 0.5/255)."""
@@ -77,8 +87,15 @@ def step_rates(name: str, size: int, batch_size: int, steps: int = 3, channels_l
         with autocast:
             if attack_steps:
                 alpha = 1.25 * 0.5 / 255 if attack_steps == 1 else None  # FGSM-RS: Wong et al.'s step
-                loss = adversarial_loss(forward, images, labels, lambda out, y: cross_entropy(out.float(), y),
-                                        0.5 / 255, alpha, attack_steps)
+                loss = adversarial_loss(
+                    forward,
+                    images,
+                    labels,
+                    lambda out, y: cross_entropy(out.float(), y),
+                    0.5 / 255,
+                    alpha,
+                    attack_steps,
+                )
             else:
                 loss = cross_entropy(forward(images).float(), labels)
         optimizer.zero_grad()
@@ -125,12 +142,16 @@ def size_and_attack_rates(name: str, size: int, batch_size: int, bfloat16: bool,
     """Training img/s at smaller images and with adversarial training, each as a ratio to a clean step
     at ``size`` (channels-last, ``bfloat16`` autocast or not, as the runtime would run it)."""
     settings = {"channels_last": True, "bfloat16": bfloat16}
-    cases = {f"clean, {size} px": (size, 0), **{f"clean, {smaller} px": (smaller, 0) for smaller in (192, 128)
-                                               if smaller < size},
-             f"FGSM with random start (1 attack step), {size} px": (size, 1),
-             f"the report's PGD (5 attack steps), {size} px": (size, 5)}
-    rows = [{"step": case, "train img/s": step_rates(name, side, batch_size, steps, attack_steps=attack, **settings)[0]}
-            for case, (side, attack) in cases.items()]
+    cases = {
+        f"clean, {size} px": (size, 0),
+        **{f"clean, {smaller} px": (smaller, 0) for smaller in (192, 128) if smaller < size},
+        f"FGSM with random start (1 attack step), {size} px": (size, 1),
+        f"the report's PGD (5 attack steps), {size} px": (size, 5),
+    }
+    rows = [
+        {"step": case, "train img/s": step_rates(name, side, batch_size, steps, attack_steps=attack, **settings)[0]}
+        for case, (side, attack) in cases.items()
+    ]
     table = pd.DataFrame(rows)
     return table.assign(**{"ratio to clean": table["train img/s"] / table["train img/s"].iloc[0]})
 
@@ -153,17 +174,25 @@ def options_table(name: str, size: int, batch_size: int) -> None:
     options = cpu_option_rates(name, size, batch_size)
     show(options)
     bfloat16 = bool(options.set_index("option").loc["bfloat16 autocast", "ratio to default"] > 1)
-    print(f"\nImage size and adversarial training, {name}, batch {batch_size}, "
-          f"{'bfloat16 autocast' if bfloat16 else 'float32'} (ratios from this run):")
+    print(
+        f"\nImage size and adversarial training, {name}, batch {batch_size}, "
+        f"{'bfloat16 autocast' if bfloat16 else 'float32'} (ratios from this run):"
+    )
     show(size_and_attack_rates(name, size, batch_size, bfloat16))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params/demo.yaml")
-    parser.add_argument("--report-sizes", action="store_true", help="also every model at the report's sizes (slow on a CPU)")
-    parser.add_argument("--cpu-options", action="store_true", help="the first row's training step under each CPU option")
-    parser.add_argument("--model", help="with --cpu-options: this model instead of the first row's (e.g. efficientnet-lite0)")
+    parser.add_argument(
+        "--report-sizes", action="store_true", help="also every model at the report's sizes (slow on a CPU)"
+    )
+    parser.add_argument(
+        "--cpu-options", action="store_true", help="the first row's training step under each CPU option"
+    )
+    parser.add_argument(
+        "--model", help="with --cpu-options: this model instead of the first row's (e.g. efficientnet-lite0)"
+    )
     parser.add_argument("--size", type=int, help="with --model: image side in px")
     parser.add_argument("--batch", type=int, default=32, help="with --model: batch size")
     args = parser.parse_args()
@@ -175,10 +204,21 @@ def main() -> None:
     for row in params.baselines:
         config = run_config(params, row)
         train, evaluate, _ = step_rates(row.model, row.image_size, row.batch_size)
-        dataset = FundusDataset(run_data(params, config, progress=False), "train", transform=build_augmentation(params.augment))
+        dataset = FundusDataset(
+            run_data(params, config, progress=False), "train", transform=build_augmentation(params.augment)
+        )
         loader = loader_rate(dataset, row.batch_size, params.runtime.loader_workers)
-        rows.append({"model": row.model, "size": row.image_size, "batch": row.batch_size, "train img/s": train,
-                     "eval img/s": evaluate, "loader img/s": loader, "loader / train step": loader / train})
+        rows.append(
+            {
+                "model": row.model,
+                "size": row.image_size,
+                "batch": row.batch_size,
+                "train img/s": train,
+                "eval img/s": evaluate,
+                "loader img/s": loader,
+                "loader / train step": loader / train,
+            }
+        )
     print(f"Demo rows of {args.params} (loader: {params.runtime.loader_workers} worker processes, full augmentation):")
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda value: f"{value:.1f}"))
     if args.cpu_options:
@@ -187,8 +227,14 @@ def main() -> None:
     if args.report_sizes:
         report = report_table("table4")
         sizes = report.groupby(["model", "image_size"]).size().index
-        rates = [{"model": name, "size": size, **dict(zip(("train img/s", "eval img/s"), step_rates(name, size, 4, steps=2)))}
-                 for name, size in sizes]
+        rates = [
+            {
+                "model": name,
+                "size": size,
+                **dict(zip(("train img/s", "eval img/s"), step_rates(name, size, 4, steps=2))),
+            }
+            for name, size in sizes
+        ]
         print("\nThe report's models at its sizes (batch 4, random pixels):")
         print(pd.DataFrame(rates).to_string(index=False, float_format=lambda value: f"{value:.2f}"))
 

@@ -35,8 +35,10 @@ DARK_BORDER = f"{NOT_A_FUNDUS}: no dark border"
 
 def ordinary_photographs() -> dict[str, bytes]:
     """Ordinary (non-fundus) photographs as JPEG bytes."""
-    arrays = {name: getattr(skimage.data, name)() for name in ("chelsea", "coffee", "astronaut", "rocket",
-                                                               "hubble_deep_field")}
+    arrays = {
+        name: getattr(skimage.data, name)()
+        for name in ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field")
+    }
     with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as image:
         arrays["grace_hopper"] = np.asarray(image.convert("RGB"))
     encoded = {}
@@ -57,16 +59,19 @@ def verdict(data: bytes, size: int) -> tuple[str, float]:
 
 
 def check_folder(folder: Path, size: int) -> None:
-    files = sorted(path for path in folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES
-                   and "masks" not in path.parts)
+    files = sorted(
+        path for path in folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and "masks" not in path.parts
+    )
     outcomes, shares = Counter(), []
     for path in tqdm(files, desc=folder.name, unit="img", mininterval=5):
         outcome, share = verdict(path.read_bytes(), size)
         outcomes[outcome] += 1
         shares.append(share)
     rejected = sum(count for outcome, count in outcomes.items() if outcome.startswith(DARK_BORDER))
-    print(f"{folder.name}: {len(files):,} photographs, {outcomes['ok']:,} accepted, {rejected} rejected as not a "
-          f"fundus; largest second-darkest corner share of the accepted {np.nanmax(shares):.3f}")
+    print(
+        f"{folder.name}: {len(files):,} photographs, {outcomes['ok']:,} accepted, {rejected} rejected as not a "
+        f"fundus; largest second-darkest corner share of the accepted {np.nanmax(shares):.3f}"
+    )
     for outcome, count in outcomes.items():
         if outcome != "ok" and not outcome.startswith(DARK_BORDER):
             print(f"  {count} skipped: {outcome}")
@@ -85,8 +90,10 @@ def main() -> None:
             print(f"{name}: not found under {args.shared}")
     for name, data in ordinary_photographs().items():
         outcome, share = verdict(data, args.size)
-        print(f"{name}: {'accepted' if outcome == 'ok' else 'rejected'}"
-              + (f" ({outcome})" if outcome != "ok" else f" (second-darkest corner share {share:.3f})"))
+        print(
+            f"{name}: {'accepted' if outcome == 'ok' else 'rejected'}"
+            + (f" ({outcome})" if outcome != "ok" else f" (second-darkest corner share {share:.3f})")
+        )
 
 
 if __name__ == "__main__":

@@ -1,18 +1,18 @@
 """The ``fundus`` command: prepare data, train runs, execute chapters, check params files.
 
-    fundus data params/demo.yaml              # generate / cache / split the data, print a summary
-    fundus train params/demo.yaml             # train every run the chapters need into the run store
-    torchrun --nproc_per_node=3 -m fundus_lib.cli train params/eyepacs-512.yaml   # on 3 GPUs
-    fundus runs                               # list the run store
-    fundus run all --params params/demo.yaml  # execute every chapter into book/generated/
-    fundus run 01 --params params/eyepacs-512.yaml
-    fundus run all --params params/eyepacs-512.yaml --from-store   # render runs trained elsewhere
-    fundus check params/*.yaml                # validate params files against the schema
-    fundus build-record start params/demo.yaml --since T   # make book: the timing record (then finish)
-    fundus plan params/eyepacs-512.yaml       # runs, image passes, cache size and time before a run
-    fundus rehearse params/eyepacs-512.yaml ../shared/data/eyepacs_mini/images ../shared/data/eyepacs_mini/trainLabels.csv
-    fundus grade params/eyepacs-mini.yaml other/images other/trainLabels.csv   # the stored baseline on new photographs
-    fundus grade params/eyepacs-mini.yaml ../shared/data/idrid_grading         # IDRiD's own layout
+fundus data params/demo.yaml              # generate / cache / split the data, print a summary
+fundus train params/demo.yaml             # train every run the chapters need into the run store
+torchrun --nproc_per_node=3 -m fundus_lib.cli train params/eyepacs-512.yaml   # on 3 GPUs
+fundus runs                               # list the run store
+fundus run all --params params/demo.yaml  # execute every chapter into book/generated/
+fundus run 01 --params params/eyepacs-512.yaml
+fundus run all --params params/eyepacs-512.yaml --from-store   # render runs trained elsewhere
+fundus check params/*.yaml                # validate params files against the schema
+fundus build-record start params/demo.yaml --since T   # make book: the timing record (then finish)
+fundus plan params/eyepacs-512.yaml       # runs, image passes, cache size and time before a run
+fundus rehearse params/eyepacs-512.yaml ../shared/data/eyepacs_mini/images ../shared/data/eyepacs_mini/trainLabels.csv
+fundus grade params/eyepacs-mini.yaml other/images other/trainLabels.csv   # the stored baseline on new photographs
+fundus grade params/eyepacs-mini.yaml ../shared/data/idrid_grading         # IDRiD's own layout
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ def _data(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> None:
     import time
 
-    from fundus_lib.build_record import add_step
-    from fundus_lib.chapters import execute_chapter, generated_dir, resolve_chapters
     from fundus_lib.data.pipeline import prepare_data
+    from fundus_lib.report.build_record import add_step
+    from fundus_lib.report.chapters import execute_chapter, generated_dir, resolve_chapters
 
     chapters = resolve_chapters(args.chapters)
     params = load_params(args.params)
@@ -53,19 +53,23 @@ def _run(args: argparse.Namespace) -> None:
     prepare_data(params, progress=not args.quiet)  # long work here, with progress bars
     to_train = {} if args.from_store else runs_to_train(params, chapters, progress=not args.quiet)
     add_step(out, "data", time.monotonic() - started, params_file=args.params)
-    trainer = _ConsoleTrainer({label: pair for runs in to_train.values() for label, pair in runs.items()},
-                              quiet=args.quiet)
+    trainer = _ConsoleTrainer(
+        {label: pair for runs in to_train.values() for label, pair in runs.items()}, quiet=args.quiet
+    )
     timings = {}
     for chapter in chapters:
         training = trainer.train(to_train.get(chapter, {}))
         add_step(out, "training", training, chapter=chapter)
         print(f"== {chapter} with {args.params}", flush=True)
-        executing = execute_chapter(chapter, args.params, out, progress=not args.quiet,
-                                    train_missing=not args.from_store)
+        executing = execute_chapter(
+            chapter, args.params, out, progress=not args.quiet, train_missing=not args.from_store
+        )
         add_step(out, "executing", executing, chapter=chapter)
         timings[chapter] = (training, executing)
     for chapter, (training, executing) in timings.items():
-        print(f"{chapter}: {training + executing:.0f} s ({training:.0f} s training its runs, {executing:.0f} s executing)")
+        print(
+            f"{chapter}: {training + executing:.0f} s ({training:.0f} s training its runs, {executing:.0f} s executing)"
+        )
 
 
 def runs_to_train(params, chapters: list[str], progress: bool = True) -> dict[str, dict]:
@@ -134,7 +138,7 @@ def _work(params, config) -> float:
 
     data = run_data(params, config, progress=False)
     train_counts = np.bincount(data.manifest.loc[data.rows("train"), "level"], minlength=5)
-    return image_passes(config, train_counts) * config.image_size ** 2
+    return image_passes(config, train_counts) * config.image_size**2
 
 
 def _get_run(label: str, params, config, progress: bool):
@@ -151,26 +155,36 @@ def _train(args: argparse.Namespace) -> None:
     from fundus_lib.experiments import all_runs
 
     params = load_params(args.params)
-    runs = {label: pair for label, pair in all_runs(params).items()
-            if not args.only or any(part in label for part in args.only)}
+    runs = {
+        label: pair
+        for label, pair in all_runs(params).items()
+        if not args.only or any(part in label for part in args.only)
+    }
     if not runs:
         raise UserError(f"no run matches {args.only}; runs: {', '.join(all_runs(params))}")
-    missing = {label: (run_params, config) for label, (run_params, config) in runs.items()
-               if not _store_folder(run_params, config, not args.quiet)[1]}
+    missing = {
+        label: (run_params, config)
+        for label, (run_params, config) in runs.items()
+        if not _store_folder(run_params, config, not args.quiet)[1]
+    }
     _ConsoleTrainer(missing, quiet=args.quiet).train(missing)
     for label, (run_params, config) in runs.items():
         run = _get_run(label, run_params, config, progress=not args.quiet)
         test = run.metrics("test")
-        print(f"{label}: run {run.key}, test kappa {test['kappa']:.3f}, balanced accuracy "
-              f"{test['balanced_accuracy']:.3f}, {run.train_seconds / 60:.1f} min", flush=True)
+        print(
+            f"{label}: run {run.key}, test kappa {test['kappa']:.3f}, balanced accuracy "
+            f"{test['balanced_accuracy']:.3f}, {run.train_seconds / 60:.1f} min",
+            flush=True,
+        )
 
 
 def _grade(args: argparse.Namespace) -> None:
-    from fundus_lib.grading import confusion_frame, grade_folder, per_grade
+    from fundus_lib.evaluation.grading import confusion_frame, grade_folder, per_grade
 
     layout = {"layout": args.layout, "image_column": args.image_column, "grade_column": args.grade_column}
-    grades, measures, skipped = grade_folder(load_params(args.params), args.folder, args.labels_csv,
-                                             progress=not args.quiet, **layout)
+    grades, measures, skipped = grade_folder(
+        load_params(args.params), args.folder, args.labels_csv, progress=not args.quiet, **layout
+    )
     grades.to_csv(args.out, index=False)
     print(f"{len(grades)} photographs graded into {args.out} (95 % intervals: bootstrap over the photographs):")
     for name, row in measures.iterrows():
@@ -211,28 +225,50 @@ def _rehearse(args: argparse.Namespace) -> None:
     book = out / "book"
     shutil.rmtree(book, ignore_errors=True)
     shutil.copytree(project_root() / "book", book, ignore=shutil.ignore_patterns("generated", "_build"))
-    print(f"rehearsing {args.params}: every configuration, {load_params(params_path).data.eyepacs.max_images} "
-          f"photographs, one epoch ({params_path})", flush=True)
+    print(
+        f"rehearsing {args.params}: every configuration, {load_params(params_path).data.eyepacs.max_images} "
+        f"photographs, one epoch ({params_path})",
+        flush=True,
+    )
     started = time.monotonic()
-    _run(argparse.Namespace(chapters=["all"], params=str(params_path), out=str(book / "generated"),
-                            quiet=args.quiet, from_store=False))
+    _run(
+        argparse.Namespace(
+            chapters=["all"], params=str(params_path), out=str(book / "generated"), quiet=args.quiet, from_store=False
+        )
+    )
     if args.no_book:
         return
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     root = project_root()
-    build = subprocess.run([str(jupyter_book), "build", str(book), "--config", str(root / "_config.yml"), "--toc",
-                            str(root / "_toc.yml"), "--path-output", str(out), "-W", "-n", "--keep-going"])
+    build = subprocess.run(
+        [
+            str(jupyter_book),
+            "build",
+            str(book),
+            "--config",
+            str(root / "_config.yml"),
+            "--toc",
+            str(root / "_toc.yml"),
+            "--path-output",
+            str(out),
+            "-W",
+            "-n",
+            "--keep-going",
+        ]
+    )
     if build.returncode:
         raise UserError(f"the rehearsal's book did not build (jupyter-book exit {build.returncode}; its log is above)")
-    print(f"rehearsal of {args.params}: {time.monotonic() - started:.0f} s; its book is at "
-          f"{out / '_build' / 'html' / 'index.html'}")
+    print(
+        f"rehearsal of {args.params}: {time.monotonic() - started:.0f} s; its book is at "
+        f"{out / '_build' / 'html' / 'index.html'}"
+    )
 
 
 def _build_record(args: argparse.Namespace) -> None:
     import time
 
-    from fundus_lib.build_record import finish_record, start_record, steps_frame
-    from fundus_lib.chapters import generated_dir
+    from fundus_lib.report.build_record import finish_record, start_record, steps_frame
+    from fundus_lib.report.chapters import generated_dir
 
     out = args.out or generated_dir()
     seconds = time.time() - args.since if args.since is not None else None
@@ -262,7 +298,9 @@ def _weights(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fundus", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="fundus", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="generate or list, cache and split the data of a params file")
@@ -277,12 +315,22 @@ def main(argv: list[str] | None = None) -> int:
 
     grade = commands.add_parser("grade", help="grade a folder of labelled photographs with the params' stored baseline")
     grade.add_argument("params")
-    grade.add_argument("folder", help="IDRiD's grading folder (images/{train,test}, labels/{train,test}.csv), or the "
-                                      "images folder when labels_csv is given")
-    grade.add_argument("labels_csv", nargs="?",
-                       help="csv of the photographs' grades (Kaggle's image,level, or --image-column/--grade-column)")
-    grade.add_argument("--layout", choices=("auto", "kaggle", "idrid", "generic"), default="auto",
-                       help="auto: IDRiD's layout when detected, generic when columns are named, else Kaggle's")
+    grade.add_argument(
+        "folder",
+        help="IDRiD's grading folder (images/{train,test}, labels/{train,test}.csv), or the "
+        "images folder when labels_csv is given",
+    )
+    grade.add_argument(
+        "labels_csv",
+        nargs="?",
+        help="csv of the photographs' grades (Kaggle's image,level, or --image-column/--grade-column)",
+    )
+    grade.add_argument(
+        "--layout",
+        choices=("auto", "kaggle", "idrid", "generic"),
+        default="auto",
+        help="auto: IDRiD's layout when detected, generic when columns are named, else Kaggle's",
+    )
     grade.add_argument("--image-column", help="generic layout: the csv column naming each file (extension optional)")
     grade.add_argument("--grade-column", help="generic layout: the csv column holding the ICDR grade 0-4")
     grade.add_argument("--out", default="grades.csv", help="where the grades go (csv: image, level, grade)")
@@ -297,8 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--params", default="params/demo.yaml")
     run.add_argument("--out", default=None, help="output folder (default: book/generated)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.add_argument("--from-store", action="store_true",
-                     help="read every run from the run store and fail on a missing one instead of training it")
+    run.add_argument(
+        "--from-store",
+        action="store_true",
+        help="read every run from the run store and fail on a missing one instead of training it",
+    )
     run.set_defaults(handler=_run)
 
     plan = commands.add_parser("plan", help="what a params file will need: runs, image passes, cache size, time here")
@@ -307,19 +358,28 @@ def main(argv: list[str] | None = None) -> int:
     plan.set_defaults(handler=_plan)
 
     rehearse = commands.add_parser(
-        "rehearse", help="run a full-scale params file in miniature: every configuration, a few dozen photographs, "
-        "one epoch, one seed; executes every chapter and renders the book (under data/rehearsals/)")
+        "rehearse",
+        help="run a full-scale params file in miniature: every configuration, a few dozen photographs, "
+        "one epoch, one seed; executes every chapter and renders the book (under data/rehearsals/)",
+    )
     rehearse.add_argument("params")
     rehearse.add_argument("images_dir", help="a Kaggle-layout folder of <patient>_<left|right>.jpeg photographs")
     rehearse.add_argument("labels_csv", help="csv with columns image,level (rows without a file are left out)")
-    rehearse.add_argument("--images", type=int, default=None,
-                          help="labelled photographs to read (default: enough for the largest batch size, at least 80)")
+    rehearse.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help="labelled photographs to read (default: enough for the largest batch size, at least 80)",
+    )
     rehearse.add_argument("--no-book", action="store_true", help="execute the chapters, do not render the book")
     rehearse.add_argument("--quiet", action="store_true", help="no progress bars")
     rehearse.set_defaults(handler=_rehearse)
 
-    record = commands.add_parser("build-record", help="the build's timing record (make book calls it: start after "
-                                 "the install, finish after the HTML; fundus run adds data and chapters)")
+    record = commands.add_parser(
+        "build-record",
+        help="the build's timing record (make book calls it: start after "
+        "the install, finish after the HTML; fundus run adds data and chapters)",
+    )
     record.add_argument("action", choices=("start", "finish"))
     record.add_argument("params", nargs="?", help="start: the params file of the build")
     record.add_argument("--since", type=float, help="epoch seconds when the timed step began (install or HTML)")
@@ -331,8 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     check.set_defaults(handler=_check)
 
     weights = commands.add_parser(
-        "weights", help="download the published ImageNet weights of resnet18/50, inception_v3, efficientnet-b0..b3 "
-        "(needs internet; efficientnet-lite0..2 install with the project)")
+        "weights",
+        help="download the published ImageNet weights of resnet18/50, inception_v3, efficientnet-b0..b3 "
+        "(needs internet; efficientnet-lite0..2 install with the project)",
+    )
     weights.add_argument("models", nargs="+", help="model names, e.g. resnet18 efficientnet-b0")
     weights.add_argument("--weights-dir", default="weights", help="where the files go (runtime.weights_dir)")
     weights.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -58,16 +58,23 @@ def compared_baselines(params: Params) -> dict[str, RunConfig]:
 
     sizes = count(lambda config: (config.model, config.pretrained))
     weights = count(lambda config: (config.model, config.image_size))
-    return {label: config for label, config in baselines.items()
-            if len(sizes[config.model, config.pretrained]) > 1 or len(weights[config.model, config.image_size]) > 1}
+    return {
+        label: config
+        for label, config in baselines.items()
+        if len(sizes[config.model, config.pretrained]) > 1 or len(weights[config.model, config.image_size]) > 1
+    }
 
 
 def compared_runs(params: Params) -> dict[str, RunConfig]:
     """Every run a finding compares, keyed like ``all_runs`` (these train every seed)."""
     runs = {f"02 baselines: {label}": config for label, config in compared_baselines(params).items()}
     runs |= {f"03 balancing: {name}": config for name, config in balancing_runs(params).items()}
-    runs |= {f"04 corruption: {table}, {name}": config for table, rows in corruption_runs(params).items()
-             if table != "improvements" for name, config in rows.items()}
+    runs |= {
+        f"04 corruption: {table}, {name}": config
+        for table, rows in corruption_runs(params).items()
+        if table != "improvements"
+        for name, config in rows.items()
+    }
     return runs | {f"05 adversarial: {name}": config for name, config in adversarial_runs(params).items()}
 
 
@@ -76,17 +83,26 @@ def all_runs(params: Params) -> dict[str, tuple[Params, RunConfig]]:
     the first of a compared run), with the params whose data it uses."""
     runs = {f"02 baselines: {label}": config for label, config in baseline_runs(params).items()}
     runs |= {f"03 balancing: {name}": config for name, config in balancing_runs(params).items()}
-    runs |= {f"04 corruption: {table}, {name}": config for table, rows in corruption_runs(params).items()
-             for name, config in rows.items()}
+    runs |= {
+        f"04 corruption: {table}, {name}": config
+        for table, rows in corruption_runs(params).items()
+        for name, config in rows.items()
+    }
     runs |= {f"05 adversarial: {name}": config for name, config in adversarial_runs(params).items()}
-    runs |= {f"{label}, seed {config.seed}": config for label, seeds in seeded(params, compared_runs(params)).items()
-             for config in seeds[1:]}
+    runs |= {
+        f"{label}, seed {config.seed}": config
+        for label, seeds in seeded(params, compared_runs(params)).items()
+        for config in seeds[1:]
+    }
     runs["06 attribution: baseline, shuffled labels"] = shuffled_label_run(params)
     every = {label: (params, config) for label, config in runs.items()}
     if has_spurious_experiment(params):
         cue_params = spurious_params(params)
-        every |= {f"06 spurious cue: {name}" + (f", seed {config.seed}" if position else ""): (cue_params, config)
-                  for name, seeds in spurious_runs(params).items() for position, config in enumerate(seeds)}
+        every |= {
+            f"06 spurious cue: {name}" + (f", seed {config.seed}" if position else ""): (cue_params, config)
+            for name, seeds in spurious_runs(params).items()
+            for position, config in enumerate(seeds)
+        }
     return every
 
 
@@ -100,10 +116,24 @@ def balancing_runs(params: Params) -> dict[str, RunConfig]:
     base = run_config(params, settings.model).model_dump()
     runs: dict[str, RunConfig] = {}
     for method in settings.methods:
-        changes = {"loss": method.loss, "gamma": method.gamma, "beta": method.beta, "sampling": method.sampling,
-                   "smote_k": settings.smote_k}
-        changes.update({key: value for key, value in (("dropout", method.dropout), ("epochs", method.epochs),
-                                                       ("batch_size", method.batch_size)) if value is not None})
+        changes = {
+            "loss": method.loss,
+            "gamma": method.gamma,
+            "beta": method.beta,
+            "sampling": method.sampling,
+            "smote_k": settings.smote_k,
+        }
+        changes.update(
+            {
+                key: value
+                for key, value in (
+                    ("dropout", method.dropout),
+                    ("epochs", method.epochs),
+                    ("batch_size", method.batch_size),
+                )
+                if value is not None
+            }
+        )
         if method.restart:
             changes["init_from"] = runs[settings.methods[0].name]
         runs[method.name] = RunConfig.model_validate({**base, **changes})
@@ -133,8 +163,9 @@ def has_spurious_experiment(params: Params) -> bool:
 
 def spurious_params(params: Params) -> Params:
     """The params with the synthetic data regenerated with the spurious cue and the distractor switched on."""
-    synthetic = params.data.synthetic.model_copy(update={"spurious_cue": params.attribution.spurious_cue,
-                                                           "distractor": params.attribution.distractor})
+    synthetic = params.data.synthetic.model_copy(
+        update={"spurious_cue": params.attribution.spurious_cue, "distractor": params.attribution.distractor}
+    )
     return params.model_copy(update={"data": params.data.model_copy(update={"synthetic": synthetic})})
 
 
@@ -164,17 +195,23 @@ def corruption_runs(params: Params) -> dict[str, dict[str, RunConfig]]:
         scheme = CorruptionTraining(levels=levels, seed=settings.seed, **options)
         return base.model_copy(update={"corruption": scheme, "augment": None})
 
-    tables = {"table6": {"baseline": baseline} | {level_label(levels): corrupted(baseline, levels)
-                                                   for levels in settings.level_ranges}}
+    tables = {
+        "table6": {"baseline": baseline}
+        | {level_label(levels): corrupted(baseline, levels) for levels in settings.level_ranges}
+    }
     if settings.oversampled:
-        oversampled = baseline.model_copy(update={"sampling": "oversample",
-                                                  "epochs": settings.oversampled_epochs or baseline.epochs})
-        tables["table7"] = {"baseline": oversampled} | {level_label(levels): corrupted(oversampled, levels)
-                                                        for levels in settings.level_ranges}
+        oversampled = baseline.model_copy(
+            update={"sampling": "oversample", "epochs": settings.oversampled_epochs or baseline.epochs}
+        )
+        tables["table7"] = {"baseline": oversampled} | {
+            level_label(levels): corrupted(oversampled, levels) for levels in settings.level_ranges
+        }
     if settings.improvements:
         widest = settings.level_ranges[-1]
         tables["improvements"] = {
-            f"mixed clean + corrupted {level_label(widest)}": corrupted(baseline, widest, clean_share=settings.clean_share),
+            f"mixed clean + corrupted {level_label(widest)}": corrupted(
+                baseline, widest, clean_share=settings.clean_share
+            ),
             f"on the fly {level_label(widest)}": corrupted(baseline, widest, on_the_fly=True),
         }
     return tables

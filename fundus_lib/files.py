@@ -13,7 +13,6 @@ from typing import BinaryIO
 
 from fundus_lib.errors import UserError
 
-
 #: A write that fails with less free space than this failed because the disk is full.
 FULL_DISK_BYTES = 1 << 20
 
@@ -33,8 +32,10 @@ def require_free_space(folder: str | Path, needed_bytes: int, what: str) -> None
     existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
     free_bytes = shutil.disk_usage(existing).free
     if free_bytes < needed_bytes:
-        raise DiskFullError(f"{what} needs {needed_bytes:,} bytes in {folder} but only {free_bytes:,} are free: free "
-                            "some space (or move the folder: FUNDUS_DATA_DIR, FUNDUS_RUNS_DIR) and rerun")
+        raise DiskFullError(
+            f"{what} needs {needed_bytes:,} bytes in {folder} but only {free_bytes:,} are free: free "
+            "some space (or move the folder: FUNDUS_DATA_DIR, FUNDUS_RUNS_DIR) and rerun"
+        )
 
 
 def write_with(path: str | Path, write: Callable[[BinaryIO], None], durable: bool = False) -> None:
@@ -55,11 +56,14 @@ def write_with(path: str | Path, write: Callable[[BinaryIO], None], durable: boo
         os.replace(temporary, path)
     except BaseException as exc:
         full = getattr(exc, "errno", None) == errno.ENOSPC or (
-            path.parent.is_dir() and shutil.disk_usage(path.parent).free < FULL_DISK_BYTES)
+            path.parent.is_dir() and shutil.disk_usage(path.parent).free < FULL_DISK_BYTES
+        )
         temporary.unlink(missing_ok=True)
         if full and isinstance(exc, Exception):  # torch reports a full disk as a bare RuntimeError
-            raise DiskFullError(f"cannot write {path}: the disk holding {path.parent} is full; free some space "
-                                "and rerun (finished work is kept)") from None
+            raise DiskFullError(
+                f"cannot write {path}: the disk holding {path.parent} is full; free some space "
+                "and rerun (finished work is kept)"
+            ) from None
         raise
     if durable:
         fsync_file(path.parent)  # the rename itself

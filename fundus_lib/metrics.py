@@ -62,8 +62,11 @@ def quadratic_kappa(matrix: np.ndarray) -> float:
 def scores(y_true, y_pred, n_classes: int = N_CLASSES) -> dict[str, float]:
     """accuracy, balanced_accuracy and kappa of predictions."""
     matrix = confusion(y_true, y_pred, n_classes)
-    return {"accuracy": accuracy(matrix), "balanced_accuracy": balanced_accuracy(matrix),
-            "kappa": quadratic_kappa(matrix)}
+    return {
+        "accuracy": accuracy(matrix),
+        "balanced_accuracy": balanced_accuracy(matrix),
+        "kappa": quadratic_kappa(matrix),
+    }
 
 
 def row_normalised(matrix: np.ndarray) -> np.ndarray:

@@ -14,7 +14,8 @@ Example::
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -149,16 +150,26 @@ def _efficientnet_lite(version: int):
     width, depth, resolution, default_dropout = LITE_SCALING[version]
 
     def build(num_classes: int, dropout: float) -> nn.Module:
-        blocks, scaled = get_model_params("efficientnet-b0", {
-            "width_coefficient": width, "depth_coefficient": depth, "image_size": resolution})
-        lite_blocks = [block._replace(
-            se_ratio=None,
-            input_filters=32 if index == 0 else round_filters(block.input_filters, scaled),
-            output_filters=round_filters(block.output_filters, scaled),
-            num_repeat=block.num_repeat if index in (0, len(blocks) - 1) else round_repeats(block.num_repeat, scaled),
-        ) for index, block in enumerate(blocks)]
-        unscaled = scaled._replace(width_coefficient=None, depth_coefficient=None, num_classes=num_classes,
-                                   dropout_rate=dropout if dropout > 0 else default_dropout)
+        blocks, scaled = get_model_params(
+            "efficientnet-b0", {"width_coefficient": width, "depth_coefficient": depth, "image_size": resolution}
+        )
+        lite_blocks = [
+            block._replace(
+                se_ratio=None,
+                input_filters=32 if index == 0 else round_filters(block.input_filters, scaled),
+                output_filters=round_filters(block.output_filters, scaled),
+                num_repeat=block.num_repeat
+                if index in (0, len(blocks) - 1)
+                else round_repeats(block.num_repeat, scaled),
+            )
+            for index, block in enumerate(blocks)
+        ]
+        unscaled = scaled._replace(
+            width_coefficient=None,
+            depth_coefficient=None,
+            num_classes=num_classes,
+            dropout_rate=dropout if dropout > 0 else default_dropout,
+        )
         model = EfficientNet(lite_blocks, unscaled)
         for module in [model, *model._blocks]:
             module._swish = nn.ReLU6()
@@ -173,13 +184,15 @@ for _version in LITE_SCALING:
 
 @register_model("inception_v3")
 def inception_v3(num_classes: int, dropout: float) -> nn.Module:
-    return torchvision.models.inception_v3(num_classes=num_classes, aux_logits=True, init_weights=True,
-                                           dropout=dropout)
+    return torchvision.models.inception_v3(num_classes=num_classes, aux_logits=True, init_weights=True, dropout=dropout)
 
 
 def _conv(in_channels: int, out_channels: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
 
 
 @register_model("small-cnn")
@@ -204,8 +217,7 @@ def input_normalisation(name: str) -> tuple[tuple[float, ...], tuple[float, ...]
     return (LITE_MEAN, LITE_STD) if name.startswith("efficientnet-lite") else (IMAGENET_MEAN, IMAGENET_STD)
 
 
-def create_model(name: str, num_classes: int = 5, dropout: float = 0.0,
-                 weights: str | Path | None = None) -> FundusNet:
+def create_model(name: str, num_classes: int = 5, dropout: float = 0.0, weights: str | Path | None = None) -> FundusNet:
     """Build a registered model; optionally load pretrained backbone weights from a local file.
 
     weights: a state dict file of the *backbone* (e.g. torchvision's or efficientnet-pytorch's
@@ -230,11 +242,26 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"pretrained weights not found: {path} (this project never downloads)")
-    state = {key: value for key, value in torch.load(path, map_location="cpu", weights_only=True).items()
-             if not _is_head(key)}
+    state = {
+        key: value
+        for key, value in torch.load(path, map_location="cpu", weights_only=True).items()
+        if not _is_head(key)
+    }
     own = {key: value for key, value in backbone.state_dict().items() if not _is_head(key)}
     missing = sorted(key for key in set(own) - set(state) if not key.endswith("num_batches_tracked"))
     wrong = sorted(key for key in set(own) & set(state) if own[key].shape != state[key].shape)
     if missing or wrong:
         raise WeightsError(f"{path} does not fit this model: missing {missing[:5]}, wrong shapes {wrong[:5]}")
     backbone.load_state_dict({key: state[key] for key in own if key in state}, strict=False)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode; on exit every module gets its own previous mode back."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training

@@ -22,14 +22,19 @@ import torch
 
 from fundus_lib.config import Params, RunConfig, resolve_path
 from fundus_lib.experiments import all_runs
-from fundus_lib.losses import build_loss
 from fundus_lib.paths import data_dir
-from fundus_lib.report import report_table
-from fundus_lib.train import _batch_loss, build_model, build_optimizer, resolve_device, training_autocast
+from fundus_lib.report.numbers import report_table
+from fundus_lib.training.loop import _batch_loss, build_model, build_optimizer, resolve_device, training_autocast
+from fundus_lib.training.losses import build_loss
 
 #: Chapter of a run, from the two-digit prefix of its label.
-CHAPTERS = {"02": "02_baselines", "03": "03_balancing", "04": "04_corruption", "05": "05_adversarial",
-            "06": "06_attribution"}
+CHAPTERS = {
+    "02": "02_baselines",
+    "03": "03_balancing",
+    "04": "04_corruption",
+    "05": "05_adversarial",
+    "06": "06_attribution",
+}
 
 
 def labelled_counts(params: Params) -> tuple[np.ndarray, str]:
@@ -69,10 +74,18 @@ def training_plan(params: Params) -> pd.DataFrame:
     counts, _ = labelled_counts(params)
     train_share = 1 - params.data.split.valid - params.data.split.test
     train_counts = np.floor(counts * train_share)
-    rows = [{"chapter": CHAPTERS.get(label[:2], label[:2]), "label": label, "model": config.model,
-             "image_size": config.image_size, "batch_size": config.batch_size, "epochs": config.epochs,
-             "passes": image_passes(config, train_counts)}
-            for label, (_, config) in all_runs(params).items()]
+    rows = [
+        {
+            "chapter": CHAPTERS.get(label[:2], label[:2]),
+            "label": label,
+            "model": config.model,
+            "image_size": config.image_size,
+            "batch_size": config.batch_size,
+            "epochs": config.epochs,
+            "passes": image_passes(config, train_counts),
+        }
+        for label, (_, config) in all_runs(params).items()
+    ]
     return pd.DataFrame(rows)
 
 
@@ -80,10 +93,13 @@ def cache_bytes(params: Params) -> tuple[int, int]:
     """(caches, bytes): the preprocessed cache and each corrupted or pre-Graham variant the runs
     train on, every one images x size x size x 3 bytes."""
     counts, _ = labelled_counts(params)
-    variants = {("squares",) if scheme.on_the_fly else (scheme.levels, scheme.seed, scheme.clean_share)
-                for _, config in all_runs(params).values() if (scheme := config.corruption) is not None}
+    variants = {
+        ("squares",) if scheme.on_the_fly else (scheme.levels, scheme.seed, scheme.clean_share)
+        for _, config in all_runs(params).values()
+        if (scheme := config.corruption) is not None
+    }
     caches = 1 + len(variants)
-    return caches, caches * int(counts.sum()) * params.data.image_size ** 2 * 3
+    return caches, caches * int(counts.sum()) * params.data.image_size**2 * 3
 
 
 def measured_rate(params: Params, config: RunConfig, steps: int = 3, batch: int = 4) -> float:
@@ -134,22 +150,32 @@ def plan_report(params: Params, params_file: str, progress: bool = True) -> str:
         rates[(model, size)] = measured_rate(params, config)
     plan["seconds"] = [row.passes / rates[(row.model, row.image_size)] for row in plan.itertuples()]
     device = resolve_device(params.runtime.device)
-    lines = [f"plan for {params_file} ({params.name}): {len(plan)} training runs, {params.seeds} seed(s) per "
-             f"compared configuration; {int(counts.sum()):,} labelled images (from {source})",
-             f"times: measured training throughput on this machine ({device}), training only "
-             "(evaluation, attacks and attributions come on top)", "",
-             f"{'chapter':<16}{'runs':>6}{'image passes':>16}{'time here':>12}"]
+    lines = [
+        f"plan for {params_file} ({params.name}): {len(plan)} training runs, {params.seeds} seed(s) per "
+        f"compared configuration; {int(counts.sum()):,} labelled images (from {source})",
+        f"times: measured training throughput on this machine ({device}), training only "
+        "(evaluation, attacks and attributions come on top)",
+        "",
+        f"{'chapter':<16}{'runs':>6}{'image passes':>16}{'time here':>12}",
+    ]
     for chapter, group in plan.groupby("chapter"):
-        lines.append(f"{chapter:<16}{len(group):>6}{group['passes'].sum() / 1e6:>14.2f} M"
-                     f"{_fmt_hours(group['seconds'].sum()):>12}")
-    lines.append(f"{'all':<16}{len(plan):>6}{plan['passes'].sum() / 1e6:>14.2f} M{_fmt_hours(plan['seconds'].sum()):>12}")
+        lines.append(
+            f"{chapter:<16}{len(group):>6}{group['passes'].sum() / 1e6:>14.2f} M"
+            f"{_fmt_hours(group['seconds'].sum()):>12}"
+        )
+    lines.append(
+        f"{'all':<16}{len(plan):>6}{plan['passes'].sum() / 1e6:>14.2f} M{_fmt_hours(plan['seconds'].sum()):>12}"
+    )
     lines += ["", "throughput measured here (image passes per second):"]
     lines += [f"  {model} at {size} px: {rate:,.1f}/s" for (model, size), rate in sorted(rates.items())]
     caches, size = cache_bytes(params)
     folder = data_dir()
     existing = next(path for path in (folder, *folder.parents) if path.exists())
     free = shutil.disk_usage(existing).free
-    lines += ["", f"caches: {caches} x {int(counts.sum()):,} images x {params.data.image_size} x "
-              f"{params.data.image_size} x 3 bytes = {_fmt_bytes(size)}; free under {existing}: {_fmt_bytes(free)}"
-              + ("" if free > size else "  <- NOT ENOUGH SPACE")]
+    lines += [
+        "",
+        f"caches: {caches} x {int(counts.sum()):,} images x {params.data.image_size} x "
+        f"{params.data.image_size} x 3 bytes = {_fmt_bytes(size)}; free under {existing}: {_fmt_bytes(free)}"
+        + ("" if free > size else "  <- NOT ENOUGH SPACE"),
+    ]
     return "\n".join(lines)

@@ -23,19 +23,26 @@ import yaml
 from fundus_lib.config import Params, ParamsError, load_params, resolve_path, validate_params
 from fundus_lib.errors import UserError
 from fundus_lib.experiments import all_runs
+from fundus_lib.training.loop import resolve_device
 from fundus_lib.weights import pretrained_weights_file
-from fundus_lib.train import resolve_device
 
 #: The shrunk amounts (everything else of the params file is kept as it is).
-REHEARSAL_IMAGES = 80          # labelled photographs read at least: a patient split with every grade
+REHEARSAL_IMAGES = 80  # labelled photographs read at least: a patient split with every grade
 VALID_SHARE = TEST_SHARE = 0.25
-ATTACKED_IMAGES = 4            # PGD sweep and HopSkipJump images
-ATTRIBUTED_IMAGES = 3          # integrated-gradients images
-IG_STEPS = 4                   # integrated-gradients steps (the report: 100)
-SANITY_LAYERS = 2              # layers the randomisation check re-initialises (on 1 image): every
-                               # layer of an efficientnet at 512 px, for 6 methods, takes hours on a CPU
+ATTACKED_IMAGES = 4  # PGD sweep and HopSkipJump images
+ATTRIBUTED_IMAGES = 3  # integrated-gradients images
+IG_STEPS = 4  # integrated-gradients steps (the report: 100)
+SANITY_LAYERS = 2  # layers the randomisation check re-initialises (on 1 image): every
+# layer of an efficientnet at 512 px, for 6 methods, takes hours on a CPU
 DECISION = {"n_images": 2, "steps": 2, "max_queries": 400}
-ROBUSTNESS = {"n_images": ATTACKED_IMAGES, "steps": 2, "square_queries": 10, "ladder_steps": 2, "ladder_restarts": 2, "clinical_per_grade": 1}
+ROBUSTNESS = {
+    "n_images": ATTACKED_IMAGES,
+    "steps": 2,
+    "square_queries": 10,
+    "ladder_steps": 2,
+    "ladder_restarts": 2,
+    "clinical_per_grade": 1,
+}
 #: On the CPU, training batches pass in parts of at most this many images (runtime.micro_batch_size)
 #: and evaluation in batches of as many: the full-scale batch sizes (192 images of efficientnet-b1
 #: at 256 px, 64 of resnet50 at 512 px) ran out of 23 GB whole. On a GPU, whole batches, as the run.
@@ -57,6 +64,8 @@ def cpu_micro_batch(params: Params) -> int:
     """The rehearsal's CPU micro-batch: CPU_MICRO_BATCH, fewer where the largest image needs it."""
     largest = max(config.image_size for _, config in all_runs(params).values())
     return max(1, min(CPU_MICRO_BATCH, CPU_MICRO_BATCH_PIXELS // largest**2))
+
+
 #: Keys that count epochs, wherever they appear in a params file.
 EPOCH_KEYS = ("epochs", "fine_tune_epochs", "oversampled_epochs")
 
@@ -102,8 +111,12 @@ def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path, 
     data = rehearsal.setdefault("data", {})
     data["source"] = "eyepacs"
     data.pop("synthetic", None)
-    data["eyepacs"] = {"images_dir": str(images_dir), "labels_csv": str(labels_csv), "max_images": n_images,
-                       "subset": True}
+    data["eyepacs"] = {
+        "images_dir": str(images_dir),
+        "labels_csv": str(labels_csv),
+        "max_images": n_images,
+        "subset": True,
+    }
     data["split"] = {**data.get("split", {}), "valid": VALID_SHARE, "test": TEST_SHARE}
     train = rehearsal.setdefault("train", {})
     if train.get("pretrained") and not _weights_present(full):
@@ -115,19 +128,31 @@ def rehearsal_params(raw: dict, images_dir: str | Path, labels_csv: str | Path, 
         runtime.update(micro_batch_size=micro, eval_batch_size=min(full.runtime.eval_batch_size, micro))
     attacks = rehearsal.setdefault("attacks", {})
     strong = full.attacks.robustness
-    attacks.update(n_images=ATTACKED_IMAGES, eps_255=_three_eps(full.attacks.eps_255),
-                   decision={**attacks.get("decision", {}), **DECISION},
-                   robustness={**attacks.get("robustness", {}), **ROBUSTNESS,
-                               "eps_255": _three_eps(strong.eps_255, keep=(strong.check_eps_255,))})
+    attacks.update(
+        n_images=ATTACKED_IMAGES,
+        eps_255=_three_eps(full.attacks.eps_255),
+        decision={**attacks.get("decision", {}), **DECISION},
+        robustness={
+            **attacks.get("robustness", {}),
+            **ROBUSTNESS,
+            "eps_255": _three_eps(strong.eps_255, keep=(strong.check_eps_255,)),
+        },
+    )
     attribution = rehearsal.setdefault("attribution", {})
-    attribution.update(n_images=ATTRIBUTED_IMAGES, verdict_images=ATTRIBUTED_IMAGES, ig_steps=IG_STEPS, sanity_images=1,
-                       sanity_layers=SANITY_LAYERS,
-                       internal_batch_size=min(attribution.get("internal_batch_size", 50), 8))
+    attribution.update(
+        n_images=ATTRIBUTED_IMAGES,
+        verdict_images=ATTRIBUTED_IMAGES,
+        ig_steps=IG_STEPS,
+        sanity_images=1,
+        sanity_layers=SANITY_LAYERS,
+        internal_batch_size=min(attribution.get("internal_batch_size", 50), 8),
+    )
     return rehearsal
 
 
-def write_rehearsal(params_file: str | Path, images_dir: str | Path, labels_csv: str | Path, out_dir: Path,
-                    n_images: int | None = None) -> Path:
+def write_rehearsal(
+    params_file: str | Path, images_dir: str | Path, labels_csv: str | Path, out_dir: Path, n_images: int | None = None
+) -> Path:
     """Write the rehearsal of ``params_file`` to ``out_dir/<name>-rehearsal.yaml`` (validated
     first) and return its path."""
     load_params(params_file)  # a wrong key fails here, naming the file
@@ -139,6 +164,9 @@ def write_rehearsal(params_file: str | Path, images_dir: str | Path, labels_csv:
     validate_params(rehearsal, source=f"rehearsal of {params_file}")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{rehearsal['name']}.yaml"
-    path.write_text(f"# Written by `fundus rehearse {params_file}`: every configuration of it, amounts shrunk.\n"
-                    + yaml.safe_dump(rehearsal, sort_keys=False), encoding="utf-8")
+    path.write_text(
+        f"# Written by `fundus rehearse {params_file}`: every configuration of it, amounts shrunk.\n"
+        + yaml.safe_dump(rehearsal, sort_keys=False),
+        encoding="utf-8",
+    )
     return path

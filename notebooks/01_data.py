@@ -38,15 +38,20 @@ from IPython.display import Markdown, display
 from fundus_lib.config import load_params
 from fundus_lib.data.augment import build_augmentation
 from fundus_lib.data.decode import load_thumbnail
-from fundus_lib.data.duplicates import (conflicting_pairs, difference_hashes, duplicate_counts, exact_groups,
-                                        near_duplicates)
+from fundus_lib.data.duplicates import (
+    conflicting_pairs,
+    difference_hashes,
+    duplicate_counts,
+    exact_groups,
+    near_duplicates,
+)
 from fundus_lib.data.field_check import NOT_A_FUNDUS
 from fundus_lib.data.pipeline import prepare_data
 from fundus_lib.data.synthetic import LESION_CODES
-from fundus_lib.plots import image_grid, lesion_legend, overlay_lesions
-from fundus_lib.provenance import provenance
-from fundus_lib.report import report_source, report_table
-from fundus_lib.tables import beside_report, grade_distribution, run_label, styled
+from fundus_lib.report.numbers import report_source, report_table
+from fundus_lib.report.plots import image_grid, lesion_legend, overlay_lesions
+from fundus_lib.report.provenance import provenance
+from fundus_lib.report.tables import beside_report, grade_distribution, run_label, styled
 
 params = load_params(params_file)
 ours = run_label(params)
@@ -111,7 +116,7 @@ rows[ours], conflict_tables[ours], near, own_hashes, own_ok = duplicate_row(data
 if params.data.external is not None:
     from fundus_lib.config import resolve_path
     from fundus_lib.data.duplicates import exclude_seen
-    from fundus_lib.grading import photographs
+    from fundus_lib.evaluation.grading import photographs
 
     external_dir = resolve_path(params.data.external)
     external_cache, external = photographs(params, external_dir, progress=False)

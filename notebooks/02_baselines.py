@@ -39,11 +39,11 @@ from fundus_lib.config import load_params
 from fundus_lib.experiments import baseline_runs
 from fundus_lib.metrics import REPORT_METRICS
 from fundus_lib.models import create_model
-from fundus_lib.plots import confusion_heatmaps, learning_curves
-from fundus_lib.provenance import provenance
-from fundus_lib.report import report_table
+from fundus_lib.report.numbers import report_table
+from fundus_lib.report.plots import confusion_heatmaps, learning_curves
+from fundus_lib.report.provenance import provenance
+from fundus_lib.report.tables import REPORT_LABEL, beside_report, duration, run_label, styled
 from fundus_lib.runs import get_run
-from fundus_lib.tables import REPORT_LABEL, beside_report, duration, run_label, styled
 
 params = load_params(params_file)
 ours = run_label(params)
@@ -200,7 +200,7 @@ display(Markdown(
 # bootstrap intervals over the photographs.
 
 # %% tags=["hide-input"]
-from fundus_lib.grading import confusion_frame, external_grades, external_table, per_grade
+from fundus_lib.evaluation.grading import confusion_frame, external_grades, external_table, per_grade
 
 graded = external_grades(params, runs)
 if graded:

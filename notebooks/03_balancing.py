@@ -36,11 +36,11 @@ from IPython.display import Markdown, display
 from fundus_lib.config import load_params
 from fundus_lib.experiments import balancing_runs, seeded
 from fundus_lib.metrics import REPORT_METRICS
-from fundus_lib.plots import confusion_heatmaps, prediction_shares
-from fundus_lib.provenance import provenance
-from fundus_lib.report import report_table
+from fundus_lib.report.numbers import report_table
+from fundus_lib.report.plots import confusion_heatmaps, prediction_shares
+from fundus_lib.report.provenance import provenance
+from fundus_lib.report.tables import REPORT_LABEL, beside_report, duration, over_seeds, run_label, spread_text, styled
 from fundus_lib.runs import get_run
-from fundus_lib.tables import REPORT_LABEL, beside_report, duration, over_seeds, run_label, spread_text, styled
 
 params = load_params(params_file)
 ours = run_label(params)

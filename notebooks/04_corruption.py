@@ -37,20 +37,21 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from fundus_lib.attacks import report_eps_to_pixels
+from fundus_lib.attacks.pgd import report_eps_to_pixels
 from fundus_lib.config import load_params
 from fundus_lib.data.corruptions import CORRUPTIONS, corrupt
 from fundus_lib.data.decode import decode_fundus
 from fundus_lib.data.preprocess import crop_to_fundus, graham
-from fundus_lib.evaluation import corrupted_test_metrics, pgd_curve
+from fundus_lib.evaluation.attacks import pgd_curve
+from fundus_lib.evaluation.corruption import corrupted_test_metrics
+from fundus_lib.evaluation.robustness import strongest_curve
 from fundus_lib.experiments import corruption_runs, level_label, seeded
 from fundus_lib.metrics import REPORT_METRICS
-from fundus_lib.plots import image_grid
-from fundus_lib.provenance import provenance
-from fundus_lib.report import report_table
-from fundus_lib.robustness_evaluation import strongest_curve
+from fundus_lib.report.numbers import report_table
+from fundus_lib.report.plots import image_grid
+from fundus_lib.report.provenance import provenance
+from fundus_lib.report.tables import REPORT_LABEL, duration, over_seeds, run_label, styled, with_spread
 from fundus_lib.runs import get_run, run_data
-from fundus_lib.tables import REPORT_LABEL, duration, over_seeds, run_label, styled, with_spread
 
 params = load_params(params_file)
 ours = run_label(params)

@@ -39,22 +39,39 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 from scipy import stats
 
-from fundus_lib.attacks import CONVERGED_FACTOR, last_fifth_factor, pgd, predict_labels, report_eps_to_pixels
+from fundus_lib.attacks.decision import CONVERGED_FACTOR, last_fifth_factor
+from fundus_lib.attacks.pgd import pgd, predict_labels, report_eps_to_pixels
 from fundus_lib.config import load_params
-from fundus_lib.evaluation import decision_attack_sizes, pgd_curve, test_sample
+from fundus_lib.evaluation.attacks import decision_attack_sizes, pgd_curve
+from fundus_lib.evaluation.robustness import (
+    clinical_outcomes,
+    ladder_outcomes,
+    referable,
+    report_code_outcomes,
+    robustness_table,
+    strongest_curve,
+    sweep_outcomes,
+    transfer_outcomes,
+)
+from fundus_lib.evaluation.samples import test_sample
 from fundus_lib.experiments import adversarial_runs, corruption_runs, seeded
 from fundus_lib.findings import DEGENERATE_SHARE, top_share
-from fundus_lib.metrics import REPORT_METRICS
-from fundus_lib.plots import image_grid
-from fundus_lib.provenance import provenance
-from fundus_lib.report import report_table
-from fundus_lib.robustness import (MASKING_TOLERANCE, WORST_CASE, ZERO_AT_LARGEST, masking_check, referable,
-                                   robustness_table, steps_ladder_failures, sweep_failures)
-from fundus_lib.robustness_evaluation import (clinical_outcomes, ladder_outcomes, report_code_outcomes, strongest_curve,
-                                              sweep_outcomes, transfer_outcomes)
+from fundus_lib.report.numbers import report_table
+from fundus_lib.report.plots import image_grid
+from fundus_lib.report.provenance import provenance
+from fundus_lib.report.tables import REPORT_LABEL, duration, over_seeds, run_label, styled, with_spread
 from fundus_lib.runs import get_run, run_data
-from fundus_lib.statistics import estimate, mean_difference, median_ratio
-from fundus_lib.tables import REPORT_LABEL, duration, over_seeds, run_label, styled, with_spread
+from fundus_lib.statistics import (
+    MASKING_TOLERANCE,
+    WORST_CASE,
+    ZERO_AT_LARGEST,
+    estimate,
+    masking_check,
+    mean_difference,
+    median_ratio,
+    steps_ladder_failures,
+    sweep_failures,
+)
 
 params = load_params(params_file)
 ours = run_label(params)
@@ -122,8 +139,8 @@ styled(table9, percent=with_spread(("accuracy", "balanced_accuracy")),
 # the conclusions page judges that as a finding over every seed.
 
 # %% tags=["hide-input"]
-from fundus_lib.evaluation import external_pgd_curve
-from fundus_lib.grading import external_grades, external_table
+from fundus_lib.evaluation.attacks import external_pgd_curve
+from fundus_lib.evaluation.grading import external_grades, external_table
 
 if params.data.external is not None:
     display(external_table(runs, external_grades(params, runs)))
@@ -319,7 +336,7 @@ fig
 
 # %% [markdown]
 # **Does the attack work?** An attack that works drives the robust accuracy to about 0 at a large
-# enough eps, and never lets it rise with eps. The check in `fundus_lib.robustness.sweep_failures`
+# enough eps, and never lets it rise with eps. The check in `fundus_lib.statistics.sweep_failures`
 # (fixed before any result: a rise of more than one image, or a worst case above
 # {glue:text}`zero-at-largest` % at the largest eps) runs on every model:
 
@@ -328,7 +345,7 @@ glue("zero-at-largest", round(ZERO_AT_LARGEST * 100), display=False)
 sweep_check = {name: sweep_failures(robustness_table(outcomes)) for name, outcomes in sweeps.items()}
 for name, failures in sweep_check.items():
     if failures:
-        warnings.warn(f"the eps sweep of {name} fails its check: {'; '.join(failures)}")
+        warnings.warn(f"the eps sweep of {name} fails its check: {'; '.join(failures)}", stacklevel=1)
 display(Markdown("\n".join(
     f"- **{name}**: " + ("passed" if not failures else "**CHECK FAILED**: " + "; ".join(failures) +
                          ". Its robust accuracies are not evidence of robustness.")
@@ -338,7 +355,7 @@ display(Markdown("\n".join(
 # ## Gradient masking
 #
 # Three checks per model of this chapter, with the tolerance fixed in
-# `fundus_lib.robustness.MASKING_TOLERANCE` (a check fails when the white-box robust accuracy
+# `fundus_lib.statistics.MASKING_TOLERANCE` (a check fails when the white-box robust accuracy
 # exceeds the other attack's by more than that):
 #
 # - **not weaker than Square**: at every eps of the sweep, the white-box worst case against the

@@ -39,24 +39,38 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from fundus_lib.attribution import (RANDOMISATION_PASS, integrated_gradients, overlay, pixel_map,
-                                    reference_margin)
+from fundus_lib.attribution.methods import integrated_gradients, overlay, pixel_map
+from fundus_lib.attribution.scores import reference_margin
 from fundus_lib.config import load_params, resolve_path
 from fundus_lib.data.dataset import to_tensor
 from fundus_lib.data.idrid import IdridError, idrid_cache, lesion_masks
 from fundus_lib.data.synthetic import PATCH_AMPLITUDE, load_specs
-from fundus_lib.evaluation import (REPORT_IG, attribution_maps, attribution_scores, cue_attribution, cue_reliance,
-                                   ig_baseline_scores, label_randomisation_checks, lesion_type_scores,
-                                   randomisation_checks)
-from fundus_lib.experiments import (adversarial_runs, has_spurious_experiment, seeded, shuffled_label_run, spurious_params,
-                                    spurious_runs)
+from fundus_lib.evaluation.attribution import (
+    REPORT_IG,
+    attribution_maps,
+    attribution_scores,
+    cue_attribution,
+    cue_reliance,
+    ig_baseline_scores,
+    label_randomisation_checks,
+    lesion_type_scores,
+    randomisation_checks,
+)
+from fundus_lib.experiments import (
+    adversarial_runs,
+    has_spurious_experiment,
+    seeded,
+    shuffled_label_run,
+    spurious_params,
+    spurious_runs,
+)
 from fundus_lib.findings import WORDS, cue_power, hypothesis_evidence, overall_verdict
-from fundus_lib.plots import image_grid, randomisation_curves
-from fundus_lib.provenance import provenance
-from fundus_lib.report import other_study
+from fundus_lib.report.numbers import other_study
+from fundus_lib.report.plots import image_grid, randomisation_curves
+from fundus_lib.report.provenance import provenance
+from fundus_lib.report.tables import styled
 from fundus_lib.runs import get_run, run_data
-from fundus_lib.statistics import SMALLER, mean_interval
-from fundus_lib.tables import styled
+from fundus_lib.statistics import RANDOMISATION_PASS, SMALLER, mean_interval
 
 params = load_params(params_file)
 settings = params.attribution
@@ -133,7 +147,7 @@ styled(baseline_table, percent=("median_relative_gap", "relevance_mass"), decima
 # re-initialised one after another, from the output down to the input, and after each step the
 # maps are compared with the trained model's (rank correlation and SSIM of the absolute values,
 # median over images). A method passes when, with every layer re-initialised, the rank
-# correlation is below the threshold fixed in `fundus_lib.attribution.RANDOMISATION_PASS`; one
+# correlation is below the threshold fixed in `fundus_lib.statistics.RANDOMISATION_PASS`; one
 # that fails draws much the same picture for any weights (often the image's edges), and is marked
 # wherever its scores appear below.
 
@@ -382,7 +396,7 @@ if has_spurious_experiment(params):
     variants = ("as generated", "cue removed", "cue flipped")
     reliance_rows, attribution_rows = [], []
     for name, tables in reliance_tables.items():
-        def seed_mean(value) -> float:
+        def seed_mean(value, tables=tables) -> float:
             return float(np.mean([value(table) for table in tables]))
         reliance_rows.append({"model": name, "images × seeds": f"{len(tables[0])} × {len(tables)}",
                               "with cue": seed_mean(lambda t: t["cue"].mean()),

@@ -47,11 +47,11 @@ from myst_nb import glue
 from fundus_lib.config import load_params
 from fundus_lib.experiments import baseline_runs
 from fundus_lib.findings import report_findings
-from fundus_lib.plots import VERDICT_COLOURS, findings_forest
-from fundus_lib.provenance import provenance
+from fundus_lib.report.plots import VERDICT_COLOURS, findings_forest
+from fundus_lib.report.provenance import provenance
+from fundus_lib.report.tables import REPORT_LABEL, run_label, styled
 from fundus_lib.runs import run_data
 from fundus_lib.statistics import INCONCLUSIVE, OUTCOMES
-from fundus_lib.tables import REPORT_LABEL, run_label, styled
 
 params = load_params(params_file)
 findings = report_findings(params, train=train_missing)

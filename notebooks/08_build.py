@@ -16,7 +16,7 @@
 # # How this book was built
 #
 # Every number in this book was computed by the build that rendered it; so was the time that
-# build took. `make book` writes a timing record as it goes (`fundus_lib.build_record`): the
+# build took. `make book` writes a timing record as it goes (`fundus_lib.report.build_record`): the
 # install step, the data step (generating or reading the photographs, the preprocessed caches and
 # the split), then for each chapter the training of the runs it is the first to need and the
 # execution of the chapter itself, and finally the HTML. This page shows that record, the machine
@@ -30,11 +30,11 @@ params_file = "params/demo.yaml"
 record_dir = "book/generated"  # where the build's record is (the executed chapters' folder)
 
 # %% tags=["hide-input"]
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 
-from fundus_lib.build_record import chapters_frame, read_history, read_record, steps_frame
-from fundus_lib.plots import build_minutes
-from fundus_lib.tables import styled
+from fundus_lib.report.build_record import chapters_frame, read_history, read_record, steps_frame
+from fundus_lib.report.plots import build_minutes
+from fundus_lib.report.tables import styled
 
 record = read_record(record_dir)
 if record is None:

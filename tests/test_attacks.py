@@ -12,22 +12,18 @@ import math
 
 import pytest
 import torch
+from conftest import require
 from torch import nn
 
-from conftest import require
-from fundus_lib.attacks import _random_directions
-from fundus_lib.attacks import (
-    adversarial_loss,
-    attack_success,
-    eps_from_255,
+from fundus_lib.attacks.adversarial_training import adversarial_loss
+from fundus_lib.attacks.decision import (
     CONVERGED_FACTOR,
+    _random_directions,
     hop_skip_jump,
     last_fifth_factor,
     perturbation_sizes,
-    pgd,
-    predict_labels,
-    report_eps_to_pixels,
 )
+from fundus_lib.attacks.pgd import attack_success, eps_from_255, pgd, predict_labels, report_eps_to_pixels
 from fundus_lib.models import Normalize, create_model
 
 SIZE = 16
@@ -52,8 +48,15 @@ def toy_model() -> nn.Module:
     """Normalize + conv + BatchNorm + ReLU + pooling + linear, trained 200 Adam steps (~1 s); about
     90 % accurate on fresh noise. Returned in eval mode."""
     torch.manual_seed(0)
-    model = nn.Sequential(Normalize(), nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    model = nn.Sequential(
+        Normalize(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 2),
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for step in range(200):
         images, labels = toy_data(128, seed=1000 + step)
@@ -128,8 +131,10 @@ def test_more_steps_never_lower_the_loss_on_a_linear_model():
     and the loss cannot fall. (With alpha = 2.5 eps / steps, the default, the step size changes
     with steps and there is no such guarantee.)"""
     model, (images, labels) = linear_model(), toy_data(50, seed=3)
-    losses = [ce(model, pgd(model, images, labels, 2 / 255, alpha=0.5 / 255, steps=steps, generator=seed()), labels)
-              for steps in range(1, 9)]
+    losses = [
+        ce(model, pgd(model, images, labels, 2 / 255, alpha=0.5 / 255, steps=steps, generator=seed()), labels)
+        for steps in range(1, 9)
+    ]
     for fewer, more in zip(losses, losses[1:]):
         assert (more >= fewer - 1e-6).all()
 
@@ -138,8 +143,12 @@ def test_more_steps_raise_the_mean_loss_on_a_cnn(toy_model, sample):
     """Not guaranteed on a non-linear model (sign steps can overshoot), but robust for the batch
     mean: same start, same alpha, 10 steps against 2."""
     images, labels = sample
-    short, long = (ce(toy_model, pgd(toy_model, images, labels, 2 / 255, alpha=0.5 / 255, steps=steps,
-                                     generator=seed()), labels).mean() for steps in (2, 10))
+    short, long = (
+        ce(
+            toy_model, pgd(toy_model, images, labels, 2 / 255, alpha=0.5 / 255, steps=steps, generator=seed()), labels
+        ).mean()
+        for steps in (2, 10)
+    )
     assert long > short
 
 
@@ -151,8 +160,9 @@ def test_pgd_stays_in_the_eps_ball_and_in_pixel_range(toy_model, sample, eps_255
     images[:, :, :2] = 0.0  # rows at the pixel bounds, where the clamp to [0, 1] must act
     images[:, :, -2:] = 1.0
     eps = eps_from_255(eps_255)
-    adversarials = pgd(toy_model, images, labels, eps, steps=5, restarts=restarts, random_start=random_start,
-                       generator=seed())
+    adversarials = pgd(
+        toy_model, images, labels, eps, steps=5, restarts=restarts, random_start=random_start, generator=seed()
+    )
     assert adversarials.shape == images.shape and not adversarials.requires_grad
     assert (adversarials - images).abs().max() <= eps + 1e-6
     assert adversarials.min() >= 0 and adversarials.max() <= 1
@@ -163,8 +173,14 @@ def test_restarts_keep_the_highest_loss(toy_model, sample):
     is the maximum over restarts, so it is never below the single run's. (Small steps, so that
     the end point depends on the start.)"""
     images, labels = sample
-    single, several = (ce(toy_model, pgd(toy_model, images, labels, 2 / 255, alpha=0.5 / 255, steps=2,
-                                         restarts=restarts, generator=seed()), labels) for restarts in (1, 3))
+    single, several = (
+        ce(
+            toy_model,
+            pgd(toy_model, images, labels, 2 / 255, alpha=0.5 / 255, steps=2, restarts=restarts, generator=seed()),
+            labels,
+        )
+        for restarts in (1, 3)
+    )
     assert (several >= single).all() and (several > single).any()
 
 
@@ -179,8 +195,16 @@ def test_success_rate_grows_with_eps(toy_model, sample):
     """Not guaranteed for a finite number of steps, but robust here: neighbouring eps differ by
     9-29 points of success rate (measured 0, 9.5, 18, 40.5, 69.5, 92.5 % at 0, 0.5, 1, 2, 4, 8 /255)."""
     images, labels = sample
-    table = attack_success(toy_model, images, labels, [eps_from_255(k) for k in (0, 0.5, 1, 2, 4, 8)], steps=10,
-                           batch_size=64, generator=seed(), progress=False)
+    table = attack_success(
+        toy_model,
+        images,
+        labels,
+        [eps_from_255(k) for k in (0, 0.5, 1, 2, 4, 8)],
+        steps=10,
+        batch_size=64,
+        generator=seed(),
+        progress=False,
+    )
     assert table.success_rate.is_monotonic_increasing and table.robust_accuracy.is_monotonic_decreasing
     assert table.success_rate.iloc[-1] > 0.5
     assert table.clean_accuracy.iloc[0] == (predict_labels(toy_model, images) == labels).sum().item() / len(labels)
@@ -189,8 +213,9 @@ def test_success_rate_grows_with_eps(toy_model, sample):
 def test_attack_success_counts_as_the_report(toy_model, sample):
     """One batch: success = share of predictions changed (eq. 11), robust = share still correct."""
     images, labels = sample
-    table = attack_success(toy_model, images, labels, [2 / 255], steps=5, batch_size=len(images), generator=seed(),
-                           progress=False)
+    table = attack_success(
+        toy_model, images, labels, [2 / 255], steps=5, batch_size=len(images), generator=seed(), progress=False
+    )
     adversarial = predict_labels(toy_model, pgd(toy_model, images, labels, 2 / 255, steps=5, generator=seed()))
     clean = predict_labels(toy_model, images)
     assert table.success_rate.iloc[0] == pytest.approx((adversarial != clean).float().mean().item())
@@ -293,8 +318,9 @@ def test_pgd_equals_torchattacks_bit_for_bit(toy_model, sample, random_start):
         torch.manual_seed(0)
         attack = torchattacks.PGD(toy_model, eps=2 / 255, alpha=0.5 / 255, steps=10, random_start=random_start)
         theirs = attack(images, labels)
-    ours = pgd(toy_model, images, labels, 2 / 255, alpha=0.5 / 255, steps=10, random_start=random_start,
-               generator=seed(0))
+    ours = pgd(
+        toy_model, images, labels, 2 / 255, alpha=0.5 / 255, steps=10, random_start=random_start, generator=seed(0)
+    )
     assert torch.equal(ours, theirs)
 
 
@@ -311,7 +337,9 @@ def test_pgd_success_rate_matches_torchattacks(toy_model, sample):
         theirs = torchattacks.PGD(toy_model, eps=2 / 255, alpha=0.5 / 255, steps=3, random_start=True)(images, labels)
     ours = pgd(toy_model, images, labels, 2 / 255, alpha=0.5 / 255, steps=3, generator=seed(1))
     assert not torch.equal(ours, theirs)
-    rates = [(predict_labels(toy_model, adversarials) != clean).float().mean().item() for adversarials in (ours, theirs)]
+    rates = [
+        (predict_labels(toy_model, adversarials) != clean).float().mean().item() for adversarials in (ours, theirs)
+    ]
     assert 0.1 < rates[0] < 0.9
     assert rates[0] == pytest.approx(rates[1], abs=0.05)
 
@@ -454,8 +482,9 @@ def test_hop_skip_jump_is_comparable_to_foolbox(toy_model, correct):
     images, labels = correct
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        attack = foolbox.attacks.HopSkipJumpAttack(steps=10, initial_gradient_eval_steps=100,
-                                                    max_gradient_eval_steps=1000)
+        attack = foolbox.attacks.HopSkipJumpAttack(
+            steps=10, initial_gradient_eval_steps=100, max_gradient_eval_steps=1000
+        )
         _, theirs, found = attack(foolbox.PyTorchModel(toy_model, bounds=(0, 1)), images, labels, epsilons=None)
     result = hop_skip_jump(toy_model, images, labels, steps=10, max_evals=1000, generator=seed())
     ours = perturbation_sizes(images, result.adversarials, result.success).median_l2
@@ -522,12 +551,16 @@ def test_random_directions_on_a_grid_lie_in_the_upsampled_subspace():
     like = torch.zeros(1)
     coarse = _random_directions((2, 5, 3, SIZE, SIZE), like, 4, seed()).reshape(-1, SIZE * SIZE).T
     fine = _random_directions((2, 5, 3, SIZE, SIZE), like, None, seed()).reshape(-1, SIZE * SIZE).T
+
     def residual(directions):
         solution = torch.linalg.lstsq(basis, directions).solution
         return ((basis @ solution - directions).norm(dim=0) / directions.norm(dim=0)).max()
+
     assert residual(coarse) < 1e-5 and residual(fine) > 0.5
-    assert torch.equal(_random_directions((2, 5, 3, SIZE, SIZE), like, SIZE, seed()),
-                       _random_directions((2, 5, 3, SIZE, SIZE), like, None, seed()))
+    assert torch.equal(
+        _random_directions((2, 5, 3, SIZE, SIZE), like, SIZE, seed()),
+        _random_directions((2, 5, 3, SIZE, SIZE), like, None, seed()),
+    )
 
 
 def test_hop_skip_jump_on_a_grid_reaches_a_linear_optimum_inside_its_subspace():
@@ -544,11 +577,13 @@ def test_hop_skip_jump_on_a_grid_reaches_a_linear_optimum_inside_its_subspace():
     labels = logits.argmax(dim=1)
     weight = model[1].weight.detach()
     optimum = ((logits[:, 1] - logits[:, 0]).abs() / (weight[1] - weight[0]).norm()).double()
+
     def ratio(**options):
         result = hop_skip_jump(model, images, labels, steps=20, max_queries=10_000, generator=seed(), **options)
         sizes = torch.tensor(perturbation_sizes(images, result.adversarials, result.success).per_image.l2.values)
         assert result.success.all() and (sizes >= optimum * (1 - 1e-4)).all()
         return float((sizes / optimum).median())
+
     on_grid = ratio(direction_grid_px=4, initial_evals=50, max_evals=500)
     assert on_grid < 1.2 and on_grid <= ratio(initial_evals=50, max_evals=500)
 

@@ -6,33 +6,33 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import require
 from torch import nn
 
-from conftest import require
-from fundus_lib.attribution import (
+from fundus_lib.attribution.methods import (
     BLUR_SIGMA_SHARE,
     IG_BASELINES,
-    REFERENCES,
-    deletion_auc,
-    deletion_curve,
     grad_cam,
     ig_baseline,
     integrated_gradients,
-    label_randomisation_check,
-    lesion_auc,
-    map_similarity,
     overlay,
-    passes_randomisation,
     pixel_map,
-    pointing_game,
-    randomisation_check,
-    reference_maps,
-    reference_margin,
-    relevance_mass,
     saliency,
     smoothgrad,
 )
+from fundus_lib.attribution.sanity import label_randomisation_check, map_similarity, randomisation_check
+from fundus_lib.attribution.scores import (
+    REFERENCES,
+    deletion_auc,
+    deletion_curve,
+    lesion_auc,
+    pointing_game,
+    reference_maps,
+    reference_margin,
+    relevance_mass,
+)
 from fundus_lib.models import IMAGENET_MEAN, IMAGENET_STD, create_model
+from fundus_lib.statistics import passes_randomisation
 
 
 def linear_model(weights: torch.Tensor) -> nn.Module:
@@ -70,8 +70,9 @@ def test_ig_is_exact_and_complete_on_a_linear_model():
     weights = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(0))
     model = linear_model(weights)
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    attributions, delta = integrated_gradients(model, x, torch.tensor([1, 1]), baseline="zero", steps=20,
-                                               return_delta=True)
+    attributions, delta = integrated_gradients(
+        model, x, torch.tensor([1, 1]), baseline="zero", steps=20, return_delta=True
+    )
     assert torch.allclose(attributions, x * weights, atol=1e-5)
     assert delta.abs().max() < 1e-4
     assert torch.allclose(attributions.sum(dim=(1, 2, 3)), model(x)[:, 1], atol=1e-4)
@@ -101,8 +102,12 @@ def test_the_ig_baselines_in_pixel_units():
     assert (normalised >= mean).all() and (normalised <= mean + std).all()
     sigma = BLUR_SIGMA_SHARE * 64
     blurred = ig_baseline(images, "blurred")
-    reference = cv2.GaussianBlur(images[0].permute(1, 2, 0).numpy(), (2 * int(np.ceil(3 * sigma)) + 1,) * 2, sigma,
-                                 borderType=cv2.BORDER_REFLECT_101)
+    reference = cv2.GaussianBlur(
+        images[0].permute(1, 2, 0).numpy(),
+        (2 * int(np.ceil(3 * sigma)) + 1,) * 2,
+        sigma,
+        borderType=cv2.BORDER_REFLECT_101,
+    )
     assert np.abs(blurred[0].permute(1, 2, 0).numpy() - reference).max() < 1e-4
     assert blurred.std() < 0.2 * images.std()  # the noise is blurred away
     for kind in IG_BASELINES:
@@ -128,8 +133,9 @@ def test_batch_equals_one_image_at_a_time():
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     target = torch.tensor([1, 2, 4])
     together = integrated_gradients(model, x, target, baseline="grey", steps=16)
-    apart = torch.cat([integrated_gradients(model, x[i : i + 1], target[i : i + 1], baseline="grey", steps=16)
-                       for i in range(3)])
+    apart = torch.cat(
+        [integrated_gradients(model, x[i : i + 1], target[i : i + 1], baseline="grey", steps=16) for i in range(3)]
+    )
     assert torch.allclose(together, apart, atol=1e-5)
 
 
@@ -205,7 +211,9 @@ def test_deletion_removes_the_evidence_first_for_a_faithful_map():
     fractions = np.linspace(0, 0.5, 11)
     curve = deletion_curve(model, image, 1, faithful, fractions)
     assert curve[0] > curve[-1] and np.all(np.diff(curve) <= 1e-6)
-    assert deletion_auc(curve, fractions) < deletion_auc(deletion_curve(model, image, 1, random_map, fractions), fractions)
+    assert deletion_auc(curve, fractions) < deletion_auc(
+        deletion_curve(model, image, 1, random_map, fractions), fractions
+    )
 
 
 def test_overlay_colours():
@@ -291,8 +299,10 @@ def test_reference_margin_pairs_the_images_and_picks_the_best_reference():
     for model, gain in (("good", 0.2), ("edge-like", 0.0)):
         per_image = rng.random(40) * 0.2  # image difficulty, shared by all maps of the image
         for method, level in {**references, "ig": 0.30 + gain}.items():
-            records += [{"model": model, "row": row, "method": method, "relevance_mass": level + value}
-                        for row, value in zip(images, per_image)]
+            records += [
+                {"model": model, "row": row, "method": method, "relevance_mass": level + value}
+                for row, value in zip(images, per_image)
+            ]
     margin = reference_margin(pd.DataFrame(records), "ig").set_index("model")
     assert (margin["best reference"] == "reference: Sobel edges").all()
     assert margin.loc["good", "beats"] and margin.loc["good", "difference"] == pytest.approx(0.2)
@@ -312,7 +322,8 @@ def test_randomisation_check_equals_quantus_mprt():
         return pixel_map(saliency(model, torch.as_tensor(inputs), torch.as_tensor(targets)))[:, None]
 
     theirs = quantus.MPRT(layer_order="top_down", seed=4, disable_warnings=True)(
-        model=model, x_batch=images.numpy(), y_batch=target.numpy(), a_batch=None, explain_func=explain, device="cpu")
+        model=model, x_batch=images.numpy(), y_batch=target.numpy(), a_batch=None, explain_func=explain, device="cpu"
+    )
     theirs.pop("original")
     assert list(theirs) == ours["layer"].iloc[1:].tolist()
     assert np.allclose([np.median(values) for values in theirs.values()], ours["rank_correlation"].iloc[1:], atol=1e-9)

@@ -34,8 +34,16 @@ def test_probability_one_changes_the_image_and_fills_with_grey():
 
 def test_identity_parameters_change_nothing():
     image = np.random.default_rng(1).integers(0, 255, (48, 48, 3)).astype(np.uint8)
-    config = AugmentConfig(probability=1, hflip=False, scale=(1, 1), translate=(0, 0), rotate_deg=(0, 0),
-                           shear_deg=(0, 0), brightness=(1, 1), contrast=(1, 1))
+    config = AugmentConfig(
+        probability=1,
+        hflip=False,
+        scale=(1, 1),
+        translate=(0, 0),
+        rotate_deg=(0, 0),
+        shear_deg=(0, 0),
+        brightness=(1, 1),
+        contrast=(1, 1),
+    )
     assert np.array_equal(build_augmentation(config)(image), image)
 
 
@@ -44,8 +52,16 @@ def test_colour_steps_match_torchvision():
     import torchvision.transforms.v2.functional as F
 
     image = np.random.default_rng(2).integers(30, 220, (40, 40, 3)).astype(np.uint8)
-    config = AugmentConfig(probability=1, hflip=False, scale=(1, 1), translate=(0, 0), rotate_deg=(0, 0),
-                           shear_deg=(0, 0), brightness=(1.1, 1.1), contrast=(0.9, 0.9))
+    config = AugmentConfig(
+        probability=1,
+        hflip=False,
+        scale=(1, 1),
+        translate=(0, 0),
+        rotate_deg=(0, 0),
+        shear_deg=(0, 0),
+        brightness=(1.1, 1.1),
+        contrast=(0.9, 0.9),
+    )
     ours = build_augmentation(config)(image)
     tensor = torch.from_numpy(image).permute(2, 0, 1)
     reference = F.adjust_contrast(F.adjust_brightness(tensor, 1.1), 0.9).permute(1, 2, 0).numpy()
@@ -58,8 +74,16 @@ def test_rotation_matches_torchvision_geometry():
 
     image = np.full((65, 65, 3), 128, np.uint8)
     image[10:14, 40:44] = 250
-    config = AugmentConfig(probability=1, hflip=False, scale=(1, 1), translate=(0, 0), rotate_deg=(25, 25),
-                           shear_deg=(0, 0), brightness=(1, 1), contrast=(1, 1))
+    config = AugmentConfig(
+        probability=1,
+        hflip=False,
+        scale=(1, 1),
+        translate=(0, 0),
+        rotate_deg=(25, 25),
+        shear_deg=(0, 0),
+        brightness=(1, 1),
+        contrast=(1, 1),
+    )
     ours = build_augmentation(config)(image)[..., 0]
     reference = F.rotate(torch.from_numpy(image).permute(2, 0, 1), 25, fill=128)[0].numpy()
     centre = lambda frame: np.argwhere(frame > 200).mean(axis=0)  # noqa: E731
@@ -85,9 +109,17 @@ def test_config_rejects_reversed_ranges():
 
 @pytest.fixture(scope="module")
 def real_data(real_sample):
-    params = validate_params({"name": "real", "data": {
-        "source": "eyepacs", "image_size": 32, "workers": 1,
-        "eyepacs": {"images_dir": str(real_sample / "images"), "labels_csv": str(real_sample / "labels.csv")}}})
+    params = validate_params(
+        {
+            "name": "real",
+            "data": {
+                "source": "eyepacs",
+                "image_size": 32,
+                "workers": 1,
+                "eyepacs": {"images_dir": str(real_sample / "images"), "labels_csv": str(real_sample / "labels.csv")},
+            },
+        }
+    )
     return prepare_data(params, progress=False)
 
 
@@ -133,9 +165,17 @@ def test_prepare_data_is_reused_in_a_process_until_its_listing_or_cache_changes(
         (images / photograph.name).symlink_to(photograph)
     labels = pd.DataFrame({"image": [photograph.stem for photograph in photographs], "level": [0, 1, 2, 3] * 3})
     labels.to_csv(tmp_path / "labels.csv", index=False)
-    params = validate_params({"name": "reuse", "data": {
-        "source": "eyepacs", "image_size": 32, "workers": 1,
-        "eyepacs": {"images_dir": str(images), "labels_csv": str(tmp_path / "labels.csv")}}})
+    params = validate_params(
+        {
+            "name": "reuse",
+            "data": {
+                "source": "eyepacs",
+                "image_size": 32,
+                "workers": 1,
+                "eyepacs": {"images_dir": str(images), "labels_csv": str(tmp_path / "labels.csv")},
+            },
+        }
+    )
     first = prepare_data(params, progress=False)
     assert prepare_data(params, progress=False) is first
     labels.head(10).to_csv(tmp_path / "labels.csv", index=False)

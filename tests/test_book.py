@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fundus_lib.build_record import read_history, read_record, start_record
-from fundus_lib.chapters import ChapterFailed, execute_chapter, list_chapters
 from fundus_lib.cli import main
 from fundus_lib.paths import project_root
+from fundus_lib.report.build_record import read_history, read_record, start_record
+from fundus_lib.report.chapters import ChapterFailed, execute_chapter, list_chapters
 
 ROOT = project_root()
 SMOKE = ROOT / "params" / "smoke.yaml"
@@ -51,9 +51,23 @@ def built_book(smoke_book, tmp_path_factory):
     """The smoke book rendered to HTML with warnings as errors: (returncode, log, html folder)."""
     out = tmp_path_factory.mktemp("html")
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(smoke_book), "--config", str(ROOT / "_config.yml"),
-         "--toc", str(ROOT / "_toc.yml"), "--path-output", str(out), "-W", "-n", "--keep-going"],
-        capture_output=True, text=True, timeout=600,
+        [
+            str(Path(sys.executable).parent / "jupyter-book"),
+            "build",
+            str(smoke_book),
+            "--config",
+            str(ROOT / "_config.yml"),
+            "--toc",
+            str(ROOT / "_toc.yml"),
+            "--path-output",
+            str(out),
+            "-W",
+            "-n",
+            "--keep-going",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     return result.returncode, result.stdout[-4000:] + result.stderr[-4000:], out / "_build" / "html"
 
@@ -81,9 +95,11 @@ def test_the_smoke_build_records_its_times_and_its_page_shows_them(smoke_book):
     earlier = [chapter for chapter in list_chapters() if chapter != "08_build"]
     assert {("training", chapter) for chapter in earlier} | {("executing", chapter) for chapter in earlier} <= steps
     assert all(step["seconds"] >= 0 for step in record["steps"])
-    page = " ".join("".join(output.get("data", {}).get("text/html", ""))
-                    for output in executed_outputs(smoke_book / "generated" / "08_build.ipynb"))
-    assert all(chapter.replace("_", " ") in page for chapter in earlier), page[:2000]  # styled: "01 data"
+    page = " ".join(
+        "".join(output.get("data", {}).get("text/html", ""))
+        for output in executed_outputs(smoke_book / "generated" / "08_build.ipynb")
+    )
+    assert all(chapter.replace("_", " ") in page for chapter in earlier), page[:2000]  # styled shows "01 data"
     history_before = len(read_history()[0])
     since = str(time.time() - 2)
     assert main(["build-record", "finish", "--since", since, "--out", str(smoke_book / "generated")]) == 0
@@ -144,10 +160,23 @@ def browser_view(chromium: str, page: Path) -> dict:
     probe = page.with_name(page.stem + ".browser-check.html")
     probe.write_text(page.read_text().replace("</body>", BROWSER_CHECK + "</body>"))
     result = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--host-resolver-rules=MAP * ~NOTFOUND", "--window-size=1280,1000",
-         "--allow-file-access-from-files", "--virtual-time-budget=20000", "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--window-size=1280,1000",
+            "--allow-file-access-from-files",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     probe.unlink()
     found = re.search(r'<pre id="browser-check"[^>]*>(.*?)</pre>', result.stdout, re.S)
@@ -222,7 +251,9 @@ def test_glued_numbers_appear_in_the_built_pages(smoke_book, built_book):
                 assert value in page or f"{float(value):.3f}" in page, (chapter, key, value)
             else:  # Markdown: its emphasis is rendered away
                 assert re.sub(r"[*`]", "", value)[:40] in page, (chapter, key, value)
-    findings = [key for key in glued_values(smoke_book / "generated" / "07_conclusions.ipynb") if key.startswith("finding-")]
+    findings = [
+        key for key in glued_values(smoke_book / "generated" / "07_conclusions.ipynb") if key.startswith("finding-")
+    ]
     source = (ROOT / "notebooks" / "07_conclusions.py").read_text()
     assert findings and all(f"{{glue:md}}`{key}`" in source for key in findings)
     assert len(re.findall(r"\{glue:md\}`finding-\d+`", source)) == len(findings)
@@ -256,8 +287,12 @@ def shown_tables(notebook_path: Path) -> list[str]:
     shown = []
     for output in executed_outputs(notebook_path):
         data = output.get("data", {})
-        for kind in ("text/html", "text/markdown", "application/papermill.record/text/markdown",
-                     "application/papermill.record/text/plain"):  # the last two: glued values
+        for kind in (
+            "text/html",
+            "text/markdown",
+            "application/papermill.record/text/markdown",
+            "application/papermill.record/text/plain",
+        ):  # the last two: glued values
             text = "".join(data.get(kind, ""))
             if text and "executed at" not in text:
                 shown.append(DURATION.sub("<duration>", STYLER_ID.sub("<id>", text)))
@@ -294,15 +329,21 @@ def test_a_filled_store_renders_without_training(smoke_book, tmp_path):
     """The store filled by the smoke book renders every chapter with training forbidden."""
     for chapter in REPRODUCIBLE:
         execute_chapter(chapter, SMOKE, tmp_path, progress=False, train_missing=False)
-        assert shown_tables(tmp_path / f"{chapter}.ipynb") == shown_tables(smoke_book / "generated" / f"{chapter}.ipynb")
+        assert shown_tables(tmp_path / f"{chapter}.ipynb") == shown_tables(
+            smoke_book / "generated" / f"{chapter}.ipynb"
+        )
 
 
 def real_sample_params(real_sample: Path, folder: Path) -> Path:
     """The smoke params on the real EyePACS sample (48 px cache), written to ``folder``."""
     params = yaml.safe_load(SMOKE.read_text())
     params["name"] = "real-sample"
-    params["data"] = {"source": "eyepacs", "image_size": 48, "workers": 2,
-                      "eyepacs": {"images_dir": str(real_sample / "images"), "labels_csv": str(real_sample / "labels.csv")}}
+    params["data"] = {
+        "source": "eyepacs",
+        "image_size": 48,
+        "workers": 2,
+        "eyepacs": {"images_dir": str(real_sample / "images"), "labels_csv": str(real_sample / "labels.csv")},
+    }
     params_file = folder / "real-sample.yaml"
     params_file.write_text(yaml.safe_dump(params))
     return params_file

@@ -7,12 +7,19 @@ import json
 
 import pytest
 
-from fundus_lib.build_record import (
-    add_step, chapters_frame, finish_record, history_path, read_history, read_record, record_path, start_record,
-    steps_frame,
-)
 from fundus_lib.cli import main
 from fundus_lib.errors import UserError
+from fundus_lib.report.build_record import (
+    add_step,
+    chapters_frame,
+    finish_record,
+    history_path,
+    read_history,
+    read_record,
+    record_path,
+    start_record,
+    steps_frame,
+)
 
 
 @pytest.fixture
@@ -34,8 +41,13 @@ def test_steps_accumulate_and_a_rerun_chapter_replaces_its_time(store):
     assert record["params"] == "params/demo.yaml" and record["machine"]["cpu"]
     steps = steps_frame(record)
     assert list(zip(steps["step"], steps["chapter"])) == [
-        ("install", ""), ("data", ""), ("training", "01_data"), ("executing", "01_data"),
-        ("training", "02_baselines"), ("executing", "02_baselines")]
+        ("install", ""),
+        ("data", ""),
+        ("training", "01_data"),
+        ("executing", "01_data"),
+        ("training", "02_baselines"),
+        ("executing", "02_baselines"),
+    ]
     assert steps["seconds"].tolist() == [12.0, 30.0, 0.0, 5.0, 100.0, 25.0]
     assert steps["minutes"].tolist() == pytest.approx(steps["seconds"].div(60).tolist())
     chapters = chapters_frame(record).set_index("chapter")
@@ -52,7 +64,12 @@ def test_a_finished_build_goes_into_the_history_of_its_store(store):
         assert record["total_seconds"] == 210.0
     history, unreadable = read_history()
     assert history["params"].tolist() == ["params/p1.yaml", "params/p2.yaml"] and not unreadable
-    assert history[["install (min)", "executing (min)", "html (min)", "total (min)"]].iloc[0].tolist() == [1.0, 2.0, 0.5, 3.5]
+    assert history[["install (min)", "executing (min)", "html (min)", "total (min)"]].iloc[0].tolist() == [
+        1.0,
+        2.0,
+        0.5,
+        3.5,
+    ]
     with history_path().open("a") as file:
         file.write("{not json\n")
     history, unreadable = read_history()

@@ -36,12 +36,25 @@ def bad_items(folder):
     (folder / "1_right.jpeg").write_text("not an image")
     Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(folder / "2_left.jpeg")
     Image.fromarray(np.full((300, 400), 120, np.uint8)).save(folder / "2_right.jpeg")
-    rows = [("1_left", "1", "left"), ("1_right", "1", "right"), ("2_left", "2", "left"),
-            ("2_right", "2", "right"), ("3_left", "3", "left")]
+    rows = [
+        ("1_left", "1", "left"),
+        ("1_right", "1", "right"),
+        ("2_left", "2", "left"),
+        ("2_right", "2", "right"),
+        ("3_left", "3", "left"),
+    ]
     return pd.DataFrame(
-        [{"image": image, "patient": patient, "side": side, "level": 0,
-          "path": str(folder / f"{image}.jpeg") if image != "3_left" else "", "mask_path": ""}
-         for image, patient, side in rows]
+        [
+            {
+                "image": image,
+                "patient": patient,
+                "side": side,
+                "level": 0,
+                "path": str(folder / f"{image}.jpeg") if image != "3_left" else "",
+                "mask_path": "",
+            }
+            for image, patient, side in rows
+        ]
     )
 
 
@@ -101,8 +114,18 @@ def test_masks_are_aligned_with_images(tmp_path):
         cv2.circle(mask, (x, y), 40, code, -1)
     Image.fromarray(image).save(tmp_path / "1_left.jpeg", quality=95)
     cv2.imwrite(str(tmp_path / "1_left.png"), mask)
-    items = pd.DataFrame([{"image": "1_left", "patient": "1", "side": "left", "level": 2,
-                           "path": str(tmp_path / "1_left.jpeg"), "mask_path": str(tmp_path / "1_left.png")}])
+    items = pd.DataFrame(
+        [
+            {
+                "image": "1_left",
+                "patient": "1",
+                "side": "left",
+                "level": 2,
+                "path": str(tmp_path / "1_left.jpeg"),
+                "mask_path": str(tmp_path / "1_left.png"),
+            }
+        ]
+    )
     cache = build_cache(items, tmp_path / "cache", CacheSettings(128), workers=1, progress=False)
     assert cache.manifest.at[0, "reduction"] == 8  # radius 560 / 8 = 70 >= 64
     cached_mask, cached = cache.masks[0], cache.images[0].astype(int)
@@ -170,8 +193,13 @@ def test_corrupted_caches_are_reproducible_and_recorded(tmp_path, real_sample):
 
 def test_clean_share_leaves_some_images_clean(tmp_path, real_sample):
     items = real_items(real_sample, 40)
-    mixed = build_cache(items, tmp_path / "mixed", CacheSettings(32, corruption_levels=(1, 4), clean_share=0.5),
-                        workers=1, progress=False)
+    mixed = build_cache(
+        items,
+        tmp_path / "mixed",
+        CacheSettings(32, corruption_levels=(1, 4), clean_share=0.5),
+        workers=1,
+        progress=False,
+    )
     clean = build_cache(items, tmp_path / "clean", CacheSettings(32), workers=1, progress=False)
     untouched = mixed.manifest["corruption"] == ""
     assert 0.25 < untouched.mean() < 0.75
@@ -180,8 +208,9 @@ def test_clean_share_leaves_some_images_clean(tmp_path, real_sample):
 
 
 def test_squares_before_graham(tmp_path, real_sample):
-    squares = build_cache(real_items(real_sample, 4), tmp_path / "s", CacheSettings(32, graham=False), workers=1,
-                          progress=False)
+    squares = build_cache(
+        real_items(real_sample, 4), tmp_path / "s", CacheSettings(32, graham=False), workers=1, progress=False
+    )
     corner = squares.images[:, 0, 0]
     assert corner.max() < 30  # black outside the fundus, not Graham's grey 128
 
@@ -212,7 +241,9 @@ def test_a_build_checks_free_space_first(tmp_path, real_sample, monkeypatch):
 
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=90_000))
-    with pytest.raises(DiskFullError, match=r"the cache of 8 images at 64 px needs 98,304 bytes in .*/c but only 90,000"):
+    with pytest.raises(
+        DiskFullError, match=r"the cache of 8 images at 64 px needs 98,304 bytes in .*/c but only 90,000"
+    ):
         build_cache(real_items(real_sample, 8), tmp_path / "c", CacheSettings(64), workers=1, progress=False)
 
 
@@ -236,7 +267,9 @@ def test_a_same_size_replacement_image_is_seen(tmp_path, real_sample):
     from fundus_lib.data.cache import cache_key
 
     assert cache_key(items, CacheSettings(32)) != before.root.name
-    after = build_cache(items, tmp_path / cache_key(items, CacheSettings(32)), CacheSettings(32), workers=1, progress=False)
+    after = build_cache(
+        items, tmp_path / cache_key(items, CacheSettings(32)), CacheSettings(32), workers=1, progress=False
+    )
     assert after.manifest.at[0, "sha1"] == hashlib.sha1(padded).hexdigest() != before.manifest.at[0, "sha1"]
     assert not np.array_equal(after.images[0], before.images[0])
 

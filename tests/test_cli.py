@@ -28,8 +28,10 @@ def test_data_reports_a_broken_labels_file(tmp_path, capsys):
     (tmp_path / "images").mkdir()
     (tmp_path / "labels.csv").write_text("image,level\n1_left,7\n")
     params = tmp_path / "p.yaml"
-    params.write_text(f"name: p\ndata:\n  source: eyepacs\n  eyepacs: {{images_dir: {tmp_path / 'images'}, "
-                      f"labels_csv: {tmp_path / 'labels.csv'}}}\n")
+    params.write_text(
+        f"name: p\ndata:\n  source: eyepacs\n  eyepacs: {{images_dir: {tmp_path / 'images'}, "
+        f"labels_csv: {tmp_path / 'labels.csv'}}}\n"
+    )
     assert main(["data", str(params)]) == 2
     err = capsys.readouterr().err
     assert "level must be an integer 0-4" in err and "line 2" in err
@@ -37,8 +39,10 @@ def test_data_reports_a_broken_labels_file(tmp_path, capsys):
 
 def test_real_paths_without_source_eyepacs_stop_check_and_data(tmp_path, capsys, real_sample):
     params = tmp_path / "p.yaml"
-    params.write_text(f"name: p\ndata:\n  eyepacs: {{images_dir: {real_sample / 'images'}, "
-                      f"labels_csv: {real_sample / 'labels.csv'}}}\n")
+    params.write_text(
+        f"name: p\ndata:\n  eyepacs: {{images_dir: {real_sample / 'images'}, "
+        f"labels_csv: {real_sample / 'labels.csv'}}}\n"
+    )
     for command in ("check", "data"):
         assert main([command, str(params)]) == 2
         err = capsys.readouterr().err
@@ -52,8 +56,10 @@ def test_unknown_chapter_lists_the_chapters(capsys):
 
 def test_data_prints_the_split(capsys, real_sample, tmp_path):
     params = tmp_path / "real.yaml"
-    params.write_text(f"name: real\ndata:\n  source: eyepacs\n  image_size: 32\n  workers: 1\n"
-                      f"  eyepacs: {{images_dir: {real_sample / 'images'}, labels_csv: {real_sample / 'labels.csv'}}}\n")
+    params.write_text(
+        f"name: real\ndata:\n  source: eyepacs\n  image_size: 32\n  workers: 1\n"
+        f"  eyepacs: {{images_dir: {real_sample / 'images'}, labels_csv: {real_sample / 'labels.csv'}}}\n"
+    )
     assert main(["data", str(params)]) == 0
     out = capsys.readouterr().out
     assert "manifest hash" in out and "10 image(s) skipped" in out and "grayscale" in out
@@ -72,8 +78,10 @@ def test_data_where_no_image_is_usable_is_an_error(tmp_path, capsys):
     (images / "1_left.jpeg").write_text("not an image")
     (tmp_path / "labels.csv").write_text("image,level\n1_left,0\n1_right,1\n2_left,2\n")
     params = tmp_path / "p.yaml"
-    params.write_text(f"name: p\ndata:\n  source: eyepacs\n  workers: 1\n"
-                      f"  eyepacs: {{images_dir: {images}, labels_csv: {tmp_path / 'labels.csv'}}}\n")
+    params.write_text(
+        f"name: p\ndata:\n  source: eyepacs\n  workers: 1\n"
+        f"  eyepacs: {{images_dir: {images}, labels_csv: {tmp_path / 'labels.csv'}}}\n"
+    )
     assert main(["data", str(params)]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert last.startswith(f"fundus data: none of the 3 listed images in {images} is usable")
@@ -104,8 +112,11 @@ def test_a_chapter_kernel_dies_with_fundus_run(tmp_path):
     import time
 
     fundus = Path(sys.executable).parent / "fundus"
-    process = subprocess.Popen([str(fundus), "run", "01", "--params", "params/smoke.yaml", "--out", str(tmp_path), "--quiet"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(fundus), "run", "01", "--params", "params/smoke.yaml", "--out", str(tmp_path), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not (kernels := _kernels(process.pid)) and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -85,7 +85,10 @@ def test_missing_name_is_reported():
 def test_overrides_merge_into_nested_sections():
     params = load_params(project_root() / "params" / "demo.yaml", {"data": {"image_size": 64}})
     assert params.data.image_size == 64
-    assert params.data.synthetic.n_patients == load_params(project_root() / "params" / "demo.yaml").data.synthetic.n_patients
+    assert (
+        params.data.synthetic.n_patients
+        == load_params(project_root() / "params" / "demo.yaml").data.synthetic.n_patients
+    )
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
@@ -98,7 +101,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_full_scale_params_list_every_row_of_table_4():
-    from fundus_lib.report import report_table
+    from fundus_lib.report.numbers import report_table
 
     rows = set()
     for name in ("eyepacs-256", "eyepacs-512"):
@@ -112,7 +115,7 @@ def test_full_scale_params_list_every_row_of_table_4():
 def test_the_512_px_params_list_every_configuration_of_tables_5_to_9():
     """The report's sections 3-5 used efficientnet-b0 at 512 px: every row of its tables is a run."""
     from fundus_lib.experiments import adversarial_runs, balancing_runs, corruption_runs, level_label
-    from fundus_lib.report import report_table
+    from fundus_lib.report.numbers import report_table
 
     params = load_params(project_root() / "params" / "eyepacs-512.yaml")
     table5 = report_table("table5")
@@ -120,13 +123,19 @@ def test_the_512_px_params_list_every_configuration_of_tables_5_to_9():
     assert list(runs5) == list(table5["method"])
     for row in table5.itertuples():
         config = runs5[row.method]
-        assert (config.model, config.image_size, config.batch_size, config.epochs) == \
-            ("efficientnet-b0", 512, row.batch_size, row.epochs), row.method
+        assert (config.model, config.image_size, config.batch_size, config.epochs) == (
+            "efficientnet-b0",
+            512,
+            row.batch_size,
+            row.epochs,
+        ), row.method
     corrupted = corruption_runs(params)
     for table in ("table6", "table7"):
         assert list(corrupted[table]) == list(report_table(table)["level_range"]), table
-        assert all(config.epochs == 20 and config.image_size == 512 and config.batch_size == 48
-                   and config.dropout == 0 for config in corrupted[table].values())
+        assert all(
+            config.epochs == 20 and config.image_size == 512 and config.batch_size == 48 and config.dropout == 0
+            for config in corrupted[table].values()
+        )
     assert level_label(params.corruption.test_levels) == "1-4"  # Table 8's corrupted test set
     adversarial = adversarial_runs(params)
     assert list(adversarial) == ["baseline", "adversarially trained"]
@@ -160,8 +169,9 @@ def test_corruption_levels_are_checked():
         validate_params({"name": "x", "corruption": {"level_ranges": [[1, 7]]}})
 
 
-@pytest.mark.parametrize("key, value", [("epochs", True), ("epochs", "3"), ("lr", "1e-3"), ("augment", "yes"),
-                                        ("dropout", False)])
+@pytest.mark.parametrize(
+    "key, value", [("epochs", True), ("epochs", "3"), ("lr", "1e-3"), ("augment", "yes"), ("dropout", False)]
+)
 def test_types_are_strict(key, value):
     """`epochs: true` was one epoch and quoted numbers or "yes" were coerced."""
     with pytest.raises(ParamsError, match=rf"'train\.{key}'.*got {value!r}"):

@@ -15,8 +15,10 @@ from fundus_lib.paths import project_root
 
 @pytest.fixture(scope="module")
 def data():
-    params = load_params(project_root() / "params" / "smoke.yaml",
-                         {"data": {"synthetic": {"spurious_cue": 1.0, "distractor": 0.5, "n_patients": 12}}})
+    params = load_params(
+        project_root() / "params" / "smoke.yaml",
+        {"data": {"synthetic": {"spurious_cue": 1.0, "distractor": 0.5, "n_patients": 12}}},
+    )
     return prepare_data(params, progress=False)
 
 
@@ -49,8 +51,11 @@ def test_switching_a_patch_off_changes_only_its_region(data, patch, code):
 
 def test_real_data_has_no_counterfactuals(real_sample):
     smoke = load_params(project_root() / "params" / "smoke.yaml").model_dump()
-    real = {"images_dir": str(real_sample / "images"), "labels_csv": str(real_sample / "labels.csv"),
-            "max_images": 16}  # the first 10 are grayscale (skipped): 6 usable images
+    real = {
+        "images_dir": str(real_sample / "images"),
+        "labels_csv": str(real_sample / "labels.csv"),
+        "max_images": 16,
+    }  # the first 10 are grayscale (skipped): 6 usable images
     smoke["data"].update(source="eyepacs", synthetic={}, eyepacs=real)  # synthetic settings under eyepacs are an error
     params = validate_params(smoke)
     with pytest.raises(ValueError, match="synthetic"):

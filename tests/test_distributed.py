@@ -21,8 +21,11 @@ from fundus_lib.config import load_params, run_config
 from fundus_lib.paths import project_root
 from fundus_lib.runs import get_run
 
-SETTINGS = {"train": {"epochs": 3, "augment": False, "dropout": 0.0}, "runtime": {"loader_workers": 0},
-            "baselines": [{"model": "small-cnn", "image_size": 48, "batch_size": 16}]}
+SETTINGS = {
+    "train": {"epochs": 3, "augment": False, "dropout": 0.0},
+    "runtime": {"loader_workers": 0},
+    "baselines": [{"model": "small-cnn", "image_size": 48, "batch_size": 16}],
+}
 
 
 def distance(first: dict, second: dict) -> float:
@@ -48,8 +51,24 @@ def test_two_processes_follow_one_process(tmp_path, monkeypatch):
 
     environment = {**os.environ, "FUNDUS_RUNS_DIR": str(tmp_path / "ddp-runs")}
     torchrun = Path(sys.executable).parent / "torchrun"
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "fundus_lib.cli", "train",
-                             str(params_file), "--only", "02 baselines", "--quiet"], env=environment, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "fundus_lib.cli",
+            "train",
+            str(params_file),
+            "--only",
+            "02 baselines",
+            "--quiet",
+        ],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     monkeypatch.setenv("FUNDUS_RUNS_DIR", str(tmp_path / "ddp-runs"))

@@ -8,15 +8,28 @@ import pandas as pd
 import pytest
 
 from fundus_lib.data.cache import CacheSettings, build_cache
-from fundus_lib.data.duplicates import (CONFLICTING, DUPLICATE, conflicting_pairs, difference_hashes,
-                                        duplicate_counts, exact_groups, exclude_seen, near_duplicates,
-                                        resolve_duplicates)
+from fundus_lib.data.duplicates import (
+    CONFLICTING,
+    DUPLICATE,
+    conflicting_pairs,
+    difference_hashes,
+    duplicate_counts,
+    exact_groups,
+    exclude_seen,
+    near_duplicates,
+    resolve_duplicates,
+)
 from fundus_lib.data.layouts import read_folder
 
 # SOURCES.md of idrid_grading: (first, second, same DR grade)
-KNOWN_PAIRS = [("train/IDRiD_021", "train/IDRiD_391", False), ("train/IDRiD_028", "train/IDRiD_327", False),
-               ("train/IDRiD_045", "train/IDRiD_333", True), ("train/IDRiD_073", "train/IDRiD_375", True),
-               ("train/IDRiD_079", "train/IDRiD_279", True), ("train/IDRiD_118", "test/IDRiD_064", False)]
+KNOWN_PAIRS = [
+    ("train/IDRiD_021", "train/IDRiD_391", False),
+    ("train/IDRiD_028", "train/IDRiD_327", False),
+    ("train/IDRiD_045", "train/IDRiD_333", True),
+    ("train/IDRiD_073", "train/IDRiD_375", True),
+    ("train/IDRiD_079", "train/IDRiD_279", True),
+    ("train/IDRiD_118", "test/IDRiD_064", False),
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +56,11 @@ def test_a_duplicate_is_kept_once_and_a_conflicting_pair_excluded(idrid_cache):
         else:
             assert (resolved.loc[[first, second], "status"] == "skipped").all()
             assert resolved.loc[[first, second], "reason"].str.startswith(CONFLICTING).all()
-    assert duplicate_counts(resolved.reset_index()) == {"duplicates dropped": 3, "conflicting photographs excluded": 6,
-                                                        "conflicting groups": 3}
+    assert duplicate_counts(resolved.reset_index()) == {
+        "duplicates dropped": 3,
+        "conflicting photographs excluded": 6,
+        "conflicting groups": 3,
+    }
     assert (resolved["status"] == "ok").sum() == 516 - 9
 
 
@@ -82,9 +98,13 @@ def test_prepared_data_never_splits_a_photograph_twice(real_sample, tmp_path, mo
     labels = pd.concat([labels, pd.DataFrame({"image": ["copy99_left"], "level": [labels.at[0, "level"]]})])
     labels[["image", "level"]].to_csv(tmp_path / "labels.csv", index=False)
     params = load_params("params/smoke.yaml")
-    data_config = params.data.model_copy(update={
-        "source": "eyepacs", "image_size": 32,
-        "eyepacs": EyepacsConfig(images_dir=images, labels_csv=tmp_path / "labels.csv")})
+    data_config = params.data.model_copy(
+        update={
+            "source": "eyepacs",
+            "image_size": 32,
+            "eyepacs": EyepacsConfig(images_dir=images, labels_csv=tmp_path / "labels.csv"),
+        }
+    )
     data = prepare_data(params.model_copy(update={"data": data_config}), progress=False)
     manifest = data.manifest.set_index("image")
     assert manifest.at["copy99_left", "status"] == "skipped" and manifest.at["copy99_left", "split"] == ""

@@ -12,13 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fundus_lib import findings
+from fundus_lib import findings, statistics
 from fundus_lib.config import load_params
 from fundus_lib.experiments import balancing_runs
 from fundus_lib.metrics import confusion
 from fundus_lib.paths import project_root
-from fundus_lib.report import report_table
-from fundus_lib import statistics
+from fundus_lib.report.numbers import report_table
 from fundus_lib.statistics import CONTRADICTED, HIGHER, INCONCLUSIVE, NOT_TESTED, REPRODUCED, SMALLER
 
 N_IMAGES = 1500
@@ -48,8 +47,13 @@ def fake_arm(name: str, accuracy: float, seeds: int = 3, valid_balanced_accuracy
     for _ in range(seeds):
         wrong = rng.random(N_IMAGES) > accuracy
         predictions.append(np.where(wrong, (LABELS + 1) % 5, LABELS))
-    runs = tuple(FakeRun({"balanced_accuracy": valid_balanced_accuracy},
-                         {"valid": confusion(LABELS, p), "test": confusion(LABELS, p)}) for p in predictions)
+    runs = tuple(
+        FakeRun(
+            {"balanced_accuracy": valid_balanced_accuracy},
+            {"valid": confusion(LABELS, p), "test": confusion(LABELS, p)},
+        )
+        for p in predictions
+    )
     return findings.Arm(name, np.arange(N_IMAGES).astype(str), LABELS, np.stack(predictions), runs)
 
 
@@ -64,8 +68,12 @@ def table5_arms(accuracies: dict[str, float], seeds: int = 3) -> tuple[dict, dic
     return arms, {name: findings.report_balancing_kind(name) for name in names}
 
 
-TABLE5_TESTS = (findings.reweighting_balances, findings.oversampling_overfits, findings.restart_trades_accuracy,
-                findings.smote_is_worst)
+TABLE5_TESTS = (
+    findings.reweighting_balances,
+    findings.oversampling_overfits,
+    findings.restart_trades_accuracy,
+    findings.smote_is_worst,
+)
 
 
 @pytest.mark.parametrize("test", TABLE5_TESTS)
@@ -136,9 +144,14 @@ def test_a_claim_without_its_rows_is_not_tested():
 def test_larger_images_count_models_each_with_its_own_interval():
     """Three models, two of which gain: "most" (2 of 3) is reproduced, whatever the third does;
     each model's comparison carries the report's value for that model."""
-    arms = {("resnet18", 256, True): fake_arm("r256", 0.6), ("resnet18", 512, True): fake_arm("r512", 0.9),
-            ("resnet50", 256, True): fake_arm("a256", 0.6), ("resnet50", 512, True): fake_arm("a512", 0.9),
-            ("small-cnn", 64, False): fake_arm("s64", 0.9), ("small-cnn", 128, False): fake_arm("s128", 0.5)}
+    arms = {
+        ("resnet18", 256, True): fake_arm("r256", 0.6),
+        ("resnet18", 512, True): fake_arm("r512", 0.9),
+        ("resnet50", 256, True): fake_arm("a256", 0.6),
+        ("resnet50", 512, True): fake_arm("a512", 0.9),
+        ("small-cnn", 64, False): fake_arm("s64", 0.9),
+        ("small-cnn", 128, False): fake_arm("s128", 0.5),
+    }
     finding = findings.larger_images_help(arms, report_table("table4"))
     assert len(finding.comparisons) == 3 and finding.must_hold == 2
     assert [item.verdict for item in finding.comparisons].count(REPRODUCED) == 2
@@ -150,9 +163,11 @@ def test_larger_images_count_models_each_with_its_own_interval():
 def test_sizes_are_compared_from_the_same_weights_and_weights_at_the_same_size():
     """Lite0 from ImageNet at 96 and 128 px and from scratch at 128 px: the size comparison pairs the
     two ImageNet rows (never the scratch row), the transfer comparison the two 128 px rows."""
-    arms = {("efficientnet-lite0", 128, True): fake_arm("imagenet 128", 0.9),
-            ("efficientnet-lite0", 96, True): fake_arm("imagenet 96", 0.6),
-            ("efficientnet-lite0", 128, False): fake_arm("scratch 128", 0.3)}
+    arms = {
+        ("efficientnet-lite0", 128, True): fake_arm("imagenet 128", 0.9),
+        ("efficientnet-lite0", 96, True): fake_arm("imagenet 96", 0.6),
+        ("efficientnet-lite0", 128, False): fake_arm("scratch 128", 0.3),
+    }
     sizes = findings.larger_images_help(arms, report_table("table4"))
     transfer = findings.transfer_helps(arms)
     assert len(sizes.comparisons) == 1 and len(transfer.comparisons) == 1
@@ -192,7 +207,9 @@ def test_attack_findings_compare_robust_accuracy_per_image():
         frames = []
         for eps in (0, 1 / 255, 2 / 255):
             attacked = np.where(rng.random(200) < (1 if eps == 0 else robust), labels, (labels + 1) % 5)
-            frames.append(pd.DataFrame({"eps": eps, "row": rows, "label": labels, "clean": labels, "attacked": attacked}))
+            frames.append(
+                pd.DataFrame({"eps": eps, "row": rows, "label": labels, "clean": labels, "attacked": attacked})
+            )
         return pd.concat(frames)
 
     arms = {"baseline": fake_arm("baseline", 0.8), "adversarially trained": fake_arm("adv", 0.8)}
@@ -234,8 +251,13 @@ def test_an_image_without_a_value_in_one_seed_pair_leaves_every_pair():
 
 def piece(outcome: str) -> findings.Evidence:
     """A piece of evidence whose interval gives ``outcome`` (claim: more than +1 point)."""
-    low, high = {REPRODUCED: (0.02, 0.05), SMALLER: (-0.005, 0.005), CONTRADICTED: (-0.05, -0.02),
-                 INCONCLUSIVE: (0.0, 0.05), NOT_TESTED: (float("nan"), float("nan"))}[outcome]
+    low, high = {
+        REPRODUCED: (0.02, 0.05),
+        SMALLER: (-0.005, 0.005),
+        CONTRADICTED: (-0.05, -0.02),
+        INCONCLUSIVE: (0.0, 0.05),
+        NOT_TESTED: (float("nan"), float("nan")),
+    }[outcome]
     estimate = statistics.Estimate((low + high) / 2, low, high, 100, 3)
     return findings.Evidence("m", statistics.Comparison("m", "share", HIGHER, 0.01, estimate, -0.01))
 
@@ -248,14 +270,18 @@ def test_the_overall_verdict_treats_a_piece_that_cannot_discriminate_as_no_evide
     assert findings.overall_verdict([piece(REPRODUCED), piece(SMALLER)]) == findings.WORDS[SMALLER]
     assert findings.overall_verdict([piece(NOT_TESTED)]) == "untested"
     undecided = findings.cannot_discriminate(piece(CONTRADICTED), "the baseline ignores the cue")
-    assert undecided.word == "inconclusive" and findings.overall_verdict([piece(REPRODUCED), undecided]) == "inconclusive"
+    assert (
+        undecided.word == "inconclusive" and findings.overall_verdict([piece(REPRODUCED), undecided]) == "inconclusive"
+    )
 
 
 def test_a_finding_with_an_undecidable_part_is_inconclusive_at_best():
     arms, kinds = table5_arms({"SMOTE": 0.4})
     decided = findings.smote_is_worst(arms, kinds, report5())
     assert decided.verdict == REPRODUCED
-    partial = findings.Finding("x", "y", decided.comparisons, decided.reported, decided.n, "", ("cue: cannot discriminate",))
+    partial = findings.Finding(
+        "x", "y", decided.comparisons, decided.reported, decided.n, "", ("cue: cannot discriminate",)
+    )
     assert partial.verdict == INCONCLUSIVE and "cannot discriminate" in partial.ours
 
 
@@ -267,8 +293,14 @@ def reliance_table(rng, n, cue_flip_rate, distractor_flip_rate):
     def flipped(rate):
         return np.where(rng.random(n) < rate, (generated + 1) % 5, generated)
 
-    return pd.DataFrame({"row": np.arange(n), "as generated": generated, "cue flipped": flipped(cue_flip_rate),
-                         "distractor flipped": flipped(distractor_flip_rate)})
+    return pd.DataFrame(
+        {
+            "row": np.arange(n),
+            "as generated": generated,
+            "cue flipped": flipped(cue_flip_rate),
+            "distractor flipped": flipped(distractor_flip_rate),
+        }
+    )
 
 
 def test_the_cue_has_power_only_when_its_flips_beat_the_distractors():

@@ -9,7 +9,7 @@ import pytest
 
 from fundus_lib.cli import main
 from fundus_lib.config import load_params, run_config
-from fundus_lib.grading import external_measures, per_grade
+from fundus_lib.evaluation.grading import external_measures, per_grade
 from fundus_lib.paths import project_root
 from fundus_lib.runs import get_run
 

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fundus_lib.losses import (
+from fundus_lib.training.losses import (
     build_loss,
     class_balanced_weights,
     default_beta,
@@ -30,14 +30,18 @@ def test_focal_with_gamma_zero_is_cross_entropy(batch):
     logits, labels = batch
     per_image = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
     assert torch.equal(focal_loss(logits, labels, 0.0), per_image.mean())
-    assert torch.allclose(focal_loss(logits, labels, 0.0), torch.nn.functional.cross_entropy(logits, labels), rtol=1e-6, atol=0)
-    assert torch.allclose(build_loss("focal", gamma=0.0)(logits, labels), torch.nn.functional.cross_entropy(logits, labels))
+    assert torch.allclose(
+        focal_loss(logits, labels, 0.0), torch.nn.functional.cross_entropy(logits, labels), rtol=1e-6, atol=0
+    )
+    assert torch.allclose(
+        build_loss("focal", gamma=0.0)(logits, labels), torch.nn.functional.cross_entropy(logits, labels)
+    )
 
 
 def test_focal_matches_its_definition_and_down_weights_easy_examples(batch):
     logits, labels = batch
     p_t = torch.softmax(logits, 1)[torch.arange(64), labels]
-    expected = (-(1 - p_t) ** 2 * torch.log(p_t)).mean()
+    expected = (-((1 - p_t) ** 2) * torch.log(p_t)).mean()
     assert torch.allclose(focal_loss(logits, labels, 2.0), expected, atol=1e-6)
     assert focal_loss(logits, labels, 2.0) < focal_loss(logits, labels, 1.0) < focal_loss(logits, labels, 0.0)
 
@@ -47,8 +51,9 @@ def test_weighted_cross_entropy_matches_torch(batch):
     weights = inverse_frequency_weights(COUNTS)
     ours = build_loss("inverse_frequency", class_counts=COUNTS)(logits, labels)
     # torch's weighted CE divides by the summed weights; ours averages weighted losses (the report's eq. 9)
-    reference = torch.nn.functional.cross_entropy(logits, labels, weight=torch.tensor(weights, dtype=torch.float32),
-                                                  reduction="sum") / len(labels)
+    reference = torch.nn.functional.cross_entropy(
+        logits, labels, weight=torch.tensor(weights, dtype=torch.float32), reduction="sum"
+    ) / len(labels)
     assert torch.allclose(ours, reference, atol=1e-6)
 
 
@@ -96,7 +101,7 @@ def test_bad_arguments():
 
 def test_the_schema_offers_exactly_the_implemented_losses():
     from fundus_lib.config import LOSS_NAMES
-    from fundus_lib.losses import LOSSES
+    from fundus_lib.training.losses import LOSSES
 
     assert LOSS_NAMES == LOSSES
     for name in LOSSES:

@@ -18,9 +18,11 @@ grades = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=1, m
 def sklearn_scores(y_true, y_pred):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return {"accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred))),
-                "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
-                "kappa": cohen_kappa_score(y_true, y_pred, weights="quadratic", labels=list(range(5)))}
+        return {
+            "accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred))),
+            "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
+            "kappa": cohen_kappa_score(y_true, y_pred, weights="quadratic", labels=list(range(5))),
+        }
 
 
 def assert_same(ours, reference):
@@ -41,12 +43,12 @@ def test_random_inputs_match_sklearn(pairs):
 @pytest.mark.parametrize(
     "y_true, y_pred",
     [
-        ([0, 0, 0, 0], [0, 0, 0, 0]),          # one class only, all right: kappa undefined
-        ([0, 0, 0, 0], [1, 2, 0, 0]),          # one class in y_true
-        ([2, 2, 2], [0, 0, 0]),                # one class each, all wrong
-        ([0, 1, 2, 3], [0, 1, 2, 3]),          # perfect, grade 4 empty
-        ([0, 1, 3, 3, 1], [1, 1, 3, 0, 4]),    # grade 2 and 4 absent from y_true
-        ([4, 4, 0, 0], [0, 0, 4, 4]),          # maximally wrong
+        ([0, 0, 0, 0], [0, 0, 0, 0]),  # one class only, all right: kappa undefined
+        ([0, 0, 0, 0], [1, 2, 0, 0]),  # one class in y_true
+        ([2, 2, 2], [0, 0, 0]),  # one class each, all wrong
+        ([0, 1, 2, 3], [0, 1, 2, 3]),  # perfect, grade 4 empty
+        ([0, 1, 3, 3, 1], [1, 1, 3, 0, 4]),  # grade 2 and 4 absent from y_true
+        ([4, 4, 0, 0], [0, 0, 4, 4]),  # maximally wrong
     ],
 )
 def test_edge_cases_match_sklearn(y_true, y_pred):

@@ -8,15 +8,15 @@ import torchvision
 
 from fundus_lib.config import MODEL_NAMES
 from fundus_lib.models import (
-    IMAGENET_MEAN,
     FOLDABLE,
+    IMAGENET_MEAN,
     IMAGENET_STD,
     create_model,
     inference_model,
     list_models,
 )
+from fundus_lib.report.numbers import report_table
 from fundus_lib.weights import WeightsError, pretrained_weights_file
-from fundus_lib.report import report_table
 
 
 def n_parameters(model):
@@ -169,9 +169,17 @@ def test_the_packaged_lite_weights_recognise_imagenet_photographs(name):
     skimage_data = pytest.importorskip("skimage.data")
     model = imagenet_lite(name)
     photographs = [skimage_data.chelsea(), skimage_data.coffee()]
-    batch = torch.stack([torch.nn.functional.interpolate(
-        torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, size=(224, 224), mode="bilinear",
-        antialias=True)[0] for image in photographs])
+    batch = torch.stack(
+        [
+            torch.nn.functional.interpolate(
+                torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255,
+                size=(224, 224),
+                mode="bilinear",
+                antialias=True,
+            )[0]
+            for image in photographs
+        ]
+    )
     with torch.no_grad():
         top = model(batch).softmax(dim=1).topk(3, dim=1)
     assert top.indices[0, 0].item() in {281, 282, 285} and top.values[0, 0] > 0.3
@@ -179,7 +187,9 @@ def test_the_packaged_lite_weights_recognise_imagenet_photographs(name):
 
 
 def test_a_pretrained_lite_model_keeps_the_imagenet_backbone_and_gets_a_new_head():
-    model = create_model("efficientnet-lite0", num_classes=5, weights=pretrained_weights_file("efficientnet-lite0", "x"))
+    model = create_model(
+        "efficientnet-lite0", num_classes=5, weights=pretrained_weights_file("efficientnet-lite0", "x")
+    )
     state = torch.load(pretrained_weights_file("efficientnet-lite0", "x"), map_location="cpu", weights_only=True)
     assert torch.equal(model.backbone._conv_stem.weight, state["_conv_stem.weight"])
     assert model.backbone._fc.out_features == 5

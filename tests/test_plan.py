@@ -10,7 +10,7 @@ from fundus_lib.config import load_params
 from fundus_lib.experiments import all_runs
 from fundus_lib.plan import cache_bytes, epoch_images, image_passes, labelled_counts, plan_report, training_plan
 from fundus_lib.runs import run_data
-from fundus_lib.train import training_set
+from fundus_lib.training.loop import training_set
 
 
 def test_epoch_images_match_the_training_sets_the_trainer_builds():

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from sklearn.metrics import cohen_kappa_score
 
-from fundus_lib.readout import MIDPOINTS, ThresholdReadout, expected_grade, fit_thresholds, threshold_grades
+from fundus_lib.training.readout import MIDPOINTS, ThresholdReadout, expected_grade, fit_thresholds, threshold_grades
 
 
 def biased_scores(n: int = 2000, seed: int = 0):
@@ -30,8 +30,9 @@ def test_fitted_thresholds_beat_rounding_and_agree_with_sklearn():
     assert fitted > rounded + 0.05
     # thresholds fitted on one sample carry over to another sample of the same kind
     other_scores, other_labels = biased_scores(seed=1)
-    assert cohen_kappa_score(other_labels, threshold_grades(other_scores, thresholds), weights="quadratic") > \
-        cohen_kappa_score(other_labels, threshold_grades(other_scores, MIDPOINTS), weights="quadratic")
+    assert cohen_kappa_score(
+        other_labels, threshold_grades(other_scores, thresholds), weights="quadratic"
+    ) > cohen_kappa_score(other_labels, threshold_grades(other_scores, MIDPOINTS), weights="quadratic")
 
 
 def test_the_wrapped_model_decides_as_the_thresholds_and_stays_differentiable():

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fundus_lib.chapters import execute_chapter, list_chapters
 from fundus_lib.config import load_params
 from fundus_lib.paths import project_root
-from fundus_lib.tables import run_label
+from fundus_lib.report.chapters import execute_chapter, list_chapters
+from fundus_lib.report.tables import run_label
 
 ROOT = project_root()
 EDITION = ROOT / "params" / "eyepacs-mini.yaml"
@@ -53,20 +53,36 @@ def shrunk(params: dict) -> dict:
     """The edition's params with only the amounts made small: images, pixels, epochs, samples."""
     small_row = {"image_size": 48, "batch_size": 8, "epochs": 1}
     params = dict(params, name="eyepacs-mini-slice")
-    params["data"] = {**params["data"], "image_size": 48, "workers": 2,
-                      "eyepacs": {**params["data"]["eyepacs"], "max_images": SLICE_IMAGES}}
+    params["data"] = {
+        **params["data"],
+        "image_size": 48,
+        "workers": 2,
+        "eyepacs": {**params["data"]["eyepacs"], "max_images": SLICE_IMAGES},
+    }
     params["train"] = {**params["train"], "epochs": 1}
     sizes = sorted({row["image_size"] for row in params["baselines"]}, reverse=True)  # kept apart: 48, 40, ...
-    params["baselines"] = [{**row, **small_row, "image_size": 48 - 8 * sizes.index(row["image_size"])}
-                           for row in params["baselines"]]
+    params["baselines"] = [
+        {**row, **small_row, "image_size": 48 - 8 * sizes.index(row["image_size"])} for row in params["baselines"]
+    ]
     for section in ("balancing", "corruption", "adversarial"):
         params[section] = {**params[section], "model": {**params[section]["model"], **small_row}}
     params["corruption"]["oversampled_epochs"] = 1
     params["adversarial"]["fine_tune_epochs"] = 1
-    params["attacks"] = {**params["attacks"], "n_images": 12, "eps_255": [0, 1, 4], "steps": 2,
-                         "decision": {"n_images": 2, "steps": 2, "max_queries": 400},
-                         "robustness": {"n_images": 6, "eps_255": [0, 1, 16], "steps": 3, "square_queries": 100,
-                                        "ladder_steps": 3, "clinical_per_grade": 2}}
+    params["attacks"] = {
+        **params["attacks"],
+        "n_images": 12,
+        "eps_255": [0, 1, 4],
+        "steps": 2,
+        "decision": {"n_images": 2, "steps": 2, "max_queries": 400},
+        "robustness": {
+            "n_images": 6,
+            "eps_255": [0, 1, 16],
+            "steps": 3,
+            "square_queries": 100,
+            "ladder_steps": 3,
+            "clinical_per_grade": 2,
+        },
+    }
     params["attribution"] = {**params["attribution"], "n_images": 4, "ig_steps": 8, "internal_batch_size": 16}
     return params
 
@@ -96,8 +112,11 @@ def outputs(notebook: Path) -> list[dict]:
 
 
 def html_tables(notebook: Path) -> list[str]:
-    return ["".join(output["data"]["text/html"]) for output in outputs(notebook)
-            if "<table" in "".join(output.get("data", {}).get("text/html", ""))]
+    return [
+        "".join(output["data"]["text/html"])
+        for output in outputs(notebook)
+        if "<table" in "".join(output.get("data", {}).get("text/html", ""))
+    ]
 
 
 def test_the_edition_reads_the_real_photographs():
@@ -151,7 +170,7 @@ def test_fundus_grade_gives_the_runs_own_grades_on_its_test_photographs(real_sli
     """`fundus grade` on a folder holding the baseline's test photographs: the same preprocessing
     and readout as the run's own evaluation, so the same grade for every photograph."""
     from fundus_lib.config import run_config
-    from fundus_lib.grading import grade_folder
+    from fundus_lib.evaluation.grading import grade_folder
     from fundus_lib.runs import get_run
 
     _, params = real_slice_book

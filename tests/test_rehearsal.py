@@ -8,14 +8,14 @@ import pytest
 import torch
 import yaml
 
-from fundus_lib.attacks import pgd
-from fundus_lib.attribution import integrated_gradients
-from fundus_lib.config import load_params, run_config, validate_params
+from fundus_lib.attacks.pgd import pgd
+from fundus_lib.attribution.methods import integrated_gradients
+from fundus_lib.config import load_params, validate_params
 from fundus_lib.experiments import all_runs
-from fundus_lib.losses import build_loss
 from fundus_lib.paths import project_root
 from fundus_lib.rehearsal import cpu_micro_batch, rehearsal_params, write_rehearsal
-from fundus_lib.train import _batch_loss, build_model, build_optimizer
+from fundus_lib.training.loop import _batch_loss, build_model, build_optimizer
+from fundus_lib.training.losses import build_loss
 
 ROOT = project_root()
 FULL_SCALE = ("eyepacs-256", "eyepacs-512")
@@ -54,8 +54,10 @@ def test_the_rehearsal_keeps_every_configuration_and_shrinks_the_amounts(name, t
     assert rehearsal.runtime == full.runtime.model_copy(update=on_this_cpu)  # no GPU here
     assert rehearsal.data.image_size == full.data.image_size
     assert rehearsal.attacks.n_images < full.attacks.n_images
-    for ours_eps, theirs_eps in ((rehearsal.attacks.eps_255, full.attacks.eps_255),
-                                 (rehearsal.attacks.robustness.eps_255, full.attacks.robustness.eps_255)):
+    for ours_eps, theirs_eps in (
+        (rehearsal.attacks.eps_255, full.attacks.eps_255),
+        (rehearsal.attacks.robustness.eps_255, full.attacks.robustness.eps_255),
+    ):
         assert set(ours_eps) <= set(theirs_eps) and len(ours_eps) <= 4  # radii of the sweep, none made up
         assert min(ours_eps) == min(theirs_eps) and max(ours_eps) == max(theirs_eps)
     assert full.attacks.robustness.check_eps_255 in rehearsal.attacks.robustness.eps_255
@@ -77,8 +79,11 @@ def test_write_rehearsal_validates_and_names_missing_folders(tmp_path):
 
 def untested_rows() -> dict[tuple[str, int], object]:
     """(model, image size) -> a run config of the full-scale files that no demo or smoke run uses."""
-    exercised = {(config.model, config.image_size) for name in ("demo", "smoke")
-                 for _, config in all_runs(load_params(f"params/{name}.yaml")).values()}
+    exercised = {
+        (config.model, config.image_size)
+        for name in ("demo", "smoke")
+        for _, config in all_runs(load_params(f"params/{name}.yaml")).values()
+    }
     rows = {}
     for name in FULL_SCALE:
         params = load_params(f"params/{name}.yaml")

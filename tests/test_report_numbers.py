@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fundus_lib.report import duration_hours, other_study, report_table
+from fundus_lib.report.numbers import duration_hours, other_study, report_table
 
 
 def test_table1_counts_and_shares_agree():
@@ -44,7 +44,10 @@ def test_baseline_is_the_same_number_everywhere():
     for name in ("table5", "table6", "table9"):
         row = report_table(name).iloc[0]
         assert (row["accuracy"], row["balanced_accuracy"], row["kappa"]) == (
-            baseline["accuracy"], baseline["balanced_accuracy"], baseline["kappa"])
+            baseline["accuracy"],
+            baseline["balanced_accuracy"],
+            baseline["kappa"],
+        )
 
 
 def test_durations():

@@ -11,28 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import require
 from sklearn.metrics import cohen_kappa_score
 from torch import nn
 
-from conftest import require
-from fundus_lib.attacks import pgd, predict_labels
+from fundus_lib.attacks.library import apgd_ce, apgd_t, attack_outcomes, library_attacks, pgd_attack, square
+from fundus_lib.attacks.pgd import pgd, predict_labels, targeted_pgd
+from fundus_lib.attacks.report_code import report_code_pgd
+from fundus_lib.evaluation.robustness import robustness_table, worst_case
 from fundus_lib.models import IMAGENET_MEAN, IMAGENET_STD, Normalize
-from fundus_lib.robustness import (
-    WORST_CASE,
-    apgd_ce,
-    apgd_t,
-    attack_outcomes,
-    library_attacks,
-    masking_check,
-    pgd_attack,
-    report_code_pgd,
-    robustness_table,
-    square,
-    steps_ladder_failures,
-    sweep_failures,
-    targeted_pgd,
-    worst_case,
-)
+from fundus_lib.statistics import WORST_CASE, masking_check, steps_ladder_failures, sweep_failures
 
 SIZE = 16
 EDGES = torch.tensor([-0.022, -0.007, 0.007, 0.022])  # about the quintiles of the red-blue difference
@@ -56,8 +44,16 @@ def graded_noise(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def model() -> nn.Module:
     """Normalize + conv + BatchNorm + dropout + linear, 5 classes, 300 Adam steps; eval mode."""
     torch.manual_seed(0)
-    net = nn.Sequential(Normalize(), nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(8, 5))
+    net = nn.Sequential(
+        Normalize(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(8, 5),
+    )
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     for step in range(300):
         images, labels = graded_noise(128, seed=1000 + step)
@@ -82,9 +78,11 @@ def test_the_toy_model_learned_the_grades(model):
     assert len(torch.unique(labels)) == 5
 
 
-LIBRARY = {"apgd-ce": lambda m, x, y, eps: apgd_ce(m, x, y, eps, steps=20),
-           "apgd-t": lambda m, x, y, eps: apgd_t(m, x, y, eps, steps=10),
-           "square": lambda m, x, y, eps: square(m, x, y, eps, queries=300)}
+LIBRARY = {
+    "apgd-ce": lambda m, x, y, eps: apgd_ce(m, x, y, eps, steps=20),
+    "apgd-t": lambda m, x, y, eps: apgd_t(m, x, y, eps, steps=10),
+    "square": lambda m, x, y, eps: square(m, x, y, eps, queries=300),
+}
 
 
 @pytest.mark.parametrize("name", LIBRARY)
@@ -124,8 +122,9 @@ def test_attacks_run_in_eval_mode_and_restore_modes(model, sample, name):
 
 def test_apgd_is_at_least_as_strong_as_the_reports_pgd(model, sample):
     images, labels = sample
-    outcomes = attack_outcomes(model, images, labels, [1 / 255], {"pgd-5": pgd_attack(5),
-                                                                   "apgd-ce": LIBRARY["apgd-ce"]}, progress=False)
+    outcomes = attack_outcomes(
+        model, images, labels, [1 / 255], {"pgd-5": pgd_attack(5), "apgd-ce": LIBRARY["apgd-ce"]}, progress=False
+    )
     table = robustness_table(outcomes, with_worst_case=False).set_index("attack")["robust_accuracy"]
     assert table["apgd-ce"] <= table["pgd-5"] + 1 / len(labels)
 
@@ -154,7 +153,9 @@ def test_apgd_equals_torchattacks_port(model, sample):
     images, labels = sample
     for eps in (0.5 / 255, 2 / 255):
         ours = apgd_ce(model, images, labels, eps, steps=20)
-        theirs = torchattacks.APGD(model, norm="Linf", eps=eps, steps=20, n_restarts=1, seed=0, loss="ce")(images, labels)
+        theirs = torchattacks.APGD(model, norm="Linf", eps=eps, steps=20, n_restarts=1, seed=0, loss="ce")(
+            images, labels
+        )
         assert torch.equal(ours, theirs)
         assert (predict_labels(model, ours) != labels).any()
 
@@ -170,8 +171,9 @@ def test_square_equals_torchattacks_port(model, sample):
 
 def test_outcomes_and_table_count_as_by_hand(model, sample):
     images, labels = sample
-    outcomes = attack_outcomes(model, images[:12], labels[:12], [0, 2 / 255], {"pgd-5": pgd_attack(5)},
-                               batch_size=5, progress=False)
+    outcomes = attack_outcomes(
+        model, images[:12], labels[:12], [0, 2 / 255], {"pgd-5": pgd_attack(5)}, batch_size=5, progress=False
+    )
     assert len(outcomes) == 24 and set(outcomes["eps_255"]) == {0, 2}
     at_zero = outcomes[outcomes["eps"] == 0]
     assert (at_zero["attacked"] == at_zero["clean"]).all()
@@ -192,8 +194,9 @@ def test_outcomes_at_eps_zero_run_no_attack(model, sample):
         calls.append(eps)
         return pgd_attack(2)(net, x, y, eps)
 
-    outcomes = attack_outcomes(model, images[:8], labels[:8], [0, 1 / 255], {"pgd": recording}, batch_size=4,
-                               progress=False)
+    outcomes = attack_outcomes(
+        model, images[:8], labels[:8], [0, 1 / 255], {"pgd": recording}, batch_size=4, progress=False
+    )
     assert calls == [1 / 255, 1 / 255]
     at_zero = outcomes[outcomes["eps"] == 0]
     assert len(at_zero) == 8 and (at_zero["attacked"] == at_zero["clean"]).all()
@@ -204,8 +207,9 @@ def test_transfer_outcomes_grade_with_the_target_model(model, sample):
     crafted on the model itself is at least as strong."""
     images, labels = sample
     torch.manual_seed(5)
-    other = nn.Sequential(Normalize(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(4, 5)).eval()
+    other = nn.Sequential(
+        Normalize(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)
+    ).eval()
     white = attack_outcomes(model, images, labels, [2 / 255], {"pgd": pgd_attack(10)}, progress=False)
     transfer = attack_outcomes(model, images, labels, [2 / 255], {"pgd": pgd_attack(10)}, progress=False, source=other)
     assert (transfer["clean"] == white["clean"]).all()
@@ -213,14 +217,24 @@ def test_transfer_outcomes_grade_with_the_target_model(model, sample):
 
 
 def outcome_rows(attack: str, eps: float, attacked: list[int], labels: list[int]) -> pd.DataFrame:
-    return pd.DataFrame({"attack": attack, "eps": eps, "eps_255": eps * 255, "image": range(len(labels)),
-                         "label": labels, "clean": labels, "attacked": attacked})
+    return pd.DataFrame(
+        {
+            "attack": attack,
+            "eps": eps,
+            "eps_255": eps * 255,
+            "image": range(len(labels)),
+            "label": labels,
+            "clean": labels,
+            "attacked": attacked,
+        }
+    )
 
 
 def test_worst_case_takes_the_first_attack_that_misgrades():
     labels = [0, 1, 2, 3]
-    outcomes = pd.concat([outcome_rows("apgd-ce", 1 / 255, [0, 2, 2, 3], labels),
-                          outcome_rows("apgd-t", 1 / 255, [1, 3, 2, 3], labels)])
+    outcomes = pd.concat(
+        [outcome_rows("apgd-ce", 1 / 255, [0, 2, 2, 3], labels), outcome_rows("apgd-t", 1 / 255, [1, 3, 2, 3], labels)]
+    )
     worst = worst_case(outcomes).sort_values("image")
     assert worst["attacked"].tolist() == [1, 2, 2, 3]  # image 1: apgd-ce comes first
     assert (worst["attack"] == WORST_CASE).all()
@@ -231,8 +245,9 @@ def test_worst_case_takes_the_first_attack_that_misgrades():
 
 
 def curve(accuracies, n=20, attack=WORST_CASE, eps=(0, 1, 2, 4, 16)) -> pd.DataFrame:
-    return pd.DataFrame({"attack": attack, "eps_255": eps, "eps": np.array(eps) / 255, "robust_accuracy": accuracies,
-                         "n": n})
+    return pd.DataFrame(
+        {"attack": attack, "eps_255": eps, "eps": np.array(eps) / 255, "robust_accuracy": accuracies, "n": n}
+    )
 
 
 def test_the_sweep_check_passes_a_working_attack_and_fails_a_broken_one():
@@ -250,8 +265,9 @@ def test_the_sweep_check_passes_two_seeds_of_one_attack_on_null_data(model, samp
     images, labels = sample
     eps = [0, 0.5 / 255, 1 / 255, 2 / 255, 16 / 255]
     for seed in (0, 1):
-        outcomes = attack_outcomes(model, images, labels, eps, {"apgd-ce": library_attacks(10, seed=seed)["apgd-ce"]},
-                                   progress=False)
+        outcomes = attack_outcomes(
+            model, images, labels, eps, {"apgd-ce": library_attacks(10, seed=seed)["apgd-ce"]}, progress=False
+        )
         assert sweep_failures(robustness_table(outcomes)) == []
 
 

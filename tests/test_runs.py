@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import fundus_lib.runs as runs_module
-import fundus_lib.train as train_module
+import fundus_lib.training.loop as train_module
 from fundus_lib.config import load_params, run_config
 from fundus_lib.data.dataset import FundusDataset
 from fundus_lib.paths import project_root
 from fundus_lib.runs import MissingRun, get_run, list_runs, run_data, run_key
-from fundus_lib.train import predict
+from fundus_lib.training.loop import predict
 
 
 @pytest.fixture
@@ -99,7 +99,9 @@ def test_broken_run_folders_are_named_and_the_rest_listed(params, store):
     (store / "no-weights" / "best.pt").unlink()
     with pytest.raises(RunStoreError, match=r"cut-record/record.json is unreadable or corrupt"):
         Run.load(store / "cut-record")
-    with pytest.raises(RunStoreError, match=r"no-weights/best.pt is missing although record.json says the run finished"):
+    with pytest.raises(
+        RunStoreError, match=r"no-weights/best.pt is missing although record.json says the run finished"
+    ):
         Run.load(store / "no-weights")
     listed = list_runs().set_index("key")["status"]
     assert listed[run.key] == "finished"
@@ -134,7 +136,9 @@ def test_a_store_that_cannot_be_written_is_one_line(params, store, monkeypatch):
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(runs_module, "write_atomic", read_only)
-    with pytest.raises(RunStoreError, match=r"cannot write to the run store .* \(Permission denied\): point FUNDUS_RUNS_DIR"):
+    with pytest.raises(
+        RunStoreError, match=r"cannot write to the run store .* \(Permission denied\): point FUNDUS_RUNS_DIR"
+    ):
         get_run(params, run_config(params, params.baselines[0], lr=0.0321), progress=False)
 
 
@@ -142,9 +146,14 @@ def test_a_batch_larger_than_the_training_set_names_the_run(params, store, tmp_p
     from fundus_lib.cli import main
 
     params_file = tmp_path / "big-batch.yaml"
-    params_file.write_text((project_root() / "params" / "smoke.yaml").read_text().replace(
-        "baselines:\n  - {model: small-cnn, image_size: 48, batch_size: 8}",
-        "baselines:\n  - {model: small-cnn, image_size: 48, batch_size: 4000}"))
+    params_file.write_text(
+        (project_root() / "params" / "smoke.yaml")
+        .read_text()
+        .replace(
+            "baselines:\n  - {model: small-cnn, image_size: 48, batch_size: 8}",
+            "baselines:\n  - {model: small-cnn, image_size: 48, batch_size: 4000}",
+        )
+    )
     assert "batch_size: 4000" in params_file.read_text()
     assert main(["train", str(params_file), "--only", "02 baselines", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
@@ -168,8 +177,8 @@ def test_the_record_is_fsynced_before_its_rename(params, store, monkeypatch):
 
 
 def test_another_imagenet_weight_file_is_another_run(params, tmp_path):
-    from fundus_lib.weights import WeightsError
     from fundus_lib.runs import weights_sha1
+    from fundus_lib.weights import WeightsError
 
     config = run_config(params, params.baselines[0], model="resnet18", pretrained=True)
     runtime = params.runtime.model_copy(update={"weights_dir": tmp_path})
@@ -188,7 +197,7 @@ def test_a_threshold_readout_run_reports_and_attacks_the_same_grades(params, sto
     """Thresholds fitted on valid; the test predictions, the metrics and the loaded model's argmax
     all follow them."""
     from fundus_lib.metrics import confusion
-    from fundus_lib.readout import expected_grade, threshold_grades
+    from fundus_lib.training.readout import expected_grade, threshold_grades
 
     run = get_run(params, run_config(params, params.baselines[0], readout="thresholds"), progress=False)
     thresholds = run.record["thresholds"]

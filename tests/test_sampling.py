@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from imblearn.over_sampling import SMOTE
 
-from fundus_lib.sampling import oversample, smote_images, smote_plan
+from fundus_lib.training.sampling import oversample, smote_images, smote_plan
 
 LABELS = np.array([0] * 40 + [1] * 7 + [2] * 12 + [3] * 3 + [4] * 1)
 
@@ -61,7 +60,7 @@ def test_smote_matches_imbalanced_learn():
     reference_x, reference_y = SMOTE(k_neighbors=k, random_state=0).fit_resample(x, labels)
     base, neighbour, step, grades = smote_plan(x, labels, k=k, rng=np.random.default_rng(0))
     assert np.bincount(np.concatenate([labels, grades])).tolist() == np.bincount(reference_y).tolist()
-    for synthetic, grade in zip(reference_x[len(x):], reference_y[len(x):]):
+    for synthetic, grade in zip(reference_x[len(x) :], reference_y[len(x) :]):
         members = x[labels == grade]
         fits = [segment_position(synthetic, a, b) for a in members for b in members if a is not b]
         assert min(distance for u, distance in fits if -1e-6 <= u <= 1 + 1e-6) < 1e-3
@@ -90,7 +89,7 @@ def test_smote_keeps_pixels_between_the_two_parents(tmp_path):
 
 
 def test_a_balanced_draw_keeps_the_length_and_evens_the_grades():
-    from fundus_lib.sampling import balanced_draw
+    from fundus_lib.training.sampling import balanced_draw
 
     labels = np.repeat(np.arange(5), [740, 70, 150, 25, 15])
     drawn = balanced_draw(labels, np.random.default_rng(0))

@@ -10,7 +10,7 @@ from scipy import stats
 from fundus_lib.config import load_params
 from fundus_lib.experiments import adversarial_runs, all_runs, compared_runs, seeded, training_seeds
 from fundus_lib.paths import project_root
-from fundus_lib.tables import over_seeds
+from fundus_lib.report.tables import over_seeds
 
 
 @pytest.mark.parametrize("name, seeds", [("demo", 3), ("eyepacs-256", 3), ("eyepacs-512", 3), ("smoke", 1)])

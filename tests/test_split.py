@@ -16,8 +16,10 @@ def manifest(n_patients=2000, seed=0):
     rows = []
     for patient, grade in enumerate(grades):
         other = int(np.clip(grade + rng.choice([-1, 0, 0, 0, 1]), 0, 4))
-        rows += [{"patient": str(patient), "side": "left", "level": int(grade), "status": "ok"},
-                 {"patient": str(patient), "side": "right", "level": other, "status": "ok"}]
+        rows += [
+            {"patient": str(patient), "side": "left", "level": int(grade), "status": "ok"},
+            {"patient": str(patient), "side": "right", "level": other, "status": "ok"},
+        ]
     return pd.DataFrame(rows)
 
 

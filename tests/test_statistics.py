@@ -46,8 +46,14 @@ def test_the_image_term_is_scipys_paired_bootstrap():
     rng = np.random.default_rng(2)
     treatment, reference = rng.random(400) < 0.6, rng.random(400) < 0.5
     ours = statistics.estimate([statistics.mean_difference(treatment, reference)], 400)
-    scipy = stats.bootstrap((treatment.astype(float), reference.astype(float)), lambda a, b, axis: (a - b).mean(axis=axis),
-                            paired=True, method="percentile", n_resamples=statistics.REPEATS, random_state=0)
+    scipy = stats.bootstrap(
+        (treatment.astype(float), reference.astype(float)),
+        lambda a, b, axis: (a - b).mean(axis=axis),
+        paired=True,
+        method="percentile",
+        n_resamples=statistics.REPEATS,
+        random_state=0,
+    )
     assert ours.mean == pytest.approx((treatment.astype(float) - reference).mean())
     assert ours.standard_error == pytest.approx(scipy.standard_error, rel=0.05)
     assert ours.low == pytest.approx(scipy.confidence_interval.low, abs=0.01)
@@ -66,19 +72,22 @@ def test_the_seed_spread_widens_the_interval():
     assert wide.high - wide.mean == pytest.approx(half)  # the images add nothing: every pair differs by a constant
 
 
-@pytest.mark.parametrize("low, high, side, threshold, expected", [
-    (0.03, 0.08, HIGHER, 0.02, REPRODUCED),
-    (-0.01, 0.01, HIGHER, 0.02, SMALLER),  # short of the margin, not reversed: absent or smaller
-    (-0.015, 0.015, HIGHER, 0.02, SMALLER),
-    (-0.05, -0.03, HIGHER, 0.02, CONTRADICTED),  # wholly beyond the opposite margin
-    (-0.05, -0.01, HIGHER, 0.02, SMALLER),  # reversed, but not by what counts as an effect
-    (0.01, 0.05, HIGHER, 0.02, INCONCLUSIVE),
-    (-0.08, -0.03, LOWER, -0.02, REPRODUCED),
-    (-0.01, 0.01, LOWER, -0.02, SMALLER),
-    (0.03, 0.04, LOWER, -0.02, CONTRADICTED),
-    (-0.04, 0.00, LOWER, -0.02, INCONCLUSIVE),
-    (float("nan"), float("nan"), LOWER, -0.02, NOT_TESTED),
-])
+@pytest.mark.parametrize(
+    "low, high, side, threshold, expected",
+    [
+        (0.03, 0.08, HIGHER, 0.02, REPRODUCED),
+        (-0.01, 0.01, HIGHER, 0.02, SMALLER),  # short of the margin, not reversed: absent or smaller
+        (-0.015, 0.015, HIGHER, 0.02, SMALLER),
+        (-0.05, -0.03, HIGHER, 0.02, CONTRADICTED),  # wholly beyond the opposite margin
+        (-0.05, -0.01, HIGHER, 0.02, SMALLER),  # reversed, but not by what counts as an effect
+        (0.01, 0.05, HIGHER, 0.02, INCONCLUSIVE),
+        (-0.08, -0.03, LOWER, -0.02, REPRODUCED),
+        (-0.01, 0.01, LOWER, -0.02, SMALLER),
+        (0.03, 0.04, LOWER, -0.02, CONTRADICTED),
+        (-0.04, 0.00, LOWER, -0.02, INCONCLUSIVE),
+        (float("nan"), float("nan"), LOWER, -0.02, NOT_TESTED),
+    ],
+)
 def test_the_outcome_rule(low, high, side, threshold, expected):
     assert statistics.verdict(low, high, side, threshold) == expected
 
@@ -111,17 +120,28 @@ def test_a_clear_effect_is_reproduced_and_its_reverse_contradicted():
     labels = grades(3000, rng)
     strong = [simulated_predictions(labels, 0.9, rng) for _ in range(3)]
     weak = [simulated_predictions(labels, 0.6, rng) for _ in range(3)]
-    comparison = statistics.compare("strong - weak", "accuracy", HIGHER,
-                                    [statistics.metric_difference("accuracy", labels, s, w) for s, w in zip(strong, weak)],
-                                    len(labels))
+    comparison = statistics.compare(
+        "strong - weak",
+        "accuracy",
+        HIGHER,
+        [statistics.metric_difference("accuracy", labels, s, w) for s, w in zip(strong, weak)],
+        len(labels),
+    )
     assert comparison.verdict == REPRODUCED
     truth = np.mean([(s == labels).mean() - (w == labels).mean() for s, w in zip(strong, weak)])
     assert comparison.estimate.mean == pytest.approx(truth)
     assert comparison.estimate.low < truth < comparison.estimate.high
     assert statistics.MARGINS["accuracy"] < comparison.mdd < 0.1
-    assert statistics.compare("weak - strong", "accuracy", HIGHER,
-                              [statistics.metric_difference("accuracy", labels, w, s) for s, w in zip(strong, weak)],
-                              len(labels)).verdict == CONTRADICTED
+    assert (
+        statistics.compare(
+            "weak - strong",
+            "accuracy",
+            HIGHER,
+            [statistics.metric_difference("accuracy", labels, w, s) for s, w in zip(strong, weak)],
+            len(labels),
+        ).verdict
+        == CONTRADICTED
+    )
 
 
 def null_comparison(rng: np.random.Generator, measure: str, side: int, seeds: int, n: int) -> str:
@@ -132,7 +152,9 @@ def null_comparison(rng: np.random.Generator, measure: str, side: int, seeds: in
     def seed_predictions():
         return simulated_predictions(labels, float(np.clip(rng.normal(0.7, 0.03), 0, 1)), rng)
 
-    per_seed = [statistics.metric_difference(measure, labels, seed_predictions(), seed_predictions()) for _ in range(seeds)]
+    per_seed = [
+        statistics.metric_difference(measure, labels, seed_predictions(), seed_predictions()) for _ in range(seeds)
+    ]
     return statistics.compare("null", measure, side, per_seed, n).verdict
 
 
@@ -165,8 +187,9 @@ def test_the_null_test_catches_a_rule_without_seed_spread(monkeypatch):
         estimate = statistics.estimate([statistics.metric_difference("accuracy", labels, first, second)], len(labels))
         reproduced += statistics.verdict(estimate.low, estimate.high, HIGHER, 0.02) == REPRODUCED
     assert reproduced > 10
-    single = statistics.compare("one seed", "accuracy", HIGHER,
-                                [statistics.metric_difference("accuracy", labels, labels, first)], len(labels))
+    single = statistics.compare(
+        "one seed", "accuracy", HIGHER, [statistics.metric_difference("accuracy", labels, labels, first)], len(labels)
+    )
     assert single.estimate.low > 0.02 and single.verdict == INCONCLUSIVE
 
 
@@ -174,8 +197,9 @@ def test_the_same_model_twice_is_smaller_than_reported_not_contradicted():
     rng = np.random.default_rng(6)
     labels = grades(500, rng)
     predictions = simulated_predictions(labels, 0.7, rng)
-    comparison = statistics.compare("same", "kappa", HIGHER,
-                                    [statistics.metric_difference("kappa", labels, predictions, predictions)] * 2, 500)
+    comparison = statistics.compare(
+        "same", "kappa", HIGHER, [statistics.metric_difference("kappa", labels, predictions, predictions)] * 2, 500
+    )
     assert comparison.estimate.mean == 0 and comparison.estimate.low == 0 and comparison.estimate.high == 0
     assert comparison.verdict == SMALLER  # no effect at all: the claimed effect is ruled out, nothing is reversed
 
@@ -209,8 +233,10 @@ def test_null_per_image_shares_are_not_called_different(seeds, monkeypatch):
     for side in (HIGHER, LOWER):
         for _ in range(100):
             hardness = rng.random(300)  # shared by both configurations: the pairing matters
-            per_seed = [statistics.mean_difference(hardness < rng.normal(0.5, 0.03), hardness < rng.normal(0.5, 0.03))
-                        for _ in range(seeds)]
+            per_seed = [
+                statistics.mean_difference(hardness < rng.normal(0.5, 0.03), hardness < rng.normal(0.5, 0.03))
+                for _ in range(seeds)
+            ]
             verdicts.append(statistics.compare("null", "robust_accuracy", side, per_seed, 300).verdict)
     assert verdicts.count(REPRODUCED) <= 10
 
@@ -219,8 +245,15 @@ def test_null_per_image_shares_are_not_called_different(seeds, monkeypatch):
 
 #: (seed sd, image sd, seed-by-image sd) of a per-image paired difference: image-dominated, balanced,
 #: and seed-dominated up to the real-data edition's seed spread of 0.05-0.1 (kappa or a share)
-SPREADS = [(0.0, 0.3, 0.5), (0.02, 0.3, 0.5), (0.05, 0.3, 0.5), (0.1, 0.3, 0.5), (0.05, 0.1, 0.2), (0.1, 0.1, 0.2),
-           (0.03, 0.5, 0.3)]
+SPREADS = [
+    (0.0, 0.3, 0.5),
+    (0.02, 0.3, 0.5),
+    (0.05, 0.3, 0.5),
+    (0.1, 0.3, 0.5),
+    (0.05, 0.1, 0.2),
+    (0.1, 0.1, 0.2),
+    (0.03, 0.5, 0.3),
+]
 N_SIMULATED, IMAGES = 3000, 200
 
 
@@ -230,20 +263,24 @@ def simulate(rng, runs: int, truths: np.ndarray, seeds: int, spreads) -> tuple[n
     bootstrap estimates (its plug-in value), for true differences ``truths`` (m,)."""
     scales = np.asarray(spreads) / np.sqrt(2)  # each arm carries half of a difference's variance
     arms = len(truths) + 1
-    values = (rng.normal(0, scales[0], (runs, arms, seeds, 1)) + rng.normal(0, scales[1], (runs, arms, 1, IMAGES))
-              + rng.normal(0, scales[2], (runs, arms, seeds, IMAGES)))
+    values = (
+        rng.normal(0, scales[0], (runs, arms, seeds, 1))
+        + rng.normal(0, scales[1], (runs, arms, 1, IMAGES))
+        + rng.normal(0, scales[2], (runs, arms, seeds, IMAGES))
+    )
     differences = values[:, 1:] - values[:, :1] + np.asarray(truths)[None, :, None, None]
     means = differences.mean(axis=-1)
     centred = differences - means[..., None]
     return means, np.einsum("rmkn,rmln->rmkl", centred, centred) / IMAGES**2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def null_grid(seeds: int, spreads: tuple) -> tuple[np.ndarray, np.ndarray]:
     """N_SIMULATED single comparisons with no true difference (a truth is added to the values: the
     covariance does not move), made once per grid point and shared by the tests below."""
-    return simulate(np.random.default_rng(seeds * 100 + SPREADS.index(spreads)), N_SIMULATED, np.zeros(1), seeds,
-                    spreads)
+    return simulate(
+        np.random.default_rng(seeds * 100 + SPREADS.index(spreads)), N_SIMULATED, np.zeros(1), seeds, spreads
+    )
 
 
 def correct_rule(values, covariance):
@@ -293,8 +330,11 @@ def test_the_interval_covers_across_the_grid_and_broken_rules_do_not():
         assert lowest_coverage(rule) < 0.93, name
 
 
-@pytest.mark.parametrize("rule, holds", [(correct_rule, True), (without_seed_term, False), (z_for_t, False)],
-                         ids=["correct", "seed term removed", "z in place of t"])
+@pytest.mark.parametrize(
+    "rule, holds",
+    [(correct_rule, True), (without_seed_term, False), (z_for_t, False)],
+    ids=["correct", "seed term removed", "z in place of t"],
+)
 def test_each_outcome_is_false_at_most_at_its_rate_at_the_boundary(rule, holds):
     """True difference at the margin: "reproduced" (and "smaller") at most 2.5 %; at the opposite
     margin "contradicted" at most 2.5 %; at zero "contradicted" at most 2.5 %. The broken rules
@@ -347,8 +387,9 @@ def test_a_findings_mdd_is_where_the_finding_is_reproduced_with_80_percent():
     error, df = correct_rule(values, covariance)
     typical = float(np.sqrt(np.mean(error**2)))  # the standard error a run estimates, on average over runs
     estimates = [statistics.Estimate(0.0, 0.0, 0.0, IMAGES, 3, typical, float(np.median(df)))]
-    members = statistics.family([statistics.Comparison(f"c{k}", "kappa", HIGHER, 0.02, estimates[0], -0.02)
-                                 for k in range(count)])
+    members = statistics.family(
+        [statistics.Comparison(f"c{k}", "kappa", HIGHER, 0.02, estimates[0], -0.02) for k in range(count)]
+    )
     distance = statistics.detectable_distance(members, count)
     assert distance > statistics.detectable_distance(members[:1], 1)
     values, covariance = simulate(np.random.default_rng(41), runs, np.full(count, 0.02 + distance), 3, spreads)
@@ -369,16 +410,23 @@ def test_a_mean_interval_matches_scipys_percentile_bootstrap_and_covers_the_mean
     about 95 % of the time; nan scores are left out, none gives nan; the same values, the same interval."""
     values = np.random.default_rng(1).normal(0.3, 0.1, 200)
     mean, low, high = statistics.mean_interval(values)
-    reference = stats.bootstrap((values,), np.mean, confidence_level=0.95, method="percentile", n_resamples=20000,
-                                random_state=np.random.default_rng(2)).confidence_interval
+    reference = stats.bootstrap(
+        (values,),
+        np.mean,
+        confidence_level=0.95,
+        method="percentile",
+        n_resamples=20000,
+        random_state=np.random.default_rng(2),
+    ).confidence_interval
     assert mean == pytest.approx(values.mean()) and low < mean < high
     assert (low, high) == pytest.approx((reference.low, reference.high), abs=0.002)
     assert statistics.mean_interval(values) == (mean, low, high)
     assert statistics.mean_interval(np.append(values, np.nan)) == (mean, low, high)
     assert np.isnan(statistics.mean_interval([np.nan])).all()
     rng = np.random.default_rng(3)
-    covered = [low <= 1.0 <= high for low, high in
-               (statistics.mean_interval(rng.exponential(1.0, 60))[1:] for _ in range(400))]
+    covered = [
+        low <= 1.0 <= high for low, high in (statistics.mean_interval(rng.exponential(1.0, 60))[1:] for _ in range(400))
+    ]
     assert 0.90 <= np.mean(covered) <= 0.985
 
 
@@ -386,4 +434,6 @@ def test_wholly_above_is_false_at_most_at_the_tail_rate_when_the_truth_is_the_th
     rng = np.random.default_rng(4)
     calls = [statistics.wholly_above(statistics.mean_interval(rng.normal(0.0, 1.0, 80))[1]) for _ in range(600)]
     assert np.mean(calls) <= statistics.TAIL + 0.02
-    assert statistics.wholly_above(0.01) and not statistics.wholly_above(0.0) and not statistics.wholly_above(-0.2, -0.1)
+    assert (
+        statistics.wholly_above(0.01) and not statistics.wholly_above(0.0) and not statistics.wholly_above(-0.2, -0.1)
+    )

@@ -199,7 +199,9 @@ def test_grade_zero_has_an_empty_mask_apart_from_the_patches(specs):
 def test_lesions_grow_with_grade_and_neovascularisation_only_in_grade_4(specs):
     mean_pixels = []
     for grade in range(5):
-        masks = [render_eye(replace(s, cue=False, distractor=False), WIDTH, 1.0)[1] for s in pick(specs, 8, grade=grade)]
+        masks = [
+            render_eye(replace(s, cue=False, distractor=False), WIDTH, 1.0)[1] for s in pick(specs, 8, grade=grade)
+        ]
         mean_pixels.append(np.mean([(m > 0).sum() for m in masks]))
         has_nv = [(m == 5).any() for m in masks]
         assert all(has_nv) if grade == 4 else not any(has_nv)
@@ -252,8 +254,14 @@ def test_each_patch_changes_only_its_pixels_at_a_fixed_place(specs, inverted, pa
     code, sign_x = {"cue": (CUE_CODE, -1), "distractor": (DISTRACTOR_CODE, 1)}[patch]
     positions = []
     for side in ("left", "right"):
-        centred = {"inverted": inverted, "field_scale": 0.95, "offset_x": 0.0, "offset_y": 0.0,
-                   "cue": patch == "cue", "distractor": patch == "distractor"}
+        centred = {
+            "inverted": inverted,
+            "field_scale": 0.95,
+            "offset_x": 0.0,
+            "offset_y": 0.0,
+            "cue": patch == "cue",
+            "distractor": patch == "distractor",
+        }
         spec = replace(pick(specs, 1, grade=4, side=side)[0], **centred)
         with_patch, mask = render_eye(spec, WIDTH, 1.0)
         without, mask_without = render_eye(replace(spec, cue=False, distractor=False), WIDTH, 1.0)
@@ -284,7 +292,7 @@ def test_cue_and_distractor_differ_in_texture(specs):
 
     def patch_of(code):
         rows, cols = np.nonzero(mask == code)
-        return np.sign(change[rows.min() + 1:rows.max(), cols.min() + 1:cols.max()])
+        return np.sign(change[rows.min() + 1 : rows.max(), cols.min() + 1 : cols.max()])
 
     cue, stripes = patch_of(CUE_CODE), patch_of(DISTRACTOR_CODE)
     assert (np.diff(cue, axis=1) != 0).mean() > 0.1, "the checkerboard alternates along a row"

@@ -15,19 +15,11 @@ import pytest
 import torch
 
 from fundus_lib.config import RunConfig, load_params, run_config
-from fundus_lib.data.pipeline import prepare_data
-from fundus_lib.paths import project_root
-from fundus_lib.train import (
-    CHECKPOINT,
-    CheckpointError,
-    EpochBatches,
-    Processes,
-    fit,
-    load_weights,
-    predict,
-)
 from fundus_lib.data.dataset import FundusDataset
+from fundus_lib.data.pipeline import prepare_data
 from fundus_lib.models import create_model
+from fundus_lib.paths import project_root
+from fundus_lib.training.loop import CHECKPOINT, CheckpointError, EpochBatches, Processes, fit, load_weights, predict
 from fundus_lib.weights import pretrained_weights_file
 
 SMOKE = project_root() / "params" / "smoke.yaml"
@@ -95,7 +87,7 @@ _INTERRUPTED = textwrap.dedent(
     """
     import signal, sys, time
     from pathlib import Path
-    import fundus_lib.train as train
+    import fundus_lib.training.loop as train
     from fundus_lib.config import load_params, run_config
     from fundus_lib.data.pipeline import prepare_data
 
@@ -182,17 +174,25 @@ def test_fine_tuning_starts_from_the_given_weights(params, data, tmp_path):
     tuned = config.model_copy(update={"lr": 1e-12, "init_from": config})  # a step this small changes nothing visible
     fit(tuned, data, tmp_path / "tuned", params.runtime, progress=False, initial_weights=tmp_path / "first" / "best.pt")
     start, end = weights(tmp_path / "first" / "best.pt"), weights(tmp_path / "tuned" / CHECKPOINT)
-    assert all(torch.allclose(start[key].float(), end[key].float(), atol=1e-6) for key in start
-               if "running" not in key and "num_batches" not in key)
+    assert all(
+        torch.allclose(start[key].float(), end[key].float(), atol=1e-6)
+        for key in start
+        if "running" not in key and "num_batches" not in key
+    )
 
 
 @pytest.mark.parametrize("on_the_fly", [False, True], ids=["precomputed", "on the fly"])
 def test_training_on_corrupted_images(params, data, tmp_path, on_the_fly):
     from fundus_lib.config import CorruptionTraining
-    from fundus_lib.train import training_set
+    from fundus_lib.training.loop import training_set
 
-    config = run_config(params, params.baselines[0], epochs=1, augment=None,
-                        corruption=CorruptionTraining(levels=(2, 3), on_the_fly=on_the_fly))
+    config = run_config(
+        params,
+        params.baselines[0],
+        epochs=1,
+        augment=None,
+        corruption=CorruptionTraining(levels=(2, 3), on_the_fly=on_the_fly),
+    )
     training = training_set(config, data, progress=False)
     torch.manual_seed(0)
     image, label = training.dataset[0]
@@ -209,14 +209,18 @@ class _Foreign:
         return (os.system, ("echo this must never run",))
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda path: path.write_bytes(b""), "is empty, truncated or corrupt"),
-    (lambda path: path.write_bytes(path.read_bytes()[:5000]), "is empty, truncated or corrupt"),
-    (lambda path: path.write_bytes(b"garbage " * 100), "is not a checkpoint this project wrote"),
-    (lambda path: torch.save({"model": _Foreign()}, path), "is not a checkpoint this project wrote"),
-    (lambda path: torch.save(torch.zeros(3), path), "is not a checkpoint this project wrote"),
-    (lambda path: torch.save({"model": {}}, path), "is not a training checkpoint of this project"),
-], ids=["empty", "truncated", "garbage", "foreign pickle", "a tensor", "weights only"])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda path: path.write_bytes(b""), "is empty, truncated or corrupt"),
+        (lambda path: path.write_bytes(path.read_bytes()[:5000]), "is empty, truncated or corrupt"),
+        (lambda path: path.write_bytes(b"garbage " * 100), "is not a checkpoint this project wrote"),
+        (lambda path: torch.save({"model": _Foreign()}, path), "is not a checkpoint this project wrote"),
+        (lambda path: torch.save(torch.zeros(3), path), "is not a checkpoint this project wrote"),
+        (lambda path: torch.save({"model": {}}, path), "is not a training checkpoint of this project"),
+    ],
+    ids=["empty", "truncated", "garbage", "foreign pickle", "a tensor", "weights only"],
+)
 def test_a_damaged_checkpoint_is_named_with_what_to_do(params, data, tmp_path, damage, message):
     config = run_config(params, params.baselines[0], epochs=1)
     fit(config, data, tmp_path, params.runtime, progress=False)
@@ -274,7 +278,7 @@ def test_checkpoints_are_fsynced_before_their_rename(params, data, tmp_path, mon
 
 
 def test_balanced_epochs_draw_class_balanced_samples_first(params, data):
-    from fundus_lib.train import training_set
+    from fundus_lib.training.loop import training_set
 
     config = run_config(params, params.baselines[0], balanced_epochs=2)
     training = training_set(config, data, progress=False)
@@ -290,7 +294,7 @@ def test_balanced_epochs_draw_class_balanced_samples_first(params, data):
 def test_shuffled_labels_keep_the_grades_but_not_their_images(params, data):
     """The data-randomisation run trains on the same grades in a seeded order that no longer
     follows the images; the images themselves are the train split's, unchanged."""
-    from fundus_lib.train import training_set
+    from fundus_lib.training.loop import training_set
 
     config = run_config(params, params.baselines[0], augment=None)
     true = training_set(config, data, progress=False)
@@ -316,7 +320,7 @@ def test_a_field_added_later_keeps_the_runs_of_a_store():
 
 
 def test_bfloat16_on_the_cpu_trains_in_bfloat16(params, data, tmp_path):
-    from fundus_lib.train import training_autocast
+    from fundus_lib.training.loop import training_autocast
 
     runtime = params.runtime.model_copy(update={"cpu_bfloat16": True})
     with training_autocast(torch.device("cpu"), runtime):
@@ -330,7 +334,7 @@ def test_bfloat16_on_the_cpu_trains_in_bfloat16(params, data, tmp_path):
 
 
 def test_cpu_bfloat16_auto_follows_the_cpus_native_bfloat16_flags(params, tmp_path):
-    from fundus_lib.train import uses_cpu_bfloat16
+    from fundus_lib.training.loop import uses_cpu_bfloat16
 
     auto = params.runtime.model_copy(update={"cpu_bfloat16": "auto"})
     amx, plain = tmp_path / "amx", tmp_path / "plain"
@@ -343,7 +347,7 @@ def test_cpu_bfloat16_auto_follows_the_cpus_native_bfloat16_flags(params, tmp_pa
 
 
 def test_decision_attack_starts_from_a_test_image_the_model_grades_otherwise(data):
-    from fundus_lib.evaluation import other_grade_rows
+    from fundus_lib.evaluation.samples import other_grade_rows
 
     test = data.rows("test")
     rows = test[:20]
@@ -363,8 +367,8 @@ def test_micro_batches_give_the_whole_batchs_step(params, loss):
     without BatchNorm, whose parts would otherwise see other batch statistics)."""
     from tqdm import tqdm
 
-    from fundus_lib.losses import build_loss
-    from fundus_lib.train import _train_epoch
+    from fundus_lib.training.loop import _train_epoch
+    from fundus_lib.training.losses import build_loss
 
     config = run_config(params, params.baselines[0], batch_size=8)
     generator = torch.Generator().manual_seed(0)
@@ -379,8 +383,19 @@ def test_micro_batches_give_the_whole_batchs_step(params, loss):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
         runtime = params.runtime.model_copy(update={"micro_batch_size": micro_batch_size, "channels_last": False})
         scaler = torch.amp.GradScaler("cuda", enabled=False)
-        mean_loss = _train_epoch(model, model, loader, loss_fn, optimizer, scaler, torch.device("cpu"), runtime,
-                                 tqdm(disable=True), config, world=1)
+        mean_loss = _train_epoch(
+            model,
+            model,
+            loader,
+            loss_fn,
+            optimizer,
+            scaler,
+            torch.device("cpu"),
+            runtime,
+            tqdm(disable=True),
+            config,
+            world=1,
+        )
         results.append((mean_loss, [parameter.detach().clone() for parameter in model.parameters()]))
     (whole_loss, whole), (parts_loss, parts) = results
     assert parts_loss == pytest.approx(whole_loss, rel=1e-6)
@@ -401,17 +416,32 @@ def test_frozen_blocks_stay_put_during_the_frozen_epochs_and_train_after(params,
     """ImageNet's efficientnet-lite0 with the stem and 3 blocks frozen for the first epoch: after one
     epoch those weights are the ImageNet ones while the later blocks moved; after a second epoch they
     moved too."""
-    config = run_config(params, params.baselines[0], model="efficientnet-lite0", batch_size=16,
-                        epochs=1, pretrained=True, frozen_blocks=3, frozen_epochs=1)
-    initial = create_model("efficientnet-lite0", weights=pretrained_weights_file("efficientnet-lite0", tmp_path)).state_dict()
+    config = run_config(
+        params,
+        params.baselines[0],
+        model="efficientnet-lite0",
+        batch_size=16,
+        epochs=1,
+        pretrained=True,
+        frozen_blocks=3,
+        frozen_epochs=1,
+    )
+    initial = create_model(
+        "efficientnet-lite0", weights=pretrained_weights_file("efficientnet-lite0", tmp_path)
+    ).state_dict()
     fit(config, data, tmp_path / "one", params.runtime, progress=False)
     after_one = weights(tmp_path / "one" / CHECKPOINT)
-    frozen = [key for key in initial if key.startswith(("backbone._conv_stem.", "backbone._blocks.0.",
-                                                        "backbone._blocks.2.")) and "running" not in key
-              and "num_batches" not in key]
+    frozen = [
+        key
+        for key in initial
+        if key.startswith(("backbone._conv_stem.", "backbone._blocks.0.", "backbone._blocks.2."))
+        and "running" not in key
+        and "num_batches" not in key
+    ]
     assert frozen and all(torch.equal(initial[key], after_one[key]) for key in frozen)
-    assert not torch.equal(initial["backbone._blocks.5._project_conv.weight"],
-                           after_one["backbone._blocks.5._project_conv.weight"])
+    assert not torch.equal(
+        initial["backbone._blocks.5._project_conv.weight"], after_one["backbone._blocks.5._project_conv.weight"]
+    )
     fit(config.model_copy(update={"epochs": 2}), data, tmp_path / "two", params.runtime, progress=False)
     after_two = weights(tmp_path / "two" / CHECKPOINT)
     assert not torch.equal(initial["backbone._conv_stem.weight"], after_two["backbone._conv_stem.weight"])

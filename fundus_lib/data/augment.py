@@ -41,8 +41,9 @@ def _uniform(low: float, high: float) -> float:
     return low + (high - low) * torch.rand(()).item()
 
 
-def affine_matrix(size: tuple[int, int], angle_deg: float, translate_px: tuple[float, float], scale: float,
-                  shear_deg: float) -> np.ndarray:
+def affine_matrix(
+    size: tuple[int, int], angle_deg: float, translate_px: tuple[float, float], scale: float, shear_deg: float
+) -> np.ndarray:
     """2 x 3 forward matrix: shear along x and scale, then rotation, about the centre; then shift.
 
     size: (width, height); angle counter-clockwise in degrees; translate in pixels.
@@ -67,15 +68,29 @@ class Augmentation:
     def _affine(self, image: np.ndarray, mask: np.ndarray | None):
         config = self.config
         height, width = image.shape[:2]
-        translate = (round(_uniform(-config.translate[0], config.translate[0]) * width),
-                     round(_uniform(-config.translate[1], config.translate[1]) * height))
-        matrix = affine_matrix((width, height), _uniform(*config.rotate_deg), translate, _uniform(*config.scale),
-                               _uniform(*config.shear_deg))
-        image = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=(GRAHAM_GREY,) * 3)
+        translate = (
+            round(_uniform(-config.translate[0], config.translate[0]) * width),
+            round(_uniform(-config.translate[1], config.translate[1]) * height),
+        )
+        matrix = affine_matrix(
+            (width, height),
+            _uniform(*config.rotate_deg),
+            translate,
+            _uniform(*config.scale),
+            _uniform(*config.shear_deg),
+        )
+        image = cv2.warpAffine(
+            image,
+            matrix,
+            (width, height),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(GRAHAM_GREY,) * 3,
+        )
         if mask is not None:
-            mask = cv2.warpAffine(mask, matrix, (width, height), flags=cv2.INTER_NEAREST,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            mask = cv2.warpAffine(
+                mask, matrix, (width, height), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+            )
         return image, mask
 
     def _colour(self, image: np.ndarray) -> np.ndarray:

@@ -35,8 +35,8 @@ import pandas as pd
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
-from fundus_lib.data.decode import UnusableImage, decode_fundus
 from fundus_lib.data.corruptions import corrupt, corruption_for
+from fundus_lib.data.decode import UnusableImage, decode_fundus
 from fundus_lib.data.preprocess import circle_mask, crop_to_fundus, graham
 from fundus_lib.errors import UserError
 from fundus_lib.files import exclusive, fsync_file, require_free_space, sweep_temporaries, write_atomic
@@ -79,8 +79,10 @@ def items_hash(items: pd.DataFrame) -> str:
     too slow). A replaced image changes it even at the same size, so the cache is built again and
     the image's content hash (the manifest's sha1, which keys the runs) is recomputed."""
     stats = [os.stat(path) if path and os.path.isfile(path) else None for path in items["path"]]
-    listing = items[ITEM_COLUMNS].assign(size=[stat.st_size if stat else -1 for stat in stats],
-                                         mtime_ns=[stat.st_mtime_ns if stat else -1 for stat in stats])
+    listing = items[ITEM_COLUMNS].assign(
+        size=[stat.st_size if stat else -1 for stat in stats],
+        mtime_ns=[stat.st_mtime_ns if stat else -1 for stat in stats],
+    )
     return hashlib.sha1(listing.to_csv(index=False).encode()).hexdigest()
 
 
@@ -104,9 +106,18 @@ class Cache:
             settings["corruption_levels"] = tuple(settings["corruption_levels"])
         self.settings = CacheSettings(**settings)
         self.manifest = pd.read_csv(
-            self.root / "manifest.csv", index_col="index", keep_default_na=False,
-            dtype={"patient": str, "path": str, "mask_path": str, "reason": str, "note": str, "sha1": str,
-                   "corruption": str},
+            self.root / "manifest.csv",
+            index_col="index",
+            keep_default_na=False,
+            dtype={
+                "patient": str,
+                "path": str,
+                "mask_path": str,
+                "reason": str,
+                "note": str,
+                "sha1": str,
+                "corruption": str,
+            },
         )
         for column in ("width", "height", "reduction", "corruption_level"):
             self.manifest[column] = pd.to_numeric(self.manifest[column], errors="coerce").astype("Int64")
@@ -169,7 +180,9 @@ def _process(index: int) -> dict:
     try:
         decoded = decode_fundus(item["path"], size / 2, settings.allow_grayscale)
         if _WORKER["masks"] is not None:
-            _WORKER["masks"][index] = _cached_mask(item["mask_path"], decoded.rgb.shape, decoded.fov, size, settings.circle)
+            _WORKER["masks"][index] = _cached_mask(
+                item["mask_path"], decoded.rgb.shape, decoded.fov, size, settings.circle
+            )
     except UnusableImage as exc:
         return {"index": index, "status": "skipped", "reason": str(exc)}
     except Exception as exc:  # a bug, not a bad file: fail loudly, naming the file
@@ -210,21 +223,25 @@ def _read_records(path: Path) -> dict[int, dict]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            raise CacheMismatchError(f"{path} line {number} is corrupt: delete {path.parent} to build the cache again") from None
+            raise CacheMismatchError(
+                f"{path} line {number} is corrupt: delete {path.parent} to build the cache again"
+            ) from None
         records[record["index"]] = record
     return records
 
 
 def _prepare_folder(root: Path, items: pd.DataFrame, settings: CacheSettings, has_masks: bool) -> None:
-    build = json.loads(json.dumps(  # as stored: tuples become lists
-        {"version": CACHE_VERSION, "settings": asdict(settings), "items": items_hash(items), "n": len(items)}))
+    build = json.loads(
+        json.dumps(  # as stored: tuples become lists
+            {"version": CACHE_VERSION, "settings": asdict(settings), "items": items_hash(items), "n": len(items)}
+        )
+    )
     info_path = root / "cache.json"
     if info_path.exists():
         stored = _read_json(info_path)
         if stored["build"] != build:
             raise CacheMismatchError(
-                f"{root} holds a cache built with {stored['build']}, not {build}; "
-                "use another folder or delete this one"
+                f"{root} holds a cache built with {stored['build']}, not {build}; use another folder or delete this one"
             )
         return
     root.mkdir(parents=True, exist_ok=True)
@@ -245,8 +262,9 @@ def _run(todo: list[int], init_args: tuple, workers: int, progress: bool, log) -
         results = map(_process, todo)
     else:
         context = multiprocessing.get_context("spawn")
-        executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool_worker,
-                                       initargs=(os.getpid(), *init_args))
+        executor = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_init_pool_worker, initargs=(os.getpid(), *init_args)
+        )
         results = executor.map(_process, todo, chunksize=8)
     try:
         for record in results:
@@ -291,7 +309,7 @@ def _build(items: pd.DataFrame, root: Path, settings: CacheSettings, workers: in
     done = _read_records(records_path)
     todo = [index for index in range(len(items)) if index not in done]
     sweep_temporaries(root)
-    row_bytes = settings.image_size ** 2 * (4 if has_masks else 3)
+    row_bytes = settings.image_size**2 * (4 if has_masks else 3)
     require_free_space(root, len(todo) * row_bytes, f"the cache of {len(todo):,} images at {settings.image_size} px")
     workers = workers or os.cpu_count() or 1
     init_args = (str(root), items[ITEM_COLUMNS].to_dict("records"), settings, has_masks)
@@ -299,7 +317,8 @@ def _build(items: pd.DataFrame, root: Path, settings: CacheSettings, workers: in
         _run(todo, init_args, workers, progress, log)
     records = pd.DataFrame.from_records(list(_read_records(records_path).values())).set_index("index")
     records = records.reindex(columns=RECORD_COLUMNS).astype(
-        {"width": "Int64", "height": "Int64", "reduction": "Int64", "corruption_level": "Int64"})
+        {"width": "Int64", "height": "Int64", "reduction": "Int64", "corruption_level": "Int64"}
+    )
     text_columns = ["reason", "note", "sha1", "corruption"]
     records[text_columns] = records[text_columns].astype(object).fillna("")
     manifest = items.join(records)

@@ -32,8 +32,9 @@ def _as_cached(rgb: np.ndarray, size: int, circle: float, quality: int) -> np.nd
     return preprocess(decoded.rgb, decoded.fov, size, circle)
 
 
-def rerender(data: FundusData, rows, cue: bool | np.ndarray | None = None,
-             distractor: bool | np.ndarray | None = None) -> np.ndarray:
+def rerender(
+    data: FundusData, rows, cue: bool | np.ndarray | None = None, distractor: bool | np.ndarray | None = None
+) -> np.ndarray:
     """The images of manifest ``rows`` with the cue and/or the distractor forced on/off (a bool, or
     one bool per row; None keeps the eye's own).
 
@@ -44,8 +45,11 @@ def rerender(data: FundusData, rows, cue: bool | np.ndarray | None = None,
     generator = data.config.synthetic
     by_image = {spec.image: spec for spec in load_specs(data.images_dir.parent)}
     specs = [by_image[data.manifest.at[row, "image"]] for row in rows]
-    forced = {name: np.broadcast_to(np.asarray(value, dtype=bool), (len(rows),))
-              for name, value in (("cue", cue), ("distractor", distractor)) if value is not None}
+    forced = {
+        name: np.broadcast_to(np.asarray(value, dtype=bool), (len(rows),))
+        for name, value in (("cue", cue), ("distractor", distractor))
+        if value is not None
+    }
     out = np.empty((len(rows), data.config.image_size, data.config.image_size, 3), np.uint8)
     for position, spec in enumerate(specs):
         changed = replace(spec, **{name: bool(values[position]) for name, values in forced.items()})

@@ -71,5 +71,10 @@ class FundusDataset(ImageDataset):
         if with_masks and data.cache.masks is None:
             raise ValueError("this dataset has no lesion masks (only the synthetic data has them)")
         rows = data.rows(split)
-        super().__init__(data.cache.images, data.manifest.loc[rows, "level"].to_numpy(), rows, transform,
-                         data.cache.masks if with_masks else None)
+        super().__init__(
+            data.cache.images,
+            data.manifest.loc[rows, "level"].to_numpy(),
+            rows,
+            transform,
+            data.cache.masks if with_masks else None,
+        )

@@ -30,9 +30,15 @@ REDUCTIONS = (8, 4, 2, 1)
 #: The fundus radius is assumed to be at least this share of min(width, height) / 2 when
 #: choosing the first reduction; a smaller fundus triggers one more, less reduced decode.
 RADIUS_GUESS = 0.9
-_CONVERTIBLE = {"RGB": "", "CMYK": "converted from CMYK", "RGBA": "alpha channel dropped",
-                "P": "converted from a palette image", "YCbCr": "converted from YCbCr",
-                "L": "grayscale: channel replicated", "LA": "grayscale: channel replicated"}
+_CONVERTIBLE = {
+    "RGB": "",
+    "CMYK": "converted from CMYK",
+    "RGBA": "alpha channel dropped",
+    "P": "converted from a palette image",
+    "YCbCr": "converted from YCbCr",
+    "L": "grayscale: channel replicated",
+    "LA": "grayscale: channel replicated",
+}
 _GRAYSCALE = ("L", "LA")
 #: Smaller images are skipped as too small (the smallest cache is 32 px).
 MIN_SIDE_PX = 32
@@ -127,8 +133,10 @@ def decode_fundus_bytes(data: bytes, target_radius: float, allow_grayscale: bool
         if fov is None:
             raise UnusableImage("no fundus found (the image is black or blank)")
         if (aspect := field_aspect(rgb, fov)) < MIN_FIELD_ASPECT:
-            raise UnusableImage(f"{NOT_A_FUNDUS}: its bright field is {aspect:.2f} times as high as wide "
-                                f"(a round field is about 1, a field cut at top and bottom above {MIN_FIELD_ASPECT})")
+            raise UnusableImage(
+                f"{NOT_A_FUNDUS}: its bright field is {aspect:.2f} times as high as wide "
+                f"(a round field is about 1, a field cut at top and bottom above {MIN_FIELD_ASPECT})"
+            )
         if fov.radius >= target_radius or reduction == 1:
             break
         reduction //= 2

@@ -36,7 +36,7 @@ CONFLICTING = "conflicting duplicate"
 #: Side of the difference hash: HASH_SIDE ** 2 bits.
 HASH_SIDE = 16
 #: Near-duplicates differ in at most this many of the hash's bits (1/8 of them).
-NEAR_BITS = HASH_SIDE ** 2 // 8
+NEAR_BITS = HASH_SIDE**2 // 8
 
 
 def exact_groups(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -51,8 +51,9 @@ def exact_groups(manifest: pd.DataFrame) -> pd.DataFrame:
 def conflicting_pairs(groups: pd.DataFrame) -> pd.DataFrame:
     """One row per conflicting group: its images and their grades (``a / b``), for a report."""
     conflicts = groups[groups["conflict"]]
-    return conflicts.groupby("group").agg(images=("image", " / ".join),
-                                          grades=("level", lambda levels: " / ".join(map(str, levels))))
+    return conflicts.groupby("group").agg(
+        images=("image", " / ".join), grades=("level", lambda levels: " / ".join(map(str, levels)))
+    )
 
 
 def _skip(manifest: pd.DataFrame, rows, reasons) -> pd.DataFrame:
@@ -68,12 +69,13 @@ def resolve_duplicates(manifest: pd.DataFrame) -> pd.DataFrame:
     rows, reasons = [], []
     for _, members in groups.groupby("group"):
         if members["conflict"].iloc[0]:
-            for row, image in members["image"].items():
+            for row in members.index:
                 others = members.drop(row)
                 listed = ", ".join(f"{other} (grade {level})" for other, level in zip(others["image"], others["level"]))
                 rows.append(row)
-                reasons.append(f"{CONFLICTING}: the same file as {listed}, graded {members.at[row, 'level']} here; "
-                               "excluded")
+                reasons.append(
+                    f"{CONFLICTING}: the same file as {listed}, graded {members.at[row, 'level']} here; excluded"
+                )
         else:
             first = members["image"].iloc[0]
             rows += list(members.index[1:])
@@ -97,9 +99,11 @@ def duplicate_counts(resolved: pd.DataFrame) -> dict[str, int]:
     excluded as conflicting, and the conflicting groups (the same photograph) they form."""
     reasons = resolved.loc[resolved["status"] != "ok", "reason"]
     conflicting = reasons[reasons.str.startswith(CONFLICTING)]
-    return {"duplicates dropped": int((reasons.str.startswith(DUPLICATE)).sum()),
-            "conflicting photographs excluded": len(conflicting),
-            "conflicting groups": int(resolved.loc[conflicting.index, "sha1"].nunique())}
+    return {
+        "duplicates dropped": int((reasons.str.startswith(DUPLICATE)).sum()),
+        "conflicting photographs excluded": len(conflicting),
+        "conflicting groups": int(resolved.loc[conflicting.index, "sha1"].nunique()),
+    }
 
 
 def difference_hashes(images: np.ndarray, progress: bool = False) -> np.ndarray:
@@ -110,11 +114,12 @@ def difference_hashes(images: np.ndarray, progress: bool = False) -> np.ndarray:
         gray = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2GRAY)
         small = cv2.resize(gray, (HASH_SIDE + 1, HASH_SIDE), interpolation=cv2.INTER_AREA).astype(np.int16)
         hashes.append(np.packbits(small[:, 1:] > small[:, :-1]).view(np.uint64))
-    return np.stack(hashes) if hashes else np.zeros((0, HASH_SIDE ** 2 // 64), np.uint64)
+    return np.stack(hashes) if hashes else np.zeros((0, HASH_SIDE**2 // 64), np.uint64)
 
 
-def near_duplicates(hashes_a: np.ndarray, names_a, hashes_b: np.ndarray | None = None, names_b=None,
-                    max_bits: int = NEAR_BITS) -> pd.DataFrame:
+def near_duplicates(
+    hashes_a: np.ndarray, names_a, hashes_b: np.ndarray | None = None, names_b=None, max_bits: int = NEAR_BITS
+) -> pd.DataFrame:
     """Pairs within ``max_bits`` of each other: within set a (each pair once), or between a and b.
     Columns image_a, image_b, bits (0 for byte-identical files and for identical-looking ones)."""
     within = hashes_b is None
@@ -122,7 +127,7 @@ def near_duplicates(hashes_a: np.ndarray, names_a, hashes_b: np.ndarray | None =
     names_a, names_b = np.asarray(names_a), np.asarray(names_b)
     pairs = []
     for start in range(0, len(hashes_a), 512):
-        block = hashes_a[start:start + 512]
+        block = hashes_a[start : start + 512]
         bits = np.bitwise_count(block[:, None, :] ^ hashes_b[None, :, :]).sum(axis=2)
         for i, j in zip(*np.nonzero(bits <= max_bits)):
             if not within or start + i < j:

@@ -97,9 +97,7 @@ def _find_file(images_dir: str, stem: str, present: dict[str, str]) -> str:
     return ""
 
 
-def list_images(
-    images_dir: str | Path, labels_csv: str | Path, max_images: int | None = None
-) -> pd.DataFrame:
+def list_images(images_dir: str | Path, labels_csv: str | Path, max_images: int | None = None) -> pd.DataFrame:
     """Join the labels with the image files.
 
     Returns the frame of :func:`read_labels` plus ``path`` (the image file, or ``""`` when no
@@ -117,11 +115,13 @@ def list_images(
     labels["path"] = [_find_file(str(images_dir), stem, present) for stem in labels["image"]]
     unlabelled = len({os.path.splitext(name)[0] for name in present} - set(all_labels["image"]))
     if unlabelled:
-        warnings.warn(f"{unlabelled} image file(s) in {images_dir} have no row in {labels_csv}; not used")
+        warnings.warn(f"{unlabelled} image file(s) in {images_dir} have no row in {labels_csv}; not used", stacklevel=2)
     return labels.reset_index(drop=True)
 
 
-def list_subset(images_dir: str | Path, labels_csv: str | Path, max_images: int | None = None) -> tuple[pd.DataFrame, int]:
+def list_subset(
+    images_dir: str | Path, labels_csv: str | Path, max_images: int | None = None
+) -> tuple[pd.DataFrame, int]:
     """Like :func:`list_images` for a folder that holds a declared subset of the labelled images
     (e.g. a partial copy beside Kaggle's full trainLabels.csv, 35,126 rows).
 

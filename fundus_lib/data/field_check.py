@@ -40,8 +40,12 @@ def corner_brightness(rgb: np.ndarray, fov: FieldOfView) -> np.ndarray:
     core = (xx - fov.cx) ** 2 + (yy - fov.cy) ** 2 <= (FIELD_CORE * fov.radius) ** 2
     field = max(float(np.median(brightness[core])) if core.any() else 0.0, 1.0)
     side = max(2, round(min(height, width) * CORNER_SIDE))
-    corners = [brightness[:side, :side], brightness[:side, -side:], brightness[-side:, :side],
-               brightness[-side:, -side:]]
+    corners = [
+        brightness[:side, :side],
+        brightness[:side, -side:],
+        brightness[-side:, :side],
+        brightness[-side:, -side:],
+    ]
     return np.sort([corner.mean() / field for corner in corners])
 
 
@@ -50,5 +54,7 @@ def not_a_fundus(rgb: np.ndarray, fov: FieldOfView) -> str:
     second = corner_brightness(rgb, fov)[1]
     if second <= MAX_CORNER_SHARE:
         return ""
-    return (f"{NOT_A_FUNDUS}: no dark border around a round field (three of its corners are "
-            f"{second:.2f} times as bright as the field or more; a fundus has at least two below {MAX_CORNER_SHARE})")
+    return (
+        f"{NOT_A_FUNDUS}: no dark border around a round field (three of its corners are "
+        f"{second:.2f} times as bright as the field or more; a fundus has at least two below {MAX_CORNER_SHARE})"
+    )

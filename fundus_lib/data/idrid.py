@@ -45,7 +45,8 @@ def _photographs(folder: Path) -> list[Path]:
         raise IdridError(
             f"no IDRiD lesion photographs at {folder} (expected images/IDRiD_NN.jpg and masks/IDRiD_NN_HE.png, "
             "_EX.png). Get the segmentation set of IDRiD (Porwal et al. 2020, IEEE DataPort, CC BY 4.0) or point "
-            "attribution.lesion_photographs elsewhere")
+            "attribution.lesion_photographs elsewhere"
+        )
     found = sorted((folder / "images").glob("IDRiD_*.jpg"))
     if not found:
         raise IdridError(f"{folder / 'images'} holds no IDRiD_*.jpg photograph")
@@ -82,8 +83,16 @@ def idrid_items(folder: str | Path) -> pd.DataFrame:
             temporary = mask_path.with_name(f".{mask_path.name}.tmp.png")
             cv2.imwrite(str(temporary), merged_mask(folder, path.stem))
             temporary.replace(mask_path)
-        rows.append({"image": path.stem, "patient": path.stem, "side": "", "level": UNGRADED,
-                     "path": str(path), "mask_path": str(mask_path)})
+        rows.append(
+            {
+                "image": path.stem,
+                "patient": path.stem,
+                "side": "",
+                "level": UNGRADED,
+                "path": str(path),
+                "mask_path": str(mask_path),
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -28,9 +28,14 @@ def by_grade(grades, labels) -> pd.DataFrame:
     for grade in range(N_CLASSES):
         true = frame[frame["grade"] == grade]
         labelled = frame[frame["label"] == grade]
-        rows.append({"grade": grade, "images": len(true),
-                     "labelled otherwise": float((true["label"] != grade).mean()) if len(true) else float("nan"),
-                     "labels that are right": float((labelled["grade"] == grade).mean()) if len(labelled) else float("nan")})
+        rows.append(
+            {
+                "grade": grade,
+                "images": len(true),
+                "labelled otherwise": float((true["label"] != grade).mean()) if len(true) else float("nan"),
+                "labels that are right": float((labelled["grade"] == grade).mean()) if len(labelled) else float("nan"),
+            }
+        )
     return pd.DataFrame(rows).set_index("grade")
 
 

@@ -39,8 +39,10 @@ IDRID_COLUMNS = ("Image name", "Retinopathy grade")
 
 def detect_layout(folder: Path) -> str:
     """``idrid`` when ``folder`` holds IDRiD's labels/{train,test}.csv and images/{train,test}; else ``kaggle``."""
-    idrid = all((folder / "labels" / f"{split}.csv").is_file() and (folder / "images" / split).is_dir()
-                for split in IDRID_SPLITS)
+    idrid = all(
+        (folder / "labels" / f"{split}.csv").is_file() and (folder / "images" / split).is_dir()
+        for split in IDRID_SPLITS
+    )
     return "idrid" if idrid else "kaggle"
 
 
@@ -66,8 +68,10 @@ def _read_csv(path: Path, columns: tuple[str, str]) -> pd.DataFrame:
     frame.columns = [str(column).strip() for column in frame.columns]
     missing = [column for column in columns if column not in frame.columns]
     if missing:
-        raise LabelsError(f"{path}: missing column(s) {missing}; found columns {list(frame.columns)} "
-                          "(name the image and grade columns with --image-column and --grade-column)")
+        raise LabelsError(
+            f"{path}: missing column(s) {missing}; found columns {list(frame.columns)} "
+            "(name the image and grade columns with --image-column and --grade-column)"
+        )
     frame = frame.loc[(frame[list(columns)] != "").any(axis=1), list(columns)]
     frame = frame.apply(lambda column: column.str.strip())
     if frame.empty:
@@ -86,23 +90,38 @@ def _read_csv(path: Path, columns: tuple[str, str]) -> pd.DataFrame:
 
 def _items(labels: pd.DataFrame, files: dict[str, str], prefix: str = "") -> pd.DataFrame:
     """Cache items of ``labels`` (name, level); a name may carry its file's extension."""
-    stems = [prefix + (os.path.splitext(name)[0] if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES else name)
-             for name in labels["name"]]
-    return pd.DataFrame({"image": stems, "patient": stems, "side": "", "level": labels["level"].to_numpy(),
-                         "path": [files.get(stem, "") for stem in stems], "mask_path": ""})
+    stems = [
+        prefix + (os.path.splitext(name)[0] if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES else name)
+        for name in labels["name"]
+    ]
+    return pd.DataFrame(
+        {
+            "image": stems,
+            "patient": stems,
+            "side": "",
+            "level": labels["level"].to_numpy(),
+            "path": [files.get(stem, "") for stem in stems],
+            "mask_path": "",
+        }
+    )
 
 
 def _warn_unlabelled(files: dict[str, str], items: pd.DataFrame, where: Path) -> None:
     unlabelled = len(set(files) - set(items["image"]))
     if unlabelled:
-        warnings.warn(f"{unlabelled} image file(s) under {where} have no label; not used")
+        warnings.warn(f"{unlabelled} image file(s) under {where} have no label; not used", stacklevel=2)
 
 
 def read_idrid(folder: Path) -> pd.DataFrame:
     """IDRiD's grading layout; image ids ``train/IDRiD_001``, ``test/IDRiD_001``."""
     files = _files_by_stem(folder / "images")
-    items = pd.concat([_items(_read_csv(folder / "labels" / f"{split}.csv", IDRID_COLUMNS), files, f"{split}/")
-                       for split in IDRID_SPLITS], ignore_index=True)
+    items = pd.concat(
+        [
+            _items(_read_csv(folder / "labels" / f"{split}.csv", IDRID_COLUMNS), files, f"{split}/")
+            for split in IDRID_SPLITS
+        ],
+        ignore_index=True,
+    )
     _warn_unlabelled(files, items, folder / "images")
     return items
 
@@ -117,8 +136,14 @@ def read_generic(images_dir: Path, labels_csv: Path, image_column: str, grade_co
     return items
 
 
-def read_folder(folder: str | Path, images_dir: str | Path | None = None, labels_csv: str | Path | None = None,
-                layout: str = "auto", image_column: str | None = None, grade_column: str | None = None) -> pd.DataFrame:
+def read_folder(
+    folder: str | Path,
+    images_dir: str | Path | None = None,
+    labels_csv: str | Path | None = None,
+    layout: str = "auto",
+    image_column: str | None = None,
+    grade_column: str | None = None,
+) -> pd.DataFrame:
     """The graded photographs of ``folder`` as cache items, in the given or detected layout.
 
     kaggle and generic read ``images_dir`` (default ``folder/images``) and ``labels_csv`` (default: the
@@ -138,14 +163,17 @@ def read_folder(folder: str | Path, images_dir: str | Path | None = None, labels
     if layout == "kaggle":
         return list_images(images_dir, labels_csv).assign(mask_path="")
     if not (image_column and grade_column):
-        raise LabelsError(f"the generic layout needs the csv's image and grade columns (--image-column, "
-                          f"--grade-column); {labels_csv} has {list(pd.read_csv(labels_csv, nrows=0).columns)}")
+        raise LabelsError(
+            f"the generic layout needs the csv's image and grade columns (--image-column, "
+            f"--grade-column); {labels_csv} has {list(pd.read_csv(labels_csv, nrows=0).columns)}"
+        )
     return read_generic(images_dir, labels_csv, image_column, grade_column)
 
 
 def _only_csv(folder: Path) -> Path:
     found = sorted(folder.glob("*.csv"))
     if len(found) != 1:
-        raise LabelsError(f"{folder} holds {len(found)} csv files ({[path.name for path in found]}): "
-                          "name the labels csv")
+        raise LabelsError(
+            f"{folder} holds {len(found)} csv files ({[path.name for path in found]}): name the labels csv"
+        )
     return found[0]

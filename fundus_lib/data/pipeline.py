@@ -15,8 +15,8 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -107,8 +107,9 @@ def data_variant(data: FundusData, progress: bool = True, **settings) -> FundusD
     (``corruption_levels=(1, 4)``) or before Graham (``graham=False``); see CacheSettings."""
     cache_settings = replace(data.cache.settings, **settings)
     items = data.cache.manifest[ITEM_COLUMNS].reset_index(drop=True)
-    cache = build_cache(items, data_dir() / "cache" / cache_key(items, cache_settings), cache_settings,
-                        data.config.workers, progress)
+    cache = build_cache(
+        items, data_dir() / "cache" / cache_key(items, cache_settings), cache_settings, data.config.workers, progress
+    )
     manifest = resolve_duplicates(cache.manifest).assign(split=data.manifest["split"].to_numpy())
     return FundusData(data.config, cache, manifest, data.manifest_hash, data.images_dir, data.not_in_subset)
 
@@ -119,8 +120,10 @@ def _require_usable_images(manifest: pd.DataFrame, images_dir: Path) -> None:
         return
     reasons = manifest["reason"].value_counts().head(3)
     listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.items())
-    raise UserError(f"none of the {len(manifest)} listed images in {images_dir} is usable ({listed}): "
-                    "check data.eyepacs.images_dir and the image files")
+    raise UserError(
+        f"none of the {len(manifest)} listed images in {images_dir} is usable ({listed}): "
+        "check data.eyepacs.images_dir and the image files"
+    )
 
 
 def _listing_stamp(config: DataConfig) -> tuple:

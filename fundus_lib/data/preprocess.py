@@ -82,9 +82,7 @@ def field_aspect(rgb: np.ndarray, fov: FieldOfView) -> float:
     return half_height / fov.radius
 
 
-def crop_to_fundus(
-    image: np.ndarray, fov: FieldOfView, size: int, interpolation: int = cv2.INTER_AREA
-) -> np.ndarray:
+def crop_to_fundus(image: np.ndarray, fov: FieldOfView, size: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
     """The square of side ``2 * radius`` around the fundus, resized to ``size`` x ``size``.
 
     Parts of the square outside the photograph are black (0). Works for (H, W, C) images and

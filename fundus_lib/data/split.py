@@ -35,5 +35,7 @@ def assign_split(manifest: pd.DataFrame, config: SplitConfig) -> pd.Series:
         n_test = round(len(patients) * config.test)
         n_valid = round(len(patients) * config.valid)
         for position, patient in enumerate(patients):
-            split_of_patient[patient] = "test" if position < n_test else "valid" if position < n_test + n_valid else "train"
+            split_of_patient[patient] = (
+                "test" if position < n_test else "valid" if position < n_test + n_valid else "train"
+            )
     return manifest["patient"].map(split_of_patient).where(usable, "").fillna("").rename("split")

@@ -62,14 +62,13 @@ def _mapper(workers: int):
         yield map
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool_worker,
-                             initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_pool_worker, initargs=(os.getpid(),)
+    ) as pool:
         yield pool.map
 
 
-def _render_all(
-    specs: list[EyeSpec], out_dir: Path, cfg: SyntheticConfig, workers: int, progress: bool
-) -> list[dict]:
+def _render_all(specs: list[EyeSpec], out_dir: Path, cfg: SyntheticConfig, workers: int, progress: bool) -> list[dict]:
     """Render all missing eyes in chunks over ``workers`` processes; lesion counts in spec order."""
     size = max(1, min(32, math.ceil(len(specs) / (4 * workers))))
     chunks = [specs[i : i + size] for i in range(0, len(specs), size)]

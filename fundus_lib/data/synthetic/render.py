@@ -124,9 +124,7 @@ def _random_points(rng: np.random.Generator, count: int, radius: float = 0.9) ->
     return np.stack([r * np.cos(angle), r * np.sin(angle)], axis=1)
 
 
-def _gaussian_spots(
-    rng: np.random.Generator, frame: _Frame, mean_count: float, sigmas: tuple, strengths: tuple
-):
+def _gaussian_spots(rng: np.random.Generator, frame: _Frame, mean_count: float, sigmas: tuple, strengths: tuple):
     """Yield (window, alpha (h, w, 1) float32) of a Poisson number of Gaussian spots placed uniformly
     in the field, sigma and peak alpha uniform in the given ranges (sigma in units of R)."""
     count = rng.poisson(mean_count)
@@ -161,7 +159,7 @@ def _draw_disc(rgb: np.ndarray, frame: _Frame, anatomy: _Anatomy, rng: np.random
     a, b = anatomy.disc_radius, anatomy.disc_radius * anatomy.disc_aspect
     window, xs, ys = frame.grid(dx, dy, 3 * b)
     dist = np.sqrt(((xs - dx) / a) ** 2 + ((ys - dy) / b) ** 2)
-    glow = 0.3 * np.exp(-np.maximum(dist - 1, 0) ** 2 / (2 * 0.45**2))
+    glow = 0.3 * np.exp(-(np.maximum(dist - 1, 0) ** 2) / (2 * 0.45**2))
     alpha = np.maximum(np.clip((1.08 - dist) / 0.2, 0, 1) ** 1.5, glow)
     cup_x = dx - frame.mirror * a * rng.uniform(0.1, 0.3)
     cup = np.clip((rng.uniform(0.4, 0.6) - np.hypot(xs - cup_x, ys - dy) / a) / 0.25, 0, 1)
@@ -200,9 +198,7 @@ def _draw_lines(canvas: np.ndarray, lines, frame: _Frame, colour: tuple, anti_al
             cv2.polylines(canvas, runs, False, colour, thickness, cv2.LINE_8, _SHIFT)
 
 
-def _draw_shape(
-    canvas: np.ndarray, shape: tuple, frame: _Frame, size: float, colour: tuple, anti_alias: bool
-) -> None:
+def _draw_shape(canvas: np.ndarray, shape: tuple, frame: _Frame, size: float, colour: tuple, anti_alias: bool) -> None:
     """Draw one lesion shape (see _Lesion), its sizes scaled by ``size``, onto a uint8 canvas."""
     if shape[0] == "line":
         _, points, width = shape
@@ -328,8 +324,14 @@ PATCH_AMPLITUDE = 32
 PATCH_CELL = 1 / 16
 
 
-def _draw_patch(image: np.ndarray, mask: np.ndarray, centre: tuple[float, float], radius: float,
-                offset: tuple[float, float], code: int) -> None:
+def _draw_patch(
+    image: np.ndarray,
+    mask: np.ndarray,
+    centre: tuple[float, float],
+    radius: float,
+    offset: tuple[float, float],
+    code: int,
+) -> None:
     """Add a patch (in place) at ``offset`` R from the fundus centre px and ``code`` to the mask:
     the checkerboard for the cue's code, stripes for the distractor's."""
     half = PATCH_SIZE / 2 * radius

@@ -56,7 +56,6 @@ class EyeSpec:
     offset_y: float
 
 
-
 def _quota_grades(balance: np.ndarray, n: int) -> np.ndarray:
     """Exactly round(share * n) grades per class (largest remainders fix the sum), in grade order."""
     exact = balance * n

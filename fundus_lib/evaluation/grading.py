@@ -33,7 +33,7 @@ from fundus_lib.data.layouts import read_folder
 from fundus_lib.metrics import N_CLASSES, accuracy, balanced_accuracy, confusion, quadratic_kappa
 from fundus_lib.paths import data_dir
 from fundus_lib.runs import Run, get_run, run_data
-from fundus_lib.train import predict
+from fundus_lib.training.loop import predict
 
 #: Referable diabetic retinopathy: ICDR grade 2 (moderate) or worse.
 REFERABLE = 2
@@ -41,8 +41,14 @@ REPEATS = 1000
 LEVEL = 0.95
 
 
-def photographs(params: Params, folder: Path, labels_csv: Path | None = None, image_size: int | None = None,
-                progress: bool = True, **layout) -> tuple[Cache, pd.DataFrame]:
+def photographs(
+    params: Params,
+    folder: Path,
+    labels_csv: Path | None = None,
+    image_size: int | None = None,
+    progress: bool = True,
+    **layout,
+) -> tuple[Cache, pd.DataFrame]:
     """The cache of a folder's labelled photographs, prepared like the params' data at ``image_size``,
     and its manifest with byte-identical photographs resolved. ``labels_csv``: the folder is then
     the images folder (Kaggle's or the generic layout); ``layout``: read_folder's layout, image_column,
@@ -60,14 +66,17 @@ def grade_photographs(run: Run, cache: Cache, manifest: pd.DataFrame, batch_size
     """One row per usable photograph of ``manifest``: image, its label (level) and the run's grade."""
     rows = manifest.index[manifest["status"] == "ok"].to_numpy()
     levels = manifest.loc[rows, "level"].to_numpy()
-    probabilities = predict(run.load_model(), ImageDataset(cache.images, levels, rows), torch.device("cpu"),
-                            batch_size, amp=False)
-    return pd.DataFrame({"image": manifest.loc[rows, "image"].to_numpy(), "level": levels,
-                         "grade": probabilities.argmax(axis=1)})
+    probabilities = predict(
+        run.load_model(), ImageDataset(cache.images, levels, rows), torch.device("cpu"), batch_size, amp=False
+    )
+    return pd.DataFrame(
+        {"image": manifest.loc[rows, "image"].to_numpy(), "level": levels, "grade": probabilities.argmax(axis=1)}
+    )
 
 
-def unseen_photographs(params: Params, run: Run, folder: Path, labels_csv: Path | None = None,
-                       progress: bool = True, **layout) -> tuple[Cache, pd.DataFrame]:
+def unseen_photographs(
+    params: Params, run: Run, folder: Path, labels_csv: Path | None = None, progress: bool = True, **layout
+) -> tuple[Cache, pd.DataFrame]:
     """A folder's photographs at ``run``'s image size, those it trained or was tuned on excluded (a
     photograph byte-identical to one of its train or valid split): the cache and its manifest with
     every skip and its reason."""
@@ -76,16 +85,18 @@ def unseen_photographs(params: Params, run: Run, folder: Path, labels_csv: Path 
     return cache, exclude_seen(manifest, seen[seen["split"].isin(["train", "valid"])])
 
 
-def grade_unseen(params: Params, run: Run, folder: Path, labels_csv: Path | None = None, progress: bool = True,
-                 **layout) -> tuple[pd.DataFrame, pd.DataFrame]:
+def grade_unseen(
+    params: Params, run: Run, folder: Path, labels_csv: Path | None = None, progress: bool = True, **layout
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``run``'s grades of a folder's photographs that it never trained or was tuned on
     (``unseen_photographs``): (grades per photograph, the manifest with every skip and its reason)."""
     cache, manifest = unseen_photographs(params, run, folder, labels_csv, progress, **layout)
     return grade_photographs(run, cache, manifest, params.runtime.eval_batch_size), manifest
 
 
-def grade_folder(params: Params, folder: Path, labels_csv: Path | None = None, progress: bool = True,
-                 **layout) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def grade_folder(
+    params: Params, folder: Path, labels_csv: Path | None = None, progress: bool = True, **layout
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The chapter-2 baseline of ``params`` (from the store: never trained here) on a folder:
     (grades per photograph, :func:`external_measures`, skipped photographs with their reasons)."""
     run = get_run(params, run_config(params, params.baselines[0]), train=False, progress=progress)
@@ -111,27 +122,43 @@ def external_measures(levels, grades, repeats: int = REPEATS, seed: int = 0) -> 
     levels, grades = np.asarray(levels, dtype=np.int64), np.asarray(grades, dtype=np.int64)
     values = _measures(confusion(levels, grades))
     rng = np.random.default_rng(seed)
-    resampled = np.array([_measures(confusion(levels[draw], grades[draw]))
-                          for draw in rng.integers(0, len(levels), (repeats, len(levels)))]) if len(levels) else None
+    resampled = (
+        np.array(
+            [
+                _measures(confusion(levels[draw], grades[draw]))
+                for draw in rng.integers(0, len(levels), (repeats, len(levels)))
+            ]
+        )
+        if len(levels)
+        else None
+    )
     tail = (1 - LEVEL) / 2 * 100
-    low, high = (np.nanpercentile(resampled, [tail, 100 - tail], axis=0) if resampled is not None
-                 else (np.full(len(MEASURES), np.nan),) * 2)
+    low, high = (
+        np.nanpercentile(resampled, [tail, 100 - tail], axis=0)
+        if resampled is not None
+        else (np.full(len(MEASURES), np.nan),) * 2
+    )
     counts = [len(levels)] * 3 + [int((levels >= REFERABLE).sum()), int((levels < REFERABLE).sum())]
-    return pd.DataFrame({"value": values, "low": low, "high": high, "n": counts},
-                        index=pd.Index(MEASURES, name="measure"))
+    return pd.DataFrame(
+        {"value": values, "low": low, "high": high, "n": counts}, index=pd.Index(MEASURES, name="measure")
+    )
 
 
 def per_grade(levels) -> pd.Series:
     """Photographs per label grade 0-4."""
-    return pd.Series(np.bincount(np.asarray(levels, dtype=np.int64), minlength=N_CLASSES),
-                     index=pd.Index(range(N_CLASSES), name="grade"), name="photographs")
+    return pd.Series(
+        np.bincount(np.asarray(levels, dtype=np.int64), minlength=N_CLASSES),
+        index=pd.Index(range(N_CLASSES), name="grade"),
+        name="photographs",
+    )
 
 
 def confusion_frame(levels, grades) -> pd.DataFrame:
     """The confusion matrix as a frame: labels (rows) against grades (columns), counts."""
     grade_names = pd.Index(range(N_CLASSES))
-    return pd.DataFrame(confusion(levels, grades, N_CLASSES), index=grade_names.rename("label"),
-                        columns=grade_names.rename("grade"))
+    return pd.DataFrame(
+        confusion(levels, grades, N_CLASSES), index=grade_names.rename("label"), columns=grade_names.rename("grade")
+    )
 
 
 def external_grades(params: Params, runs: dict[str, Run], progress: bool = False) -> dict[str, pd.DataFrame]:
@@ -151,8 +178,12 @@ def external_table(runs: dict[str, Run], grades: dict[str, pd.DataFrame]) -> pd.
     rows = {}
     for label, graded in grades.items():
         measures = external_measures(graded["level"], graded["grade"])
-        rows[label] = {"EyePACS test kappa": runs[label].metrics("test")["kappa"], "photographs": len(graded),
-                       **{name: f"{row.value:.3f} [{row.low:.3f}, {row.high:.3f}]"
-                          for name, row in measures.loc[["kappa", "referable_sensitivity",
-                                                         "referable_specificity"]].iterrows()}}
+        rows[label] = {
+            "EyePACS test kappa": runs[label].metrics("test")["kappa"],
+            "photographs": len(graded),
+            **{
+                name: f"{row.value:.3f} [{row.low:.3f}, {row.high:.3f}]"
+                for name, row in measures.loc[["kappa", "referable_sensitivity", "referable_specificity"]].iterrows()
+            },
+        }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")

@@ -77,8 +77,13 @@ def parameter_names(notebook) -> set[str]:
     return {line.split("=")[0].strip() for cell in cells for line in cell.source.splitlines() if "=" in line}
 
 
-def execute_chapter(chapter: str, params_file: str | Path, out_dir: Path | None = None, progress: bool = True,
-                    train_missing: bool = True) -> float:
+def execute_chapter(
+    chapter: str,
+    params_file: str | Path,
+    out_dir: Path | None = None,
+    progress: bool = True,
+    train_missing: bool = True,
+) -> float:
     """Execute one chapter with a params file; returns the seconds it took.
 
     The params file is validated first, so a wrong key fails before any work. Cells run with
@@ -97,16 +102,25 @@ def execute_chapter(chapter: str, params_file: str | Path, out_dir: Path | None 
     if "train_missing" in parameter_names(notebook):
         parameters["train_missing"] = train_missing
     if "record_dir" in parameter_names(notebook):  # the page showing the build's timing record
-        parameters["record_dir"] = str(out_dir.relative_to(project_root()) if out_dir.is_relative_to(project_root())
-                                       else out_dir)
+        parameters["record_dir"] = str(
+            out_dir.relative_to(project_root()) if out_dir.is_relative_to(project_root()) else out_dir
+        )
     output = out_dir / f"{chapter}.ipynb"
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(notebook, str(output), parameters=parameters, cwd=str(project_root()),
-                                   kernel_name=KERNEL["name"], progress_bar=progress)
+        papermill.execute_notebook(
+            notebook,
+            str(output),
+            parameters=parameters,
+            cwd=str(project_root()),
+            kernel_name=KERNEL["name"],
+            progress_bar=progress,
+        )
     except PapermillExecutionError as error:
-        raise ChapterFailed(f"chapter {chapter} failed in cell {error.exec_count}: {error.ename}: {error.evalue} "
-                            f"(the partly executed notebook is {output})") from error
+        raise ChapterFailed(
+            f"chapter {chapter} failed in cell {error.exec_count}: {error.ename}: {error.evalue} "
+            f"(the partly executed notebook is {output})"
+        ) from error
     _prepare_for_the_book(output, chapter, params_path, parameters)
     return time.perf_counter() - start
 
@@ -119,18 +133,30 @@ def rerun_markdown(chapter: str, params_path: Path, parameters: dict) -> str:
     number, params = chapter.split("_")[0], params_path.as_posix()
     encoded = base64.b64encode(resolve_path(params_path).read_bytes()).decode()
     injected = ", ".join(f"{name} `{value}`" for name, value in parameters.items())
-    return "\n".join([
-        "## Re-run this chapter", "",
-        f"This page was executed by papermill with the parameters {injected}.", "",
-        "With this project installed (see the README), from the repository root:", "",
-        "```bash", f"fundus run {number} --params {params}", "```", "",
-        "or with papermill itself (jupytext turns the chapter's source into a notebook first):", "",
-        "```bash", f"jupytext --to ipynb notebooks/{chapter}.py -o {chapter}.ipynb",
-        f"papermill {chapter}.ipynb {chapter}-executed.ipynb --cwd . -p params_file {params}", "```", "",
-        f'Download <a class="rerun-download" href="../_sources/generated/{chapter}.ipynb" download>this executed '
-        f'notebook</a> or <a class="rerun-download" download="{params_path.name}" '
-        f'href="data:text/yaml;base64,{encoded}">the params file it ran with ({params})</a>.',
-    ])
+    return "\n".join(
+        [
+            "## Re-run this chapter",
+            "",
+            f"This page was executed by papermill with the parameters {injected}.",
+            "",
+            "With this project installed (see the README), from the repository root:",
+            "",
+            "```bash",
+            f"fundus run {number} --params {params}",
+            "```",
+            "",
+            "or with papermill itself (jupytext turns the chapter's source into a notebook first):",
+            "",
+            "```bash",
+            f"jupytext --to ipynb notebooks/{chapter}.py -o {chapter}.ipynb",
+            f"papermill {chapter}.ipynb {chapter}-executed.ipynb --cwd . -p params_file {params}",
+            "```",
+            "",
+            f'Download <a class="rerun-download" href="../_sources/generated/{chapter}.ipynb" download>this executed '
+            f'notebook</a> or <a class="rerun-download" download="{params_path.name}" '
+            f'href="data:text/yaml;base64,{encoded}">the params file it ran with ({params})</a>.',
+        ]
+    )
 
 
 def _prepare_for_the_book(output: Path, chapter: str, params_path: Path, parameters: dict) -> None:

@@ -26,7 +26,9 @@ def run_label(params: Params) -> str:
 def grade_distribution(levels: pd.Series) -> pd.DataFrame:
     """Images and share per grade 0-4 (grades with no image get 0)."""
     counts = levels.value_counts().reindex(range(5), fill_value=0)
-    return pd.DataFrame({"grade": range(5), "images": counts.to_numpy(), "share": (counts / max(1, counts.sum())).to_numpy()})
+    return pd.DataFrame(
+        {"grade": range(5), "images": counts.to_numpy(), "share": (counts / max(1, counts.sum())).to_numpy()}
+    )
 
 
 def beside_report(report: pd.DataFrame, ours: pd.DataFrame, key: str | list[str], ours_label: str) -> pd.DataFrame:
@@ -49,8 +51,9 @@ def styled(frame: pd.DataFrame, percent: tuple[str, ...] = (), decimals: int = 3
             formats[column] = "{:.1%}"
         else:
             formats[column] = f"{{:.{decimals}f}}"
-    frame = frame.rename_axis(index=[_readable(name) for name in frame.index.names],
-                              columns=[_readable(name) for name in frame.columns.names])
+    frame = frame.rename_axis(
+        index=[_readable(name) for name in frame.index.names], columns=[_readable(name) for name in frame.columns.names]
+    )
     style = frame.style.format(formats, na_rep="–").format_index(_readable, axis=1).format_index(_readable, axis=0)
     return style.set_caption(caption) if caption else style
 
@@ -84,11 +87,13 @@ def over_seeds(metrics: dict[str, list[dict[str, float]]], columns: tuple[str, .
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def spread_text(means: pd.DataFrame, columns: tuple[str, ...], percent: tuple[str, ...] = (),
-                decimals: int = 3) -> pd.DataFrame:
+def spread_text(
+    means: pd.DataFrame, columns: tuple[str, ...], percent: tuple[str, ...] = (), decimals: int = 3
+) -> pd.DataFrame:
     """Each of ``columns`` of an ``over_seeds`` frame with its ``±`` companion as one text column,
     ``0.712 ± 0.013`` (``71.2 ± 1.3 %`` for ``percent`` columns; the mean alone where there is no
     spread): one column per measure keeps a table within the page."""
+
     def text(mean: float, half: float, as_percent: bool) -> str:
         if pd.isna(mean):
             return "–"
@@ -96,9 +101,13 @@ def spread_text(means: pd.DataFrame, columns: tuple[str, ...], percent: tuple[st
         shown = f"{mean * scale:.{places}f}"
         return shown + unit if pd.isna(half) else f"{shown} ± {half * scale:.{places}f}{unit}"
 
-    return pd.DataFrame({column: [text(mean, half, column in percent)
-                                  for mean, half in zip(means[column], means[f"{column} ±"])]
-                         for column in columns}, index=means.index)
+    return pd.DataFrame(
+        {
+            column: [text(mean, half, column in percent) for mean, half in zip(means[column], means[f"{column} ±"])]
+            for column in columns
+        },
+        index=means.index,
+    )
 
 
 def with_spread(columns: tuple[str, ...]) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ _DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)min)?$")
 
 @cache
 def _numbers() -> dict:
-    return yaml.safe_load(files("fundus_lib").joinpath("report_numbers.yaml").read_text())
+    return yaml.safe_load(files("fundus_lib.report").joinpath("report_numbers.yaml").read_text())
 
 
 def report_source() -> str:

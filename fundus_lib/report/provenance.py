@@ -19,8 +19,20 @@ import pandas as pd
 from fundus_lib.config import Params
 from fundus_lib.paths import project_root
 
-PACKAGES = ("fundus-robustness", "torch", "torchvision", "numpy", "opencv-python-headless", "pillow",
-            "scikit-learn", "pandas", "captum", "efficientnet-pytorch", "papermill", "jupyter-book")
+PACKAGES = (
+    "fundus-robustness",
+    "torch",
+    "torchvision",
+    "numpy",
+    "opencv-python-headless",
+    "pillow",
+    "scikit-learn",
+    "pandas",
+    "captum",
+    "efficientnet-pytorch",
+    "papermill",
+    "jupyter-book",
+)
 
 
 def _package_version(name: str) -> str:
@@ -32,8 +44,9 @@ def _package_version(name: str) -> str:
 
 def git_commit() -> str:
     try:
-        result = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=project_root(),
-                                capture_output=True, text=True, timeout=10)
+        result = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=project_root(), capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return result.stdout.strip() or "unknown"
@@ -58,8 +71,12 @@ def _accelerators() -> str:
 
 def hardware() -> dict[str, str]:
     """The machine: CPU model and count, GPUs, OS."""
-    return {"cpu": f"{_cpu_model()} x {os.cpu_count()}", "gpu": _accelerators(),
-            "platform": platform.platform(), "python": platform.python_version()}
+    return {
+        "cpu": f"{_cpu_model()} x {os.cpu_count()}",
+        "gpu": _accelerators(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 def provenance(params_file: str | Path, params: Params, data=None, runs: dict | None = None) -> pd.DataFrame:
@@ -67,14 +84,20 @@ def provenance(params_file: str | Path, params: Params, data=None, runs: dict | 
 
     data: a FundusData; runs: label -> Run (their store keys, data hashes and training devices).
     """
-    rows = {"params file": str(params_file), "params name": params.name, "seed": params.seed,
-            "code version (git)": git_commit()}
+    rows = {
+        "params file": str(params_file),
+        "params name": params.name,
+        "seed": params.seed,
+        "code version (git)": git_commit(),
+    }
     if data is not None:
-        rows.update({"data source": params.data.source, "data manifest hash": data.manifest_hash,
-                     "cache": data.cache.root.name})
+        rows.update(
+            {"data source": params.data.source, "data manifest hash": data.manifest_hash, "cache": data.cache.root.name}
+        )
     for label, run in (runs or {}).items():
-        rows[f"run {label}"] = (f"{run.key} (data {run.record['data']['manifest_hash'][:12]}, "
-                                f"trained on {run.record['runtime']['device']})")
+        rows[f"run {label}"] = (
+            f"{run.key} (data {run.record['data']['manifest_hash'][:12]}, trained on {run.record['runtime']['device']})"
+        )
     rows.update(hardware())
     rows.update({f"package {name}": _package_version(name) for name in PACKAGES})
     rows["executed at"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")

@@ -30,7 +30,7 @@ import pandas as pd
 from fundus_lib.errors import UserError
 from fundus_lib.files import write_atomic
 from fundus_lib.paths import runs_dir
-from fundus_lib.provenance import git_commit, hardware
+from fundus_lib.report.provenance import git_commit, hardware
 
 RECORD_NAME = "build_record.json"
 HISTORY_NAME = "builds.jsonl"
@@ -48,8 +48,13 @@ def history_path() -> Path:
 
 def new_record(params_file: str | Path) -> dict:
     """A record with no steps yet: the params file, the commit, the machine, the start time (UTC)."""
-    return {"params": str(params_file), "commit": git_commit(), "machine": hardware(),
-            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "steps": []}
+    return {
+        "params": str(params_file),
+        "commit": git_commit(),
+        "machine": hardware(),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "steps": [],
+    }
 
 
 def start_record(out_dir: str | Path, params_file: str | Path, install_seconds: float | None = None) -> dict:
@@ -75,15 +80,17 @@ def read_record(out_dir: str | Path) -> dict | None:
     return record
 
 
-def add_step(out_dir: str | Path, step: str, seconds: float, chapter: str | None = None,
-             params_file: str | Path | None = None) -> dict:
+def add_step(
+    out_dir: str | Path, step: str, seconds: float, chapter: str | None = None, params_file: str | Path | None = None
+) -> dict:
     """Record one step of the build in ``out_dir``'s record (started here if none was). A step that
     is already there (the same chapter executed again) is replaced: the record holds each step's
     latest time."""
     record = read_record(out_dir) or new_record(params_file or "unknown")
     new = _step(step, seconds, chapter)
-    record["steps"] = [old for old in record["steps"]
-                       if (old["step"], old.get("chapter")) != (new["step"], new.get("chapter"))] + [new]
+    record["steps"] = [
+        old for old in record["steps"] if (old["step"], old.get("chapter")) != (new["step"], new.get("chapter"))
+    ] + [new]
     _write(out_dir, record)
     return record
 
@@ -103,8 +110,13 @@ def finish_record(out_dir: str | Path, html_seconds: float) -> dict:
 def steps_frame(record: dict) -> pd.DataFrame:
     """One row per step in build order (install, data, each chapter's training and execution, HTML):
     step, chapter ('' for install, data and html), seconds, minutes."""
-    frame = pd.DataFrame([{"step": step["step"], "chapter": step.get("chapter", ""), "seconds": step["seconds"]}
-                          for step in record["steps"]], columns=["step", "chapter", "seconds"])
+    frame = pd.DataFrame(
+        [
+            {"step": step["step"], "chapter": step.get("chapter", ""), "seconds": step["seconds"]}
+            for step in record["steps"]
+        ],
+        columns=["step", "chapter", "seconds"],
+    )
     phase = {"install": 0, "data": 1, "training": 2, "executing": 2, "html": 3}
     frame = frame.assign(phase=frame["step"].map(phase), order=frame["step"].map(STEPS.index))
     frame = frame.sort_values(["phase", "chapter", "order"]).drop(columns=["phase", "order"])
@@ -135,10 +147,17 @@ def read_history(path: str | Path | None = None) -> tuple[pd.DataFrame, list[str
             continue
         minutes = steps.groupby("step")["seconds"].sum().div(60).reindex(list(STEPS), fill_value=0.0)
         machine = record.get("machine", {})
-        rows.append({"started": record.get("started", ""), "params": record.get("params", ""),
-                     "commit": record.get("commit", ""), "cpu": machine.get("cpu", ""), "gpu": machine.get("gpu", ""),
-                     **{f"{step} (min)": value for step, value in minutes.items()},
-                     "total (min)": steps["seconds"].sum() / 60})
+        rows.append(
+            {
+                "started": record.get("started", ""),
+                "params": record.get("params", ""),
+                "commit": record.get("commit", ""),
+                "cpu": machine.get("cpu", ""),
+                "gpu": machine.get("gpu", ""),
+                **{f"{step} (min)": value for step, value in minutes.items()},
+                "total (min)": steps["seconds"].sum() / 60,
+            }
+        )
     return pd.DataFrame(rows), skipped
 
 

@@ -25,7 +25,9 @@ AUX_LOSS_WEIGHT = 0.4
 LOSSES = ("cross_entropy", "focal", "class_balanced", "inverse_frequency")
 
 
-def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor, labels: torch.Tensor, gamma: float, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean multi-class focal loss of logits (N, C) against labels (N,); optional class weights (C,)."""
     cross_entropy = nn.functional.cross_entropy(logits, labels, reduction="none")  # -log(p_t)
     loss = (1 - torch.exp(-cross_entropy)) ** gamma * cross_entropy if gamma else cross_entropy
@@ -60,8 +62,9 @@ def default_beta(counts: Sequence[int]) -> float:
     return (total - 1) / total
 
 
-def build_loss(kind: str, class_counts: Sequence[int] | None = None, gamma: float | None = None,
-               beta: float | None = None) -> Callable:
+def build_loss(
+    kind: str, class_counts: Sequence[int] | None = None, gamma: float | None = None, beta: float | None = None
+) -> Callable:
     """``loss_fn(outputs, labels)`` for a loss kind; inception's (logits, aux) outputs add 0.4 x the aux loss.
 
     class_counts: training images per class (for the weighted losses); beta None = (N - 1) / N.
@@ -72,8 +75,11 @@ def build_loss(kind: str, class_counts: Sequence[int] | None = None, gamma: floa
     if kind in ("class_balanced", "inverse_frequency"):
         if class_counts is None:
             raise ValueError(f"the {kind} loss needs the training class counts")
-        values = (class_balanced_weights(class_counts, default_beta(class_counts) if beta is None else beta)
-                  if kind == "class_balanced" else inverse_frequency_weights(class_counts))
+        values = (
+            class_balanced_weights(class_counts, default_beta(class_counts) if beta is None else beta)
+            if kind == "class_balanced"
+            else inverse_frequency_weights(class_counts)
+        )
         weights = torch.tensor(values, dtype=torch.float32)
     focus = gamma if kind == "focal" else 0.0
 
@@ -81,7 +87,9 @@ def build_loss(kind: str, class_counts: Sequence[int] | None = None, gamma: floa
         on_device = weights.to(labels.device) if weights is not None else None
         if isinstance(outputs, tuple):  # torchvision's InceptionOutputs(logits, aux_logits)
             logits, aux = outputs
-            return focal_loss(logits, labels, focus, on_device) + AUX_LOSS_WEIGHT * focal_loss(aux, labels, focus, on_device)
+            return focal_loss(logits, labels, focus, on_device) + AUX_LOSS_WEIGHT * focal_loss(
+                aux, labels, focus, on_device
+            )
         return focal_loss(outputs, labels, focus, on_device)
 
     return loss_fn
@@ -90,4 +98,3 @@ def build_loss(kind: str, class_counts: Sequence[int] | None = None, gamma: floa
 def cross_entropy(outputs, labels: torch.Tensor) -> torch.Tensor:
     """Plain cross-entropy (with inception's auxiliary term)."""
     return build_loss("cross_entropy")(outputs, labels)
-

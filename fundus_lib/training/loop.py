@@ -3,7 +3,8 @@
 ``fit`` trains one run into a folder: per-epoch validation, best-epoch selection on a chosen
 validation metric, an atomic checkpoint after every epoch (an interrupted run resumes from it and
 ends with the same weights as an uninterrupted one), early stopping, mixed precision and
-channels-last memory format (faster on CUDA and on CPUs with oneDNN), and data-parallel training when started by ``torchrun``.
+channels-last memory format (faster on CUDA and on CPUs with oneDNN), and data-parallel training
+when started by ``torchrun``.
 
 Determinism: everything random in epoch e (the batch order, augmentation in the loader workers,
 dropout) is seeded from (seed, e) at the start of the epoch, so resuming at an epoch boundary
@@ -36,18 +37,18 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from fundus_lib.attacks import adversarial_loss
+from fundus_lib.attacks.adversarial_training import adversarial_loss
 from fundus_lib.config import RunConfig, RuntimeConfig, resolve_path
 from fundus_lib.data.augment import CorruptThenGraham, RandomCorruption, build_augmentation
 from fundus_lib.data.dataset import FundusDataset, ImageDataset, permuted_labels
 from fundus_lib.data.pipeline import FundusData, data_variant
 from fundus_lib.errors import UserError
 from fundus_lib.files import require_free_space, sweep_temporaries, write_with
-from fundus_lib.losses import build_loss
-from fundus_lib.metrics import confusion, scores
+from fundus_lib.metrics import scores
 from fundus_lib.models import FundusNet, create_model, early_layers, inference_model
+from fundus_lib.training.losses import build_loss
+from fundus_lib.training.sampling import balanced_draw, oversample, smote_images
 from fundus_lib.weights import pretrained_weights_file
-from fundus_lib.sampling import balanced_draw, oversample, smote_images
 
 CHECKPOINT = "last.pt"
 BEST_WEIGHTS = "best.pt"
@@ -115,8 +116,10 @@ class EpochBatches(Sampler[list[int]]):
         if batch_size < processes.world:
             raise ValueError(f"batch size {batch_size} is smaller than the {processes.world} processes")
         if len(positions) < batch_size:
-            raise BatchSizeError(f"the training set has {len(positions)} images, fewer than one batch of {batch_size}: "
-                                 "lower this row's batch_size in the params file, or use more data")
+            raise BatchSizeError(
+                f"the training set has {len(positions)} images, fewer than one batch of {batch_size}: "
+                "lower this row's batch_size in the params file, or use more data"
+            )
         self.positions, self.batch_size, self.seed, self.processes = positions, batch_size, seed, processes
 
     def __len__(self) -> int:
@@ -184,13 +187,17 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise CheckpointError(f"{path} is not a checkpoint this project wrote (the safe loader refused it; nothing in "
-                              f"it ran): {remedy}, or replace the file by one fundus wrote") from None
+        raise CheckpointError(
+            f"{path} is not a checkpoint this project wrote (the safe loader refused it; nothing in "
+            f"it ran): {remedy}, or replace the file by one fundus wrote"
+        ) from None
     except Exception as exc:  # torch reports a cut or garbled file as RuntimeError, EOFError, KeyError, ...
         reason = str(exc).split(".")[0] or type(exc).__name__
         raise CheckpointError(f"{path} is empty, truncated or corrupt ({reason}): {remedy}") from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path} is not a checkpoint this project wrote (it holds a {type(state).__name__}): {remedy}")
+        raise CheckpointError(
+            f"{path} is not a checkpoint this project wrote (it holds a {type(state).__name__}): {remedy}"
+        )
     return state
 
 
@@ -210,16 +217,13 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     model.load_state_dict(state)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 # --- evaluation ------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset, device: torch.device, batch_size: int = 128, workers: int = 0,
-            amp: bool = True) -> np.ndarray:
+def predict(
+    model: nn.Module, dataset, device: torch.device, batch_size: int = 128, workers: int = 0, amp: bool = True
+) -> np.ndarray:
     """Class probabilities float32 (N, classes) of a dataset of (image, label) items, in eval mode.
 
     The model's train/eval mode is restored afterwards.
@@ -262,8 +266,9 @@ def _batch_loss(trainable: nn.Module, model: nn.Module, images, labels, loss_fn,
     if scheme is None:
         return loss_fn(trainable(images), labels)
     alpha = scheme.alpha_255 / 255 if scheme.alpha_255 else None
-    return adversarial_loss(trainable, images, labels, loss_fn, scheme.eps_255 / 255, alpha, scheme.steps,
-                            scheme.weight, attack_model=model)
+    return adversarial_loss(
+        trainable, images, labels, loss_fn, scheme.eps_255 / 255, alpha, scheme.steps, scheme.weight, attack_model=model
+    )
 
 
 def training_autocast(device: torch.device, runtime: RuntimeConfig):
@@ -289,8 +294,9 @@ def uses_cpu_bfloat16(runtime: RuntimeConfig, cpuinfo: Path = Path("/proc/cpuinf
     return bool(flags & {"amx_bf16", "avx512_bf16"})
 
 
-def _train_epoch(trainable, model, loader, loss_fn, optimizer, scaler, device, runtime, bar, config: RunConfig,
-                 world: int) -> float:
+def _train_epoch(
+    trainable, model, loader, loss_fn, optimizer, scaler, device, runtime, bar, config: RunConfig, world: int
+) -> float:
     """One pass over the loader. Under torchrun each process's mean loss is weighted by its share
     of the batch, so the averaged gradients are those of the whole batch's mean loss; with
     ``runtime.micro_batch_size`` each part's mean loss is weighted by its share in the same way."""
@@ -346,8 +352,9 @@ def _training_images(config: RunConfig, data: FundusData, progress: bool) -> Fun
         corruption = RandomCorruption(scheme.levels, scheme.clean_share)
         transform = CorruptThenGraham(corruption, data.config.graham_circle, augment)
         return FundusDataset(squares, "train", transform=transform)
-    corrupted = data_variant(data, progress, corruption_levels=scheme.levels, corruption_seed=scheme.seed,
-                             clean_share=scheme.clean_share)
+    corrupted = data_variant(
+        data, progress, corruption_levels=scheme.levels, corruption_seed=scheme.seed, clean_share=scheme.clean_share
+    )
     return FundusDataset(corrupted, "train", transform=augment)
 
 
@@ -364,10 +371,12 @@ def training_set(config: RunConfig, data: FundusData, progress: bool = True) -> 
         return TrainingSet(real, oversampled, counts)
     if config.sampling == "smote":
         folder = data.cache.root / f"smote-k{config.smote_k}-seed{config.seed}-{data.manifest_hash[:12]}"
-        images, labels, seconds = smote_images(data.cache.images[real.rows], real.labels, folder, config.smote_k,
-                                               config.seed, progress)
+        images, labels, seconds = smote_images(
+            data.cache.images[real.rows], real.labels, folder, config.smote_k, config.seed, progress
+        )
         dataset = ConcatDataset([real, ImageDataset(images, labels, transform=augment)])
         return TrainingSet(dataset, lambda epoch: np.arange(len(dataset)), counts, seconds)
+
     def positions(epoch: int) -> np.ndarray:
         if epoch < config.balanced_epochs:
             return balanced_draw(real.labels, np.random.default_rng(epoch_seed(config.seed, epoch)))
@@ -380,8 +389,10 @@ def _restore(path: Path, config: RunConfig, model, optimizer, schedule, scaler) 
     """Load a checkpoint into the training objects; returns its training state."""
     saved = load_checkpoint(path)
     if "config" not in saved or any(key not in saved for key in ("optimizer", "schedule", "scaler", *_STATE)):
-        raise CheckpointError(f"{path} is not a training checkpoint of this project (weights only?): "
-                              f"delete the run folder {path.parent} to train the run again")
+        raise CheckpointError(
+            f"{path} is not a training checkpoint of this project (weights only?): "
+            f"delete the run folder {path.parent} to train the run again"
+        )
     if saved["config"] != config.identity():
         raise CheckpointError(f"{path} belongs to another run configuration")
     load_weights(model, path)
@@ -391,12 +402,25 @@ def _restore(path: Path, config: RunConfig, model, optimizer, schedule, scaler) 
     return {key: saved[key] for key in _STATE}
 
 
-_STATE = {"epoch": 0, "history": [], "best_score": None, "best_epoch": None, "stale_epochs": 0,
-          "train_seconds": 0.0, "preparation_seconds": 0.0}
+_STATE = {
+    "epoch": 0,
+    "history": [],
+    "best_score": None,
+    "best_epoch": None,
+    "stale_epochs": 0,
+    "train_seconds": 0.0,
+    "preparation_seconds": 0.0,
+}
 
 
-def fit(config: RunConfig, data: FundusData, run_dir: Path, runtime: RuntimeConfig, progress: bool = True,
-        initial_weights: Path | None = None) -> None:
+def fit(
+    config: RunConfig,
+    data: FundusData,
+    run_dir: Path,
+    runtime: RuntimeConfig,
+    progress: bool = True,
+    initial_weights: Path | None = None,
+) -> None:
     """Train ``config`` on ``data`` into ``run_dir``, resuming from its checkpoint if there is one.
 
     initial_weights: a weights file to start from instead of the model's initialisation
@@ -418,12 +442,17 @@ def fit(config: RunConfig, data: FundusData, run_dir: Path, runtime: RuntimeConf
     schedule = build_schedule(config, optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp and device.type == "cuda")
     checkpoint = run_dir / CHECKPOINT
-    state = (_restore(checkpoint, config, model, optimizer, schedule, scaler) if checkpoint.exists()
-             else {key: (list(value) if isinstance(value, list) else value) for key, value in _STATE.items()})
+    state = (
+        _restore(checkpoint, config, model, optimizer, schedule, scaler)
+        if checkpoint.exists()
+        else {key: (list(value) if isinstance(value, list) else value) for key, value in _STATE.items()}
+    )
     early = early_layers(model, config.frozen_blocks) if config.frozen_blocks and config.frozen_epochs else []
     if early and processes.world > 1:
-        raise ValueError("frozen_blocks with torchrun: DistributedDataParallel needs a fixed set of trained "
-                         "parameters; set train.frozen_epochs: 0 for a multi-GPU run")
+        raise ValueError(
+            "frozen_blocks with torchrun: DistributedDataParallel needs a fixed set of trained "
+            "parameters; set train.frozen_epochs: 0 for a multi-GPU run"
+        )
     trainable = nn.parallel.DistributedDataParallel(model) if processes.world > 1 else model
     training = training_set(config, data, progress and processes.main)
     state["preparation_seconds"] = state["preparation_seconds"] or training.preparation_seconds
@@ -437,30 +466,55 @@ def fit(config: RunConfig, data: FundusData, run_dir: Path, runtime: RuntimeConf
         seed = epoch_seed(config.seed, epoch)
         torch.manual_seed(seed)
         batches = EpochBatches(training.positions(epoch), config.batch_size, seed, processes)
-        loader = DataLoader(training.dataset, batch_sampler=batches, num_workers=runtime.loader_workers,
-                            generator=torch.Generator().manual_seed(seed * 7919 + processes.rank),
-                            pin_memory=device.type == "cuda")
+        loader = DataLoader(
+            training.dataset,
+            batch_sampler=batches,
+            num_workers=runtime.loader_workers,
+            generator=torch.Generator().manual_seed(seed * 7919 + processes.rank),
+            pin_memory=device.type == "cuda",
+        )
         started = time.perf_counter()
-        with tqdm(total=len(batches), desc=f"{config.model} epoch {epoch + 1}/{config.epochs}", unit="batch",
-                  disable=not (progress and processes.main), leave=False) as bar:
-            train_loss = _train_epoch(trainable, model, loader, loss_fn, optimizer, scaler, device, runtime, bar, config,
-                                      processes.world)
+        with tqdm(
+            total=len(batches),
+            desc=f"{config.model} epoch {epoch + 1}/{config.epochs}",
+            unit="batch",
+            disable=not (progress and processes.main),
+            leave=False,
+        ) as bar:
+            train_loss = _train_epoch(
+                trainable, model, loader, loss_fn, optimizer, scaler, device, runtime, bar, config, processes.world
+            )
         schedule.step()
         if processes.main:
-            probabilities = predict(inference_model(model), valid_set, device, runtime.eval_batch_size,
-                                    runtime.loader_workers, runtime.amp)
+            probabilities = predict(
+                inference_model(model), valid_set, device, runtime.eval_batch_size, runtime.loader_workers, runtime.amp
+            )
             metrics = evaluate(probabilities, valid_set.labels)
             state["train_seconds"] += time.perf_counter() - started
-            state["history"].append({"epoch": epoch + 1, "train_loss": train_loss,
-                                     **{f"valid_{key}": value for key, value in metrics.items()}})
+            state["history"].append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": train_loss,
+                    **{f"valid_{key}": value for key, value in metrics.items()},
+                }
+            )
             if _is_better(config.select_on, metrics[config.select_on], state["best_score"]):
                 state.update(best_score=metrics[config.select_on], best_epoch=epoch + 1, stale_epochs=0)
                 save_atomic({"model": model.state_dict()}, run_dir / BEST_WEIGHTS)
             else:
                 state["stale_epochs"] += 1
             state["epoch"] = epoch + 1
-            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                         "scaler": scaler.state_dict(), "config": config.identity(), **state}, checkpoint)
+            save_atomic(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "config": config.identity(),
+                    **state,
+                },
+                checkpoint,
+            )
         if processes.world > 1:
             shared = [state]
             dist.broadcast_object_list(shared, src=0)

@@ -84,8 +84,9 @@ def smote_plan(features: np.ndarray, labels: np.ndarray, k: int, rng: np.random.
     return (np.concatenate(bases), np.concatenate(neighbours), np.concatenate(steps), np.concatenate(grades))
 
 
-def smote_images(images: np.ndarray, labels: np.ndarray, folder: Path, k: int = 5, seed: int = 0,
-                 progress: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+def smote_images(
+    images: np.ndarray, labels: np.ndarray, folder: Path, k: int = 5, seed: int = 0, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray, float]:
     """SMOTE on uint8 images (N, H, W, C): the synthetic images and labels, and the seconds it took.
 
     Cached in ``folder`` (``images.npy``, ``labels.npy``, ``smote.json``, written last); a finished

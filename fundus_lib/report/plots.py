@@ -18,13 +18,13 @@ from fundus_lib.data.synthetic import LESION_CODES
 
 #: RGB colour per lesion code of the synthetic masks.
 LESION_COLOURS = {
-    1: (255, 40, 40),     # microaneurysm
-    2: (255, 0, 255),     # haemorrhage
-    3: (255, 230, 0),     # hard exudate
-    4: (0, 220, 255),     # cotton-wool spot
-    5: (0, 255, 60),      # neovascularisation
-    6: (80, 80, 255),     # spurious cue
-    7: (255, 140, 0),     # distractor
+    1: (255, 40, 40),  # microaneurysm
+    2: (255, 0, 255),  # haemorrhage
+    3: (255, 230, 0),  # hard exudate
+    4: (0, 220, 255),  # cotton-wool spot
+    5: (0, 255, 60),  # neovascularisation
+    6: (80, 80, 255),  # spurious cue
+    7: (255, 140, 0),  # distractor
 }
 
 
@@ -37,7 +37,9 @@ def image_grid(
 ) -> plt.Figure:
     """Images (uint8 or [0, 1] float, (H, W, 3)) in a grid with optional titles."""
     nrows = max(1, -(-len(images) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(cell_inches * ncols, cell_inches * nrows + 0.3 * bool(suptitle)), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(cell_inches * ncols, cell_inches * nrows + 0.3 * bool(suptitle)), squeeze=False
+    )
     for index, ax in enumerate(axes.flat):
         ax.axis("off")
         if index < len(images):
@@ -78,8 +80,18 @@ def confusion_heatmaps(matrices: dict[str, np.ndarray], cell_inches: float = 3.4
     for ax, (title, matrix) in zip(axes.flat, matrices.items()):
         shares = row_normalised(np.asarray(matrix))
         labels = np.vectorize(lambda share, count: f"{share:.0%}\n({count})")(shares, np.asarray(matrix))
-        sns.heatmap(shares, vmin=0, vmax=1, cmap="Blues", annot=labels, fmt="", cbar=False, ax=ax,
-                    annot_kws={"fontsize": 7}, square=True)
+        sns.heatmap(
+            shares,
+            vmin=0,
+            vmax=1,
+            cmap="Blues",
+            annot=labels,
+            fmt="",
+            cbar=False,
+            ax=ax,
+            annot_kws={"fontsize": 7},
+            square=True,
+        )
         ax.set(title=title, xlabel="predicted grade", ylabel="true grade")
     fig.tight_layout()
     plt.close(fig)
@@ -92,10 +104,16 @@ def learning_curves(histories: dict, metrics: Sequence[str], best: dict | None =
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
         for label, history in histories.items():
-            line, = ax.plot(history.index, history[metric], marker=".", label=label)
+            (line,) = ax.plot(history.index, history[metric], marker=".", label=label)
             if best and label in best:
-                ax.plot(best[label], history.loc[best[label], metric], "o", markersize=10, fillstyle="none",
-                        color=line.get_color())
+                ax.plot(
+                    best[label],
+                    history.loc[best[label], metric],
+                    "o",
+                    markersize=10,
+                    fillstyle="none",
+                    color=line.get_color(),
+                )
         ax.set(xlabel="epoch", title=metric.replace("_", " "))
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
@@ -113,15 +131,22 @@ def prediction_shares(shares) -> plt.Figure:
         left += shares[grade].to_numpy()
     ax.invert_yaxis()
     ax.set(xlim=(0, 1), xlabel="share of test predictions")
-    ax.legend(ncol=shares.shape[1], fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(shares) < 6 else -0.08))
+    ax.legend(
+        ncol=shares.shape[1], fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(shares) < 6 else -0.08)
+    )
     fig.tight_layout()
     plt.close(fig)
     return fig
 
 
 #: Colour per verdict (statistics' three-way rule), shared by the conclusions' table and figure.
-VERDICT_COLOURS = {"reproduced": "#2e8b57", "smaller than reported": "#5b7db1", "contradicted": "#c0392b",
-                   "inconclusive": "#d4a017", "not tested": "#999999"}
+VERDICT_COLOURS = {
+    "reproduced": "#2e8b57",
+    "smaller than reported": "#5b7db1",
+    "contradicted": "#c0392b",
+    "inconclusive": "#d4a017",
+    "not tested": "#999999",
+}
 
 
 def findings_forest(comparisons) -> plt.Figure:
@@ -133,19 +158,31 @@ def findings_forest(comparisons) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7.2, 0.24 * count + 1.3))
     positions = np.arange(count)
     colours = [VERDICT_COLOURS.get(verdict, "#999999") for verdict in comparisons["verdict"]]
-    ax.errorbar(comparisons["estimate"], positions, fmt="none", ecolor=colours, elinewidth=1.6,
-                xerr=[comparisons["estimate"] - comparisons["low"], comparisons["high"] - comparisons["estimate"]])
+    ax.errorbar(
+        comparisons["estimate"],
+        positions,
+        fmt="none",
+        ecolor=colours,
+        elinewidth=1.6,
+        xerr=[comparisons["estimate"] - comparisons["low"], comparisons["high"] - comparisons["estimate"]],
+    )
     ax.scatter(comparisons["estimate"], positions, c=colours, s=18, zorder=3, label="this run: mean, 95 % interval")
     ax.scatter(comparisons["report"], positions, marker="x", color="black", s=22, zorder=4, label="the report")
     ax.scatter(comparisons["threshold"], positions, marker="|", color="grey", s=90, zorder=2, label="margin")
     ax.axvline(0, color="black", linewidth=0.6)
-    ax.set_yticks(positions, [f"{where}: {label}" for where, label in zip(comparisons["where"], comparisons["comparison"])],
-                  fontsize=7)
+    ax.set_yticks(
+        positions,
+        [f"{where}: {label}" for where, label in zip(comparisons["where"], comparisons["comparison"])],
+        fontsize=7,
+    )
     ax.invert_yaxis()
     ax.set_xlabel("difference (treatment − reference), in the units of its measure")
-    handles = ax.get_legend_handles_labels()[0] + [Patch(color=colour, label=verdict)
-                                                   for verdict, colour in VERDICT_COLOURS.items() if verdict != "not tested"]
-    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.9 / (0.24 * count + 1.3)), ncol=3)
+    handles = ax.get_legend_handles_labels()[0] + [
+        Patch(color=colour, label=verdict) for verdict, colour in VERDICT_COLOURS.items() if verdict != "not tested"
+    ]
+    ax.legend(
+        handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.9 / (0.24 * count + 1.3)), ncol=3
+    )
     fig.tight_layout()
     plt.close(fig)
     return fig

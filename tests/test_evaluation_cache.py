@@ -1,0 +1,44 @@
+"""The evaluation cache: an unchanged evaluation is read back, one whose code version was bumped is
+recomputed, version 1 keeps the digests of stores filled before versions existed, and an
+evaluation without a version is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from fundus_lib.evaluation.cache import CODE_VERSIONS, cache_key, cached
+
+
+def test_a_bumped_code_version_recomputes_and_an_unchanged_one_is_reused(tmp_path):
+    run, settings, calls = SimpleNamespace(root=tmp_path), {"eps_255": [0, 1], "data": "abc"}, []
+
+    def compute():
+        calls.append(1)
+        return pd.DataFrame({"value": [len(calls)]})
+
+    first = cached(run, "pgd-outcomes", settings, compute)
+    again = cached(run, "pgd-outcomes", settings, compute)
+    assert len(calls) == 1 and again.equals(first)
+    bumped = {**CODE_VERSIONS, "pgd-outcomes": 2}
+    fixed = cached(run, "pgd-outcomes", settings, compute, versions=bumped)
+    assert len(calls) == 2 and fixed["value"].tolist() == [2]
+    assert cached(run, "pgd-outcomes", settings, compute, versions=bumped)["value"].tolist() == [2]
+    assert cached(run, "pgd-outcomes", settings, compute)["value"].tolist() == [1] and len(calls) == 2
+    assert len(list((tmp_path / "evaluations").glob("pgd-outcomes-*.csv"))) == 2
+
+
+def test_version_one_keeps_the_digests_of_stores_filled_before_versions():
+    settings = {"n_images": 24, "seed": 0}
+    before = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    assert CODE_VERSIONS["attribution"] == 1 and cache_key("attribution", settings) == before
+    assert cache_key("attribution", settings, {"attribution": 2}) != before
+
+
+def test_an_evaluation_without_a_code_version_is_refused(tmp_path):
+    with pytest.raises(KeyError, match="no code version; add it to evaluation.cache.CODE_VERSIONS"):
+        cached(SimpleNamespace(root=tmp_path), "new-evaluation", {}, pd.DataFrame)
