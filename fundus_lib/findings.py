@@ -203,6 +203,25 @@ def top_share(run: Run) -> float:
     return float(confusion.sum(axis=0).max() / max(1, confusion.sum()))
 
 
+def collapsed(run: Run) -> bool:
+    """Whether the run gives one grade to at least DEGENERATE_SHARE of its validation images: it has
+    not learned to grade, so no table reports its numbers as a grading result."""
+    return top_share(run) >= DEGENERATE_SHARE
+
+
+def collapse_note(arms: dict[str, Arm]) -> str:
+    """Which arms collapsed onto one grade in how many seeds ("" when none did)."""
+    counts = {name: sum(collapsed(run) for run in item.runs) for name, item in arms.items()}
+    parts = [f"{name} in {count} of {len(arms[name].runs)} seed(s)" for name, count in counts.items() if count]
+    if not parts:
+        return ""
+    return (
+        "collapsed onto one grade (at least "
+        f"{DEGENERATE_SHARE:.0%} of the validation images): {'; '.join(parts)}; such a model has not learned to "
+        "grade, so its comparison says whether the recipe learns at all, not how far a trained model falls behind"
+    )
+
+
 def metric_comparison(
     label: str, measure: str, side: int, treatment: Arm, reference: Arm, threshold: float | None = None
 ) -> Comparison:
@@ -263,8 +282,16 @@ def larger_images_help(arms: dict[tuple[str, int, bool], Arm], report: pd.DataFr
         comparisons,
         reported,
         images_behind(first),
-        f"'most' = {majority(len(pairs))} of {len(pairs)} model(s), each with its own interval; "
-        f"the report: {report_text}",
+        "; ".join(
+            filter(
+                None,
+                [
+                    f"'most' = {majority(len(pairs))} of {len(pairs)} model(s), each with its own interval; "
+                    f"the report: {report_text}",
+                    collapse_note({arm_.name: arm_ for both in pairs.values() for arm_ in both}),
+                ],
+            )
+        ),
         report_text=report_text,
         needed=majority(len(pairs)),
     )
@@ -292,12 +319,18 @@ def transfer_helps(arms: dict[tuple[str, int, bool], Arm]) -> Finding:
         metric_comparison(f"{model} {size} px: κ(ImageNet) − κ(scratch)", "kappa", HIGHER, imagenet, scratch)
         for (model, size), (imagenet, scratch) in pairs.items()
     )
+    named = {
+        f"{model} {size} px {weights}": arm_
+        for (model, size), both in pairs.items()
+        for weights, arm_ in zip(("ImageNet", "from scratch"), both)
+    }
     return Finding(
         "Table 4",
         claim,
         comparisons,
         (None,) * len(comparisons),
         images_behind(next(iter(pairs.values()))[0]),
+        note=collapse_note(named),
         report_text=report_text,
     )
 

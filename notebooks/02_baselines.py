@@ -37,6 +37,7 @@ from IPython.display import Markdown, display
 
 from fundus_lib.config import load_params
 from fundus_lib.experiments import baseline_runs
+from fundus_lib.findings import DEGENERATE_SHARE, collapsed
 from fundus_lib.metrics import REPORT_METRICS
 from fundus_lib.models import create_model
 from fundus_lib.report.numbers import report_table
@@ -100,8 +101,10 @@ styled(beside_report(report_table("table2"), counts, "model", "this project").as
 # %% tags=["hide-input"]
 runs = {label: get_run(params, config, train=train_missing) for label, config in baseline_runs(params).items()}
 SCRATCH = "†"  # a model trained from scratch; the report fine-tuned ImageNet weights (its 2.3)
+COLLAPSED = "‡"  # one grade for nearly every validation image: not a grading result
 trained = pd.DataFrame([
-    {"model": run.config.model + ("" if run.config.pretrained else SCRATCH), "image_size": run.config.image_size,
+    {"model": run.config.model + ("" if run.config.pretrained else SCRATCH) + (COLLAPSED if collapsed(run) else ""),
+     "image_size": run.config.image_size,
      "batch_size": run.config.batch_size,
      "epochs": run.record["epochs_run"], "best_epoch": run.record["best_epoch"],
      **{metric: run.metrics("test")[metric] for metric in REPORT_METRICS}, "training_hours": run.train_seconds / 3600}
@@ -118,8 +121,9 @@ for column in [(REPORT_LABEL, "batch"), (ours, "batch")]:
     table4[column] = table4[column].astype("Int64")
 styled(table4, percent=("acc.", "bal. acc."), decimals=2,
        caption="Table 4: the report's validation metrics beside this run's test metrics, per model and image size "
-               f"(px; {SCRATCH}: trained from scratch, the others from ImageNet weights as the report's); epochs run "
-               "(best epoch kept); training time of the epochs run")
+               f"(px; {SCRATCH}: trained from scratch, the others from ImageNet weights as the report's; {COLLAPSED}: "
+               f"collapsed, one grade for at least {DEGENERATE_SHARE:.0%} of the validation images, so no grading "
+               "result); epochs run (best epoch kept); training time of the epochs run")
 
 # %% tags=["hide-input"]
 baseline_label, baseline = next(iter(runs.items()))

@@ -6,7 +6,7 @@ finding states its error split and MDD, and a piece that cannot discriminate is 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -338,3 +338,22 @@ def test_the_external_finding_pairs_seeds_on_the_external_photographs(monkeypatc
     assert better.verdict == REPRODUCED and "external photographs" in better.n and better.reported == (None,)
     accuracy["adversarially trained"] = 0.6
     assert findings.generalises_across_cameras(external, seed_runs).verdict != REPRODUCED
+
+
+def test_a_collapsed_arm_is_named_in_the_table4_findings():
+    """A from-scratch arm whose seeds give one grade to every validation image: the transfer finding
+    says which arm collapsed in how many seeds, and a healthy pair carries no such note."""
+    healthy = {
+        ("efficientnet-lite0", 96, True): fake_arm("imagenet 96", 0.8),
+        ("efficientnet-lite0", 96, False): fake_arm("scratch 96", 0.5),
+    }
+    assert findings.transfer_helps(healthy).note == ""
+    one_grade = np.zeros((5, 5), dtype=np.int64)
+    one_grade[:, 2] = np.bincount(LABELS, minlength=5)
+    scratch = fake_arm("scratch 96", 0.5)
+    collapsed_runs = (FakeRun({}, {"valid": one_grade, "test": one_grade}),) * 2 + scratch.runs[2:]
+    arms = {**healthy, ("efficientnet-lite0", 96, False): replace(scratch, runs=collapsed_runs)}
+    assert findings.collapsed(collapsed_runs[0]) and not findings.collapsed(scratch.runs[2])
+    note = findings.transfer_helps(arms).note
+    assert "collapsed onto one grade" in note and "efficientnet-lite0 96 px from scratch in 2 of 3 seed(s)" in note
+    assert "ImageNet in" not in note
