@@ -246,6 +246,17 @@ def mean_interval(values) -> tuple[float, float, float]:
     return float(values.mean()), float(np.quantile(means, TAIL)), float(np.quantile(means, 1 - TAIL))
 
 
+def resampled_intervals(n: int, measures: Callable[[np.ndarray], Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap intervals at LEVEL of several measures of ``n`` items (e.g. accuracy and
+    kappa of n graded photographs): ``measures(indices)`` gives them for the items at ``indices``,
+    evaluated on the module's fixed resamples; (low, high), one value per measure."""
+    if n < 1:
+        raise ValueError("a bootstrap interval needs at least one item")
+    draws = np.array([measures(draw) for draw in bootstrap_indices(n)], dtype=float)
+    low, high = np.nanquantile(draws, [TAIL, 1 - TAIL], axis=0)
+    return low, high
+
+
 def wholly_above(low: float, threshold: float = 0.0) -> bool:
     """Whether an interval with lower bound ``low`` lies wholly above ``threshold`` (a one-sided
     decision, false at most TAIL of the time when the truth is at the threshold)."""

@@ -437,3 +437,12 @@ def test_wholly_above_is_false_at_most_at_the_tail_rate_when_the_truth_is_the_th
     assert (
         statistics.wholly_above(0.01) and not statistics.wholly_above(0.0) and not statistics.wholly_above(-0.2, -0.1)
     )
+
+
+def test_resampled_intervals_agree_with_mean_interval_and_take_several_measures():
+    values = np.random.default_rng(5).normal(0.0, 1.0, 150)
+    low, high = statistics.resampled_intervals(len(values), lambda draw: [values[draw].mean(), values[draw].max()])
+    assert (low[0], high[0]) == pytest.approx(statistics.mean_interval(values)[1:])
+    assert low[1] <= values.max() == high[1]
+    with pytest.raises(ValueError, match="at least one item"):
+        statistics.resampled_intervals(0, lambda draw: [0.0])

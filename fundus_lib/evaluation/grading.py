@@ -33,12 +33,11 @@ from fundus_lib.data.layouts import read_folder
 from fundus_lib.metrics import N_CLASSES, accuracy, balanced_accuracy, confusion, quadratic_kappa
 from fundus_lib.paths import data_dir
 from fundus_lib.runs import Run, get_run, run_data
+from fundus_lib.statistics import resampled_intervals
 from fundus_lib.training.loop import predict
 
 #: Referable diabetic retinopathy: ICDR grade 2 (moderate) or worse.
 REFERABLE = 2
-REPEATS = 1000
-LEVEL = 0.95
 
 
 def photographs(
@@ -115,27 +114,15 @@ def _measures(matrix: np.ndarray) -> list[float]:
 MEASURES = ["accuracy", "balanced_accuracy", "kappa", "referable_sensitivity", "referable_specificity"]
 
 
-def external_measures(levels, grades, repeats: int = REPEATS, seed: int = 0) -> pd.DataFrame:
+def external_measures(levels, grades) -> pd.DataFrame:
     """Accuracy, balanced accuracy, quadratic kappa and referable-DR (grade >= 2) sensitivity and
     specificity of ``grades`` against ``levels``: one row each, columns value, low, high (percentile
-    bootstrap over the photographs, ``LEVEL`` coverage, seeded) and n (photographs counted)."""
+    bootstrap over the photographs, ``statistics.resampled_intervals``) and n (photographs counted)."""
     levels, grades = np.asarray(levels, dtype=np.int64), np.asarray(grades, dtype=np.int64)
     values = _measures(confusion(levels, grades))
-    rng = np.random.default_rng(seed)
-    resampled = (
-        np.array(
-            [
-                _measures(confusion(levels[draw], grades[draw]))
-                for draw in rng.integers(0, len(levels), (repeats, len(levels)))
-            ]
-        )
-        if len(levels)
-        else None
-    )
-    tail = (1 - LEVEL) / 2 * 100
     low, high = (
-        np.nanpercentile(resampled, [tail, 100 - tail], axis=0)
-        if resampled is not None
+        resampled_intervals(len(levels), lambda draw: _measures(confusion(levels[draw], grades[draw])))
+        if len(levels)
         else (np.full(len(MEASURES), np.nan),) * 2
     )
     counts = [len(levels)] * 3 + [int((levels >= REFERABLE).sum()), int((levels < REFERABLE).sum())]
