@@ -569,6 +569,39 @@ def steps_ladder_failures(accuracies: Sequence[float], tolerance: float = MASKIN
     return [int(i) + 1 for i in np.flatnonzero(np.diff(values) > tolerance + 1e-9)]
 
 
+def wilson_share(hits, confidence: float = 0.95) -> dict:
+    """The share of True in ``hits`` (images) with its Wilson interval: a row with ``share``,
+    ``low``, ``high`` and ``images`` (NaN share and bounds when there is no image)."""
+    hits = np.asarray(hits, dtype=bool)
+    if len(hits) == 0:
+        return {"share": np.nan, "low": np.nan, "high": np.nan, "images": 0}
+    bounds = stats.binomtest(int(hits.sum()), len(hits)).proportion_ci(confidence_level=confidence, method="wilson")
+    return {"share": hits.mean(), "low": bounds.low, "high": bounds.high, "images": len(hits)}
+
+
+#: The outcomes of ``decision_outcome``, in the order it checks them.
+DECISION_OUTCOMES = ("degenerate", "unconverged", "larger", "smaller", "no difference")
+
+
+def decision_outcome(ratio: Estimate, unconverged: Sequence[str], degenerate: Sequence[str]) -> str:
+    """Judge a decision-based attack's comparison of two models by the ratio of the median L2
+    perturbations it needed (treatment over reference, with its interval), in this order:
+    "degenerate" when a model answers one grade for (almost) every image (a large perturbation then
+    says only that it barely reads the image), "unconverged" when the attack's budget has not
+    converged for a model (the sizes are upper bounds a larger budget would still lower, by
+    different amounts), "larger" / "smaller" when the interval lies wholly above / below 1, and
+    "no difference" otherwise."""
+    if degenerate:
+        return "degenerate"
+    if unconverged:
+        return "unconverged"
+    if ratio.low > 1:
+        return "larger"
+    if ratio.high < 1:
+        return "smaller"
+    return "no difference"
+
+
 #: A method passes the randomisation check when, with every layer of the model re-initialised, its
 #: maps keep a median rank correlation (of absolute values, per image) below this with the
 #: trained model's maps: most of their ordering then came from what the model learned. Fixed here
@@ -581,3 +614,25 @@ def passes_randomisation(check: pd.DataFrame) -> bool:
     """Whether a method's ``randomisation_check`` ends (every layer re-initialised) below
     ``RANDOMISATION_PASS`` rank correlation with the trained model's maps."""
     return bool(check["rank_correlation"].iloc[-1] < RANDOMISATION_PASS)
+
+
+#: A change of the grade-0 prediction share smaller than this (5 points, either way) reads as the
+#: report's "little influence on balancing the decision distribution" (chapter 3's reading of the
+#: re-weighted losses; the conclusions judge the findings with their intervals).
+LITTLE_INFLUENCE = 0.05
+
+
+def little_influence(share_change: float) -> bool:
+    """Whether a change of a prediction share (in [-1, 1]) is below ``LITTLE_INFLUENCE`` either way."""
+    return bool(abs(share_change) < LITTLE_INFLUENCE)
+
+
+def failing_methods(methods: Sequence[str], passes: Sequence[bool], judged: bool = True) -> set[str]:
+    """The attribution methods a sanity check marks as failing: every method with a row (one per
+    model, say) that does not pass (``passes_randomisation``, or the data-randomisation check's
+    ``passes``), so a method that fails for one model is marked for all. None when the check is not
+    ``judged``: a shortened randomisation cascade (``attribution.sanity_layers``) re-initialises too
+    few layers to say anything, so chapter 6 marks no method on it."""
+    if not judged:
+        return set()
+    return {method for method, passed in zip(methods, passes, strict=True) if not passed}

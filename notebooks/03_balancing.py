@@ -29,19 +29,18 @@ params_file = "params/demo.yaml"
 train_missing = True  # False: read runs from the store only, never train (`fundus run --from-store`)
 
 # %% tags=["hide-input"]
-import numpy as np
-import pandas as pd
 from IPython.display import Markdown, display
+from myst_nb import glue
 
 from fundus_lib.config import load_params
 from fundus_lib.experiments import balancing_runs, seeded
-from fundus_lib.metrics import REPORT_METRICS
-from fundus_lib.report.numbers import report_table
+from fundus_lib.report import balancing as views
 from fundus_lib.report.plots import confusion_heatmaps, prediction_shares
 from fundus_lib.report.provenance import provenance
-from fundus_lib.report.tables import REPORT_LABEL, beside_report, duration, over_seeds, run_label, spread_text, styled
+from fundus_lib.report.tables import run_label, styled
 from fundus_lib.runs import get_run
 
+# %% tags=["hide-input"]
 params = load_params(params_file)
 ours = run_label(params)
 model_row = params.balancing.model
@@ -94,23 +93,7 @@ display(Markdown(
 seed_runs = {name: [get_run(params, config, train=train_missing) for config in seeds]
              for name, seeds in seeded(params, configs).items()}
 runs = {name: seeds[0] for name, seeds in seed_runs.items()}
-means = over_seeds({name: [run.metrics("test") for run in seeds] for name, seeds in seed_runs.items()})
-spread = spread_text(means, REPORT_METRICS, percent=("accuracy", "balanced_accuracy"))
-rows = pd.DataFrame([
-    {"method": name, "batch_size": run.config.batch_size, "epochs": run.record["epochs_run"],
-     **spread.loc[name], "training_time": duration(run.total_seconds / 3600)}
-    for name, run in runs.items()
-])
-report5 = report_table("table5")[["method", "batch_size", *REPORT_METRICS, "training_time"]]
-order: dict[str, int] = {}
-for name in [*runs, *report5["method"]]:  # this run's order, then the report's extra rows
-    order.setdefault(name, len(order))
-SHORT = {"batch_size": "batch", "accuracy": "acc.", "balanced_accuracy": "bal. acc.", "training_time": "time"}
-table5 = beside_report(report5, rows, "method", ours).rename(columns=SHORT, level=1)
-table5 = table5.iloc[np.argsort([order[name] for name in table5.index])]
-for column in [(REPORT_LABEL, "batch"), (ours, "batch"), (ours, "epochs")]:
-    table5[column] = table5[column].astype("Int64")
-styled(table5, percent=("acc.", "bal. acc."), decimals=3,
+styled(views.table5(seed_runs, ours), percent=("acc.", "bal. acc."), decimals=3,
        caption="Table 5: the report's balancing methods beside this run's (mean over seeds ± 95 % interval "
                "half-width; epochs and training time of the first seed; training time includes SMOTE's generation time)")
 
@@ -140,49 +123,18 @@ confusion_heatmaps(matrices([baseline_name, "focal loss gamma=2", "class-balance
 # test predictions per grade for every method, and the true shares for reference.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Share of test predictions per grade for each method; the first bar shows the true grades of the test split.", "name": "fig-prediction-shares"}}
-true_shares = runs[baseline_name].confusion("test").sum(axis=1) / runs[baseline_name].confusion("test").sum()
-shares = pd.DataFrame({name: run.confusion("test").sum(axis=0) / run.confusion("test").sum()
-                       for name, run in runs.items()}).T
-shares.loc["true grades (test split)"] = true_shares
-shares = shares.loc[["true grades (test split)", *runs]]
-shares.columns.name = "predicted grade"
+shares = views.prediction_shares_frame(runs)
 prediction_shares(shares)
 
 # %% tags=["hide-input"]
-zero_share = shares[0].drop("true grades (test split)")
-styled(pd.DataFrame({"predicted grade 0": zero_share, "change vs baseline": zero_share - zero_share[baseline_name]}),
-       percent=("predicted grade 0", "change vs baseline"), caption="Share of test predictions that are grade 0")
+styled(views.zero_shares(shares, baseline_name), percent=("predicted grade 0", "change vs baseline"),
+       caption="Share of test predictions that are grade 0")
 
 # %% [markdown]
 # ## What this run says
 
 # %% tags=["hide-input"]
-report_rows = report5.set_index("method")
-on_valid = over_seeds({name: [run.metrics("valid") for run in seeds] for name, seeds in seed_runs.items()})
-lines = []
-for metric, label in (("balanced_accuracy", "balanced accuracy"), ("kappa", "kappa")):
-    best_here, best_report = on_valid[metric].idxmax(), report_rows[metric].idxmax()  # chosen on validation
-    verdict = "the same method as" if best_here == best_report else "not the method that won in"
-    lines.append(
-        f"- Best {label} on validation here: **{best_here}** (on test {means.at[best_here, metric]:.3f}; the baseline "
-        f"{means.at[baseline_name, metric]:.3f}), {verdict} the report, whose best was {best_report} "
-        f"({report_rows.at[best_report, metric]:.3f})."
-    )
-moved = zero_share.drop(baseline_name)
-lines.append(
-    f"- The method that moved most predictions away from grade 0 is **{(moved - zero_share[baseline_name]).idxmin()}** "
-    f"({moved.min():.0%} grade-0 predictions against the baseline's {zero_share[baseline_name]:.0%}; true share "
-    f"{true_shares[0]:.0%})."
-)
-loss_rows = [name for name in means.index if "loss" in name]
-if loss_rows:
-    loss_shift = (zero_share[loss_rows] - zero_share[baseline_name]).mean()
-    lines.append(
-        f"- Re-weighted losses change the share of grade-0 predictions by {loss_shift:+.1%} on average: "
-        + ("little, as the report found (\"they have little influence on balancing the decision distribution\")."
-           if abs(loss_shift) < 0.05 else "more than the report's \"little influence\".")
-    )
-display(Markdown("\n".join(lines)))
+Markdown(views.reading_text(seed_runs, shares, baseline_name))
 
 # %% [markdown]
 # ## Summary
@@ -190,13 +142,17 @@ display(Markdown("\n".join(lines)))
 # In this chapter we have:
 
 # %% tags=["hide-input"]
-display(Markdown(
-    f"- trained {len(runs)} balancing methods on {model_row.model} at {model_row.image_size} px, each beside the "
-    f"report's number;\n"
-    f"- compared the confusion matrices of Figures 2 and 3 and the share of predictions per grade;\n"
-    f"- found the best validation balanced accuracy with {on_valid['balanced_accuracy'].idxmax()} and the best "
-    f"validation kappa with {on_valid['kappa'].idxmax()} (the findings with their intervals are in the conclusions)."
-))
+glue("n-methods", len(runs), display=False)
+glue("model-row", f"{model_row.model} at {model_row.image_size} px", display=False)
+glue("best-bacc", views.best_on_validation(seed_runs, "balanced_accuracy"), display=False)
+glue("best-kappa", views.best_on_validation(seed_runs, "kappa"), display=False)
+
+# %% [markdown]
+# - trained {glue:text}`n-methods` balancing methods on {glue:text}`model-row`, each beside the
+#   report's number;
+# - compared the confusion matrices of Figures 2 and 3 and the share of predictions per grade;
+# - found the best validation balanced accuracy with {glue:text}`best-bacc` and the best validation
+#   kappa with {glue:text}`best-kappa` (the findings with their intervals are in the conclusions).
 
 # %% [markdown]
 # ## Provenance

@@ -32,36 +32,22 @@ params_file = "params/demo.yaml"
 train_missing = True  # False: read runs from the store only, never train (`fundus run --from-store`)
 
 # %% tags=["hide-input"]
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
 from IPython.display import Markdown, display
+from myst_nb import glue
 
-from fundus_lib.attacks.pgd import report_eps_to_pixels
 from fundus_lib.config import load_params
-from fundus_lib.data.corruptions import CORRUPTIONS, corrupt
-from fundus_lib.data.decode import decode_fundus
-from fundus_lib.data.preprocess import crop_to_fundus, graham
-from fundus_lib.evaluation.attacks import pgd_curve
-from fundus_lib.evaluation.corruption import corrupted_test_metrics
-from fundus_lib.evaluation.robustness import strongest_curve
-from fundus_lib.experiments import corruption_runs, level_label, seeded
-from fundus_lib.metrics import REPORT_METRICS
-from fundus_lib.report.numbers import report_table
-from fundus_lib.report.plots import image_grid
+from fundus_lib.experiments import level_label
+from fundus_lib.report import corruption as views
 from fundus_lib.report.provenance import provenance
-from fundus_lib.report.tables import REPORT_LABEL, duration, over_seeds, run_label, styled, with_spread
-from fundus_lib.runs import get_run, run_data
+from fundus_lib.report.tables import run_label, styled, with_spread
+from fundus_lib.runs import run_data
 
+# %% tags=["hide-input"]
 params = load_params(params_file)
 ours = run_label(params)
 settings = params.corruption
-tables = corruption_runs(params)
 # every seed of the rows a finding compares (Tables 6-8, Figure 5); the two proposals train one seed
-seed_runs = {table: {name: [get_run(params, config, train=train_missing) for config in seeds]
-                     for name, seeds in (seeded(params, rows) if table != "improvements"
-                                         else {name: [config] for name, config in rows.items()}).items()}
-             for table, rows in tables.items()}
+seed_runs = views.corruption_seed_runs(params, train=train_missing)
 runs = {table: {name: seeds[0] for name, seeds in rows.items()} for table, rows in seed_runs.items()}
 data = run_data(params, runs["table6"]["baseline"].config, progress=False)
 
@@ -81,16 +67,7 @@ data = run_data(params, runs["table6"]["baseline"].config, progress=False)
 # corrupted dataset is reproducible.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Figure 4: one test image under each corruption at levels 0 (clean) to 4, as photographed (odd rows) and after Graham preprocessing (even rows).", "name": "fig-corruptions"}}
-row = data.rows("test")[0]
-decoded = decode_fundus(data.manifest.at[row, "path"], 96, allow_grayscale=True)
-square = crop_to_fundus(decoded.rgb, decoded.fov, 192)
-rng_seed = settings.seed
-pictures, titles = [], []
-for kind in CORRUPTIONS:
-    raw = [corrupt(square, kind, level, np.random.default_rng(rng_seed)) for level in range(5)]
-    pictures += raw + [graham(image, params.data.graham_circle) for image in raw]
-    titles += [f"{kind}, level {level}" for level in range(5)] + ["after Graham"] * 5
-image_grid(pictures, titles, ncols=5, cell_inches=2.0)
+views.corruptions_figure(params, data)
 
 # %% [markdown]
 # ## Training on corrupted images (Tables 6 and 7)
@@ -109,29 +86,13 @@ display(Markdown(
 ))
 
 
-def metric_rows(table_runs: dict) -> pd.DataFrame:
-    means = over_seeds({name: [run.metrics("test") for run in seeds] for name, seeds in table_runs.items()})
-    return pd.DataFrame([{"level_range": name, **means.loc[name].drop("seeds"),
-                          "training_time": duration(seeds[0].train_seconds / 3600)} for name, seeds in table_runs.items()])
-
-
-def beside(report_name: str, ours_rows: pd.DataFrame) -> pd.DataFrame:
-    report = report_table(report_name).assign(measured_by=REPORT_LABEL)
-    order: dict[str, int] = {}
-    for name in [*ours_rows["level_range"], *report["level_range"]]:  # this run's order, then the report's extra rows
-        order.setdefault(name, len(order))
-    both = pd.concat([report, ours_rows.assign(measured_by=ours)])
-    both = both.assign(position=both["level_range"].map(order)).sort_values(["position", "measured_by"])
-    return both.set_index(["level_range", "measured_by"]).drop(columns="position")
-
-
-table6 = metric_rows(seed_runs["table6"] | seed_runs.get("improvements", {}))
-styled(beside("table6", table6), percent=with_spread(("accuracy", "balanced_accuracy")),
+clean_runs = seed_runs["table6"] | seed_runs.get("improvements", {})
+styled(views.beside("table6", views.metric_rows(clean_runs), ours), percent=with_spread(("accuracy", "balanced_accuracy")),
        caption="Table 6: trained on the corrupted imbalanced set (and the two proposals), tested on clean images")
 
 # %% tags=["hide-input"]
 if "table7" in runs:
-    display(styled(beside("table7", metric_rows(seed_runs["table7"])), percent=with_spread(("accuracy", "balanced_accuracy")),
+    display(styled(views.beside("table7", views.metric_rows(seed_runs["table7"]), ours), percent=with_spread(("accuracy", "balanced_accuracy")),
                    caption="Table 7: trained on the corrupted oversampled set, tested on clean images"))
 
 # %% [markdown]
@@ -142,18 +103,8 @@ if "table7" in runs:
 # corruptions loses little.
 
 # %% tags=["hide-input"]
-clean_runs = seed_runs["table6"] | seed_runs.get("improvements", {})
-
-
-def corrupted_row(run) -> dict:
-    metrics = corrupted_test_metrics(run, data, settings.test_levels, settings.seed).iloc[0]
-    return {**metrics, "accuracy_drop": run.metrics("test")["accuracy"] - metrics["accuracy"]}
-
-
-on_corrupted = {name: [corrupted_row(run) for run in seeds] for name, seeds in clean_runs.items()}
-table8 = over_seeds(on_corrupted, (*REPORT_METRICS, "accuracy_drop")).drop(columns="seeds")
-table8 = table8.rename_axis("level_range").reset_index()
-styled(beside("table8", table8), percent=with_spread(("accuracy", "balanced_accuracy", "accuracy_drop")),
+table8 = views.table8_rows(clean_runs, data, params)
+styled(views.beside("table8", table8, ours), percent=with_spread(("accuracy", "balanced_accuracy", "accuracy_drop")),
        caption=f"Table 8: tested on images corrupted at levels {level_label(settings.test_levels)}")
 
 # %% [markdown]
@@ -182,43 +133,14 @@ styled(beside("table8", table8), percent=with_spread(("accuracy", "balanced_accu
 # $$\text{success rate} = \frac{1}{N} \sum_i \mathbb{1}\big(f(x_i^{\text{adv}}) \ne f(x_i)\big) \quad \text{(eq. 11)}, \qquad \text{robust accuracy} = \frac{1}{N} \sum_i \mathbb{1}\big(f(x_i^{\text{adv}}) = y_i\big)$$
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Figure 5: PGD success rate (left) and robust accuracy (right) against eps (pixel units) for the baseline and the models trained on corrupted images; crosses and dotted lines: the report's values on EyePACS, converted from its normalised units; dashed: robust accuracy under the strongest white-box attack (APGD-CE or APGD-T, per image), the findings' measure.", "name": "fig-corruption-pgd"}}
-curves = {name: pd.concat([pgd_curve(run, data, params.attacks, progress=False) for run in seeds]).groupby(
-              "eps_255", sort=False).mean().reset_index() for name, seeds in seed_runs["table6"].items()}
-report_curves = report_table("pgd_success")
-fig, (ax, robust_ax) = plt.subplots(1, 2, figsize=(10, 4))
-for (name, curve), colour in zip(curves.items(), plt.get_cmap("tab10").colors):
-    ax.plot(curve["eps_255"], curve["success_rate"], marker="o", color=colour, label=f"{name} ({ours})")
-    robust_ax.plot(curve["eps_255"], curve["robust_accuracy"], marker="o", color=colour, label=f"{name}, PGD-5")
-    strongest = strongest_curve(seed_runs["table6"][name], data, params.attacks.robustness)
-    robust_ax.plot(strongest["eps_255"], strongest["robust_accuracy"], marker=".", linestyle="--", color=colour)
-    report_name = "baseline" if name == "baseline" else f"corruption-trained {name}"
-    points = report_curves[report_curves["model"] == report_name]
-    ax.plot(points["eps_255_normalised"].map(lambda eps: report_eps_to_pixels(eps / 255) * 255), points["success_rate"],
-            "x:", color=colour, markersize=7)
-ax.set(xlabel="eps x 255 (pixel units)", ylabel="success rate (the report's measure)", ylim=(-0.02, 1.02))
-robust_ax.set(xlabel="eps x 255 (pixel units)", ylabel="robust accuracy (dashed: the findings' measure)",
-              ylim=(-0.02, 1.02))
-ax.legend(fontsize=7)
-fig.tight_layout()
-plt.close(fig)
-fig
+curves = views.mean_pgd_curves(seed_runs["table6"], data, params)
+views.figure5(curves, seed_runs["table6"], data, params, ours)
 
 # %% [markdown]
 # ## What this run says
 
 # %% tags=["hide-input"]
-drops = table8.set_index("level_range")["accuracy_drop"]
-corrupted_names = [name for name in drops.index if name != "baseline"]
-robust_at = {name: curve.set_index("eps_255")["robust_accuracy"] for name, curve in curves.items()}
-middle_eps = sorted(params.attacks.eps_255)[len(params.attacks.eps_255) // 2]
-display(Markdown("\n".join([
-    f"- Robustness to corruption (mean over seeds): the baseline loses {drops['baseline']:.1%} accuracy on corrupted "
-    f"test images; the corruption-trained models lose {', '.join(f'{drops[name]:.1%} ({name})' for name in corrupted_names)}.",
-    f"- Robustness to PGD at eps {middle_eps}/255: robust accuracy {robust_at['baseline'][middle_eps]:.0%} on the "
-    "baseline; " + ", ".join(f"{robust_at[name][middle_eps]:.0%} ({name})" for name in robust_at if name != "baseline") + ".",
-    "- Whether these differences are beyond what test sampling and training seeds explain is decided in the "
-    "conclusions, with each difference's interval, its margin and the images and seeds behind it.",
-])))
+Markdown(views.reading_text(table8, curves, params))
 
 # %% [markdown]
 # ## Summary
@@ -226,14 +148,15 @@ display(Markdown("\n".join([
 # In this chapter we have:
 
 # %% tags=["hide-input"]
-display(Markdown(
-    f"- re-implemented the report's four corruptions and shown them at every level;\n"
-    f"- trained {sum(len(rows) for rows in runs.values())} configurations on clean or corrupted images "
-    f"({sum(len(seeds) for rows in seed_runs.values() for seeds in rows.values())} runs with the seeds) and compared them with "
-    f"Tables 6-8;\n"
-    f"- tested the report's two proposals (mixed clean and corrupted images, corruption on the fly) and the effect "
-    f"of corruption training on PGD robustness (Figure 5)."
-))
+glue("n-configurations", sum(len(rows) for rows in runs.values()), display=False)
+glue("n-runs", sum(len(seeds) for rows in seed_runs.values() for seeds in rows.values()), display=False)
+
+# %% [markdown]
+# - re-implemented the report's four corruptions and shown them at every level;
+# - trained {glue:text}`n-configurations` configurations on clean or corrupted images
+#   ({glue:text}`n-runs` runs with the seeds) and compared them with Tables 6-8;
+# - tested the report's two proposals (mixed clean and corrupted images, corruption on the fly) and
+#   the effect of corruption training on PGD robustness (Figure 5).
 
 # %% [markdown]
 # ## Provenance

@@ -34,49 +34,23 @@ params_file = "params/demo.yaml"
 train_missing = True  # False: read runs from the store only, never train (`fundus run --from-store`)
 
 # %% tags=["hide-input"]
-import numpy as np
-import pandas as pd
-import torch
-from IPython.display import Markdown, display
+from IPython.display import Markdown
+from myst_nb import glue
 
-from fundus_lib.attribution.methods import integrated_gradients, overlay, pixel_map
-from fundus_lib.attribution.scores import reference_margin
-from fundus_lib.config import load_params, resolve_path
-from fundus_lib.data.dataset import to_tensor
-from fundus_lib.data.idrid import IdridError, idrid_cache, lesion_masks
-from fundus_lib.data.synthetic import PATCH_AMPLITUDE, load_specs
-from fundus_lib.evaluation.attribution import (
-    REPORT_IG,
-    attribution_maps,
-    attribution_scores,
-    cue_attribution,
-    cue_reliance,
-    ig_baseline_scores,
-    label_randomisation_checks,
-    lesion_type_scores,
-    randomisation_checks,
-)
-from fundus_lib.experiments import (
-    adversarial_runs,
-    has_spurious_experiment,
-    seeded,
-    shuffled_label_run,
-    spurious_params,
-    spurious_runs,
-)
-from fundus_lib.findings import WORDS, cue_power, hypothesis_evidence, overall_verdict
-from fundus_lib.report.numbers import other_study
-from fundus_lib.report.plots import image_grid, randomisation_curves
+from fundus_lib.config import load_params
+from fundus_lib.evaluation.attribution import label_randomisation_checks
+from fundus_lib.experiments import adversarial_runs, seeded, shuffled_label_run
+from fundus_lib.findings import hypothesis_evidence, overall_verdict
+from fundus_lib.report import attribution as views
+from fundus_lib.report.plots import randomisation_curves
 from fundus_lib.report.provenance import provenance
-from fundus_lib.report.tables import styled
 from fundus_lib.runs import get_run, run_data
-from fundus_lib.statistics import RANDOMISATION_PASS, SMALLER, mean_interval
+from fundus_lib.statistics import RANDOMISATION_PASS, failing_methods
 
 params = load_params(params_file)
 settings = params.attribution
 runs = {name: get_run(params, config, train=train_missing) for name, config in adversarial_runs(params).items()}
 data = run_data(params, runs["baseline"].config, progress=False)
-has_masks = data.cache.masks is not None
 
 # %% [markdown]
 # ## Figures 7 and 8
@@ -85,34 +59,16 @@ has_masks = data.cache.masks is not None
 # image of uniform random pixels to the image, trapezoid rule, for the true grade. The attribution
 # is summed over the colour channels and drawn over the faded image, positive in green and
 # negative in red, as in the report.
+#
+# Completeness check, sum of attributions - (f(x) - f(baseline)) per image: {glue:text}`ig-completeness`
 
 # %% tags=["hide-input"]
-test_rows = data.rows("test")
-levels = data.manifest.loc[test_rows, "level"].to_numpy()
-rng = np.random.default_rng(settings.seed)
-picked = {grade: rng.choice(test_rows[levels == grade]) for grade in (0, 4) if (levels == grade).any()}
-figure_rows = list(picked.values())
-images = torch.stack([to_tensor(np.array(data.cache.images[row])) for row in figure_rows])
-labels = torch.as_tensor(data.manifest.loc[figure_rows, "level"].to_numpy())
-ig = {}
-for name, run in runs.items():
-    attributions, delta = integrated_gradients(run.load_model(), images, labels, settings.ig_baseline, settings.ig_steps,
-                                               settings.ig_method, settings.internal_batch_size,
-                                               torch.Generator().manual_seed(settings.seed), return_delta=True)
-    ig[name] = (pixel_map(attributions), delta)
-display(Markdown("Completeness check, sum of attributions - (f(x) - f(baseline)) per image: " + "; ".join(
-    f"{name}: " + ", ".join(f"{value:+.4f}" for value in delta.tolist()) for name, (_, delta) in ig.items())))
+sample = views.figure_sample(data, settings.seed)
+ig = views.report_ig(runs, sample, settings)
+glue("ig-completeness", views.completeness_text(ig), display=False)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Figures 7 (top, grade 0) and 8 (bottom, grade 4): the image and the integrated gradients of the baseline and of the adversarially trained model (green positive, red negative).", "name": "fig-ig-overlays"}}
-pictures, titles = [], []
-for position, row in enumerate(figure_rows):
-    image = images[position].permute(1, 2, 0).numpy()
-    pictures.append(image)
-    titles.append(f"grade {labels[position].item()} ({data.manifest.at[row, 'image']})")
-    for name, (maps, _) in ig.items():
-        pictures.append(overlay(image, maps[position]))
-        titles.append(name)
-image_grid(pictures, titles, ncols=1 + len(ig), cell_inches=2.8)
+views.overlay_figure(sample, ig)
 
 # %% [markdown]
 # ## Integrated gradients from four baselines
@@ -128,16 +84,7 @@ image_grid(pictures, titles, ncols=1 + len(ig), cell_inches=2.8)
 # relevance mass on the lesions.
 
 # %% tags=["hide-input"]
-baseline_scores = pd.concat({name: ig_baseline_scores(run, data, settings) for name, run in runs.items()},
-                            names=["model"]).reset_index("model")
-baseline_table = baseline_scores.groupby(["model", "baseline"], sort=False).agg(
-    images=("row", "size"), median_relative_gap=("relative_gap", "median"),
-    largest_gap=("completeness_gap", lambda gaps: gaps.abs().max()), relevance_mass=("relevance_mass", "mean"))
-if baseline_table["relevance_mass"].isna().all():
-    baseline_table = baseline_table.drop(columns="relevance_mass")
-styled(baseline_table, percent=("median_relative_gap", "relevance_mass"), decimals=4,
-       caption=f"IG ({settings.ig_steps} steps, {settings.ig_method}) from each baseline: completeness gap "
-               "(|sum of attributions - (f(x) - f(baseline))|, of the true grade's logit) and mean relevance mass")
+views.ig_baseline_table(runs, data, settings)
 
 # %% [markdown]
 # ## Sanity check: do the maps depend on what the model learned?
@@ -150,19 +97,15 @@ styled(baseline_table, percent=("median_relative_gap", "relevance_mass"), decima
 # correlation is below the threshold fixed in `fundus_lib.statistics.RANDOMISATION_PASS`; one
 # that fails draws much the same picture for any weights (often the image's edges), and is marked
 # wherever its scores appear below.
+#
+# {glue:md}`sanity-note`
 
 # %% tags=["hide-input"]
-checks = pd.concat({name: randomisation_checks(run, data, settings) for name, run in runs.items()}, names=["model"])
-checks = checks.reset_index("model").reset_index(drop=True)
-ends = checks.groupby(["method", "model"], sort=False).last()
-failing = set(ends.index.get_level_values("method")[~ends["passes"].to_numpy()])
-if settings.sanity_layers is not None:  # a rehearsal's shortened cascade judges nothing
-    failing = set()
-    display(Markdown(f"**Shortened check** (`attribution.sanity_layers: {settings.sanity_layers}`): only the top "
-                     f"{settings.sanity_layers} layers were re-initialised, so no method is judged and none is marked below."))
-display(styled(ends[["images", "layers", "rank_correlation", "ssim", "passes"]].rename(columns={
-    "layers": "layers re-initialised", "rank_correlation": "rank correlation", "passes": f"passes (< {RANDOMISATION_PASS})"}),
-    caption="Every layer re-initialised: similarity to the trained model's maps (median over images)"))
+checks = views.cascade_checks(runs, data, settings)
+ends = views.cascade_ends(checks)
+failing = failing_methods(ends.index.get_level_values("method"), ends["passes"], judged=settings.sanity_layers is None)
+glue("sanity-note", Markdown(views.shortened_note(settings)), display=False)
+views.cascade_table(ends)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Cascading randomisation: each method's rank correlation with the trained model's maps as layers are re-initialised from the output down (dashed: the pass threshold).", "name": "fig-randomisation"}}
 randomisation_curves(checks, RANDOMISATION_PASS)
@@ -179,13 +122,8 @@ randomisation_curves(checks, RANDOMISATION_PASS)
 # %% tags=["hide-input"]
 shuffled_run = get_run(params, shuffled_label_run(params), train=train_missing)
 label_checks = label_randomisation_checks(runs["baseline"], shuffled_run, data, settings).set_index("method")
-failing |= set(label_checks.index[~label_checks["passes"].to_numpy()])
-shuffled_accuracy = shuffled_run.metrics("test")["accuracy"]
-display(styled(label_checks[["images", "rank_correlation", "ssim", "passes"]].rename(columns={
-    "rank_correlation": "rank correlation", "passes": f"passes (< {RANDOMISATION_PASS})"}),
-    caption=f"The baseline's maps against those of its configuration trained on shuffled labels (median over images; "
-            f"the shuffled-label model's test accuracy: {shuffled_accuracy:.1%}, the baseline's: "
-            f"{runs['baseline'].metrics('test')['accuracy']:.1%})"))
+failing |= failing_methods(label_checks.index, label_checks["passes"])
+views.label_check_table(label_checks, shuffled_run, runs["baseline"])
 
 # %% [markdown]
 # ## Do attributions land on lesions?
@@ -209,41 +147,17 @@ display(styled(label_checks[["images", "rank_correlation", "ssim", "passes"]].re
 # are 95 % bootstrap intervals over images.
 
 # %% tags=["hide-input"]
-if not has_masks:
-    display(Markdown("*This data has no lesion masks (real photographs): only the pictures above.*"))
-else:
-    scores = pd.concat({name: attribution_scores(run, data, settings) for name, run in runs.items()}, names=["model"])
-    scores = scores.reset_index("model").reset_index(drop=True)
-    summary = []
-    for (method, model), group in scores.groupby(["method", "model"], sort=False):
-        shown = f"{method} (fails the sanity check)" if method in failing else method
-        entry = {"method": shown, "model": model, "images": len(group)}
-        for measure in ("relevance_mass", "pointing_game", "lesion_auc", "deletion"):
-            mean, low, high = mean_interval(group[measure].astype(float))
-            entry[measure] = f"{mean:.3f} [{low:.3f}, {high:.3f}]"
-        summary.append(entry)
-    display(styled(pd.DataFrame(summary).set_index(["method", "model"]),
-                   caption="Attribution scores against the lesion masks: mean [95 % bootstrap interval]"))
-    margin = reference_margin(scores, REPORT_IG)
-    display(Markdown("Integrated gradients with the report's settings against the best reference map, relevance "
-                     "mass, paired over the same images:\n\n" + "\n".join(
-        f"- {item['model']}: {item['method']:.3f} against {item['reference']:.3f} ({item['best reference']}), "
-        f"difference {item['difference']:+.3f} [{item['low']:+.3f}, {item['high']:+.3f}] over {item['images']} "
-        "images: " + ("**beats the references**" if item["beats"] else "**does not beat the references**")
-        for _, item in margin.iterrows())))
+has_masks = data.cache.masks is not None
+scores = views.lesion_scores(runs, data, settings) if has_masks else None
+glue("lesion-margins", Markdown(views.margin_text(scores)), display=False)
+views.score_table(scores, failing) if has_masks else None
+
+# %% [markdown]
+# ```{glue:md} lesion-margins
+# ```
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Every method on one test image with lesions (top row: baseline; bottom row: adversarially trained), next to the lesion mask.", "name": "fig-methods"}}
-if has_masks:
-    row = scores["row"].iloc[0]
-    image = to_tensor(np.array(data.cache.images[row])).permute(1, 2, 0).numpy()
-    lesion_picture = np.repeat(((np.asarray(data.cache.masks[row]) >= 1) & (np.asarray(data.cache.masks[row]) <= 5))[..., None], 3, axis=2).astype(float)
-    pictures, titles = [], []
-    for name, run in runs.items():
-        maps = attribution_maps(run, data, [row], settings)
-        pictures += [image if name == "baseline" else lesion_picture] + [overlay(image, method_map[0]) for method_map in maps.values()]
-        titles += ["image" if name == "baseline" else "lesion mask"] + [f"{name}: {method}" for method in maps]
-    display(image_grid(pictures, [title.replace("integrated gradients", "IG") for title in titles], ncols=1 + len(maps),
-                       cell_inches=2.2))
+views.methods_figure(runs, data, scores, settings) if has_masks else None
 
 # %% [markdown]
 # ## Real lesions drawn by clinicians (IDRiD)
@@ -257,74 +171,17 @@ if has_masks:
 # adversarially trained minus baseline, with a 95 % bootstrap interval over photographs.
 
 # %% tags=["hide-input"]
-idrid, idrid_scores = None, None
-if settings.lesion_photographs is None:
-    display(Markdown("*Skipped: no lesion photographs configured (`attribution.lesion_photographs`).*"))
-else:
-    try:
-        idrid = idrid_cache(resolve_path(settings.lesion_photographs), runs["baseline"].config.image_size,
-                            params.data.graham_circle)
-    except IdridError as error:
-        display(Markdown(f"*Skipped: {error}*"))
-if idrid is not None:
-    idrid_scores = pd.concat({name: lesion_type_scores(run, idrid, settings) for name, run in runs.items()},
-                             names=["model"]).reset_index("model").reset_index(drop=True)
-    summary = []
-    for (lesion, method, model), group in idrid_scores.groupby(["lesion", "method", "model"], sort=False):
-        shown = f"{method} (fails the sanity check)" if method in failing else method
-        entry = {"lesion": lesion, "method": shown, "model": model, "photographs": len(group)}
-        for measure in ("relevance_mass", "pointing_game", "lesion_auc"):
-            mean, low, high = mean_interval(group[measure].astype(float))
-            entry[measure] = f"{mean:.3f} [{low:.3f}, {high:.3f}]"
-        summary.append(entry)
-    display(styled(pd.DataFrame(summary).set_index(["lesion", "method", "model"]),
-                   caption="IDRiD photographs (real lesions, clinicians' masks): mean [95 % bootstrap interval]"))
-    published = other_study("idrid_saliency")
-    display(Markdown(
-        f"For scale, published elsewhere ({published['source']}): {published['measure']} "
-        f"{published['low']:.2f}-{published['high']:.2f}, best {published['best']}. That score is not one of the "
-        "measures above, so the range says how far CNN saliency usually lands from clinicians' outlines, not a "
-        "number these can be compared with. IDRiD (Porwal et al. 2020) is another camera and population than "
-        "EyePACS."))
-    report_ig = idrid_scores[idrid_scores["method"] == REPORT_IG]
-    paired = report_ig.pivot_table(index=["lesion", "image"], columns="model", values="relevance_mass")
-    lines = []
-    for lesion, table in paired.groupby(level="lesion"):
-        mean, low, high = mean_interval(table["adversarially trained"] - table["baseline"])
-        share = report_ig.loc[report_ig["lesion"] == lesion, "lesion share"].mean()
-        lines.append(f"- {lesion} ({len(table)} photographs; lesions cover {share:.1%} of the field on average): "
-                     f"relevance mass of IG, adversarially trained minus baseline, {mean:+.3f} [{low:+.3f}, {high:+.3f}]")
-    display(Markdown("\n".join(lines)))
-    grades = report_ig.drop_duplicates(["model", "image"]).groupby("model", sort=False)["predicted grade"]
-    display(Markdown(
-        "Each model explains its own predicted grade, so the grades it gives these photographs (all of them show "
-        "lesions, so grade 1 or more) say what the maps explain: "
-        + "; ".join(f"{name} (quadratic kappa {runs[name].metrics('test')['kappa']:.2f} on its own test split) "
-                    + ", ".join(f"grade {grade}: {count}" for grade, count in sorted(counts.value_counts().items()))
-                    for name, counts in grades)
-        + ". A model that gives nearly every photograph one grade explains that grade everywhere."))
+idrid, skipped = views.lesion_photographs(params, runs["baseline"].config.image_size)
+idrid_scores = views.idrid_scores(runs, idrid, settings) if idrid is not None else None
+glue("idrid-text", Markdown(views.idrid_text(idrid_scores, runs, skipped)), display=False)
+views.idrid_table(idrid_scores, failing) if idrid is not None else None
+
+# %% [markdown]
+# ```{glue:md} idrid-text
+# ```
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Two IDRiD photographs (Porwal et al. 2020, CC BY 4.0): the image, the clinicians' masks (haemorrhages red, hard exudates yellow) and the integrated gradients of both models for their predicted grade.", "name": "fig-idrid"}}
-if idrid is not None:
-    masks = lesion_masks(idrid)
-    models = {name: run.load_model() for name, run in runs.items()}
-    pictures, titles = [], []
-    for index in (0, 1):
-        image = to_tensor(np.array(idrid.images[index])).permute(1, 2, 0).numpy()
-        drawn = np.zeros_like(image)
-        drawn[masks["haemorrhage"][index]] = (1, 0, 0)
-        drawn[masks["hard exudate"][index]] = (1, 1, 0)
-        pictures += [image, drawn]
-        titles += [idrid.manifest.at[index, "image"], "clinicians' masks"]
-        tensor = torch.as_tensor(image).permute(2, 0, 1)[None].float()
-        for name, model in models.items():
-            predicted = model(tensor).argmax(dim=1)
-            attributions = integrated_gradients(model, tensor, predicted, settings.ig_baseline, settings.ig_steps,
-                                                settings.ig_method, settings.internal_batch_size,
-                                                torch.Generator().manual_seed(settings.seed))
-            pictures.append(overlay(image, pixel_map(attributions)[0]))
-            titles.append(f"{name}: IG for grade {predicted.item()}")
-    image_grid(pictures, titles, ncols=2 + len(runs), cell_inches=2.4)
+views.idrid_figure(idrid, runs, settings) if idrid is not None else None
 
 # %% [markdown]
 # ## The spurious cue
@@ -348,79 +205,22 @@ if idrid is not None:
 # their row) and the cue measures the other half, so a baseline that flips often by chance
 # cannot both pass the gate and bias the evidence. Without power, the cue measures of the
 # verdict are no evidence either way.
+#
+# {glue:md}`cue-power`
 
 # %% tags=["hide-input"]
-if not has_spurious_experiment(params):
-    display(Markdown("*The spurious-cue experiment needs the synthetic data and `attribution.spurious_cue` > 0.*"))
-else:
-    cue_params = spurious_params(params)
-    cue_runs = {name: [get_run(cue_params, config, train=train_missing) for config in seeds]
-                for name, seeds in spurious_runs(params).items()}
-    cue_data = run_data(cue_params, cue_runs["baseline"][0].config, progress=False)
-    reliance_tables = {name: [cue_reliance(run, cue_data) for run in runs] for name, runs in cue_runs.items()}
-    power = cue_power(reliance_tables["baseline"])
-    display(Markdown(
-        f"**Power check (baseline only, the gate half: {power.comparison.estimate.n_images} test images × "
-        f"{power.comparison.estimate.n_seeds} seeds):** flipping the cue changes "
-        f"{np.mean([(t['cue flipped'] != t['as generated']).mean() for t in reliance_tables['baseline']]):.1%} of the "
-        f"baseline's predictions, flipping the distractor "
-        f"{np.mean([(t['distractor flipped'] != t['as generated']).mean() for t in reliance_tables['baseline']]):.1%}; "
-        f"difference {power.mean:+.1%} [{power.low:+.1%}, {power.high:+.1%}] → "
-        + ("**the cue test has power**." if power.word == "supports" else
-           "**no measured power**: the cue measures below count as no evidence either way.")
-        + f" The cue's amplitude, {PATCH_AMPLITUDE}/255 in pixels, is "
-        f"{PATCH_AMPLITUDE / params.adversarial.training.eps_255:.0f} times the adversarial training's eps "
-        f"({params.adversarial.training.eps_255:g}/255): no perturbation the adversary may make can erase it (the first design, "
-        "a 4/255 checkerboard of 2 px cells, changed none of the demo baseline's predictions: a cue faint enough "
-        "for the ball was not learned from these images). The cue "
-        "measures therefore ask whether adversarial training changes which features the model prefers, "
-        "not whether it removes a feature inside its ball."))
+cue = views.cue_experiment(params, train=train_missing)
+cue_runs = cue.runs if cue is not None else None
+glue("cue-power", Markdown(views.power_text(cue, params)), display=False)
 
 # %% tags=["hide-input"]
-if has_spurious_experiment(params):
-    examples = cue_data.rows("test")[:64]
-    specs = {spec.image: spec for spec in load_specs(cue_data.images_dir.parent)}
-    kinds = {(True, True): "cue and distractor", (True, False): "cue only", (False, True): "distractor only",
-             (False, False): "neither"}
-    shown = {}
-    for row in examples:
-        spec = specs[cue_data.manifest.at[row, "image"]]
-        shown.setdefault((spec.cue, spec.distractor), row)
-    order = [key for key in kinds if key in shown]
-    image_grid([np.asarray(cue_data.cache.images[shown[key]]) for key in order],
-               [f"{kinds[key]} (grade {cue_data.manifest.at[shown[key], 'level']})" for key in order],
-               ncols=len(order), cell_inches=2.4)
+views.cue_examples(cue.data) if cue is not None else None
 
 # %% tags=["hide-input"]
-if has_spurious_experiment(params):
-    variants = ("as generated", "cue removed", "cue flipped")
-    reliance_rows, attribution_rows = [], []
-    for name, tables in reliance_tables.items():
-        def seed_mean(value, tables=tables) -> float:
-            return float(np.mean([value(table) for table in tables]))
-        reliance_rows.append({"model": name, "images × seeds": f"{len(tables[0])} × {len(tables)}",
-                              "with cue": seed_mean(lambda t: t["cue"].mean()),
-                              "with distractor": seed_mean(lambda t: t["distractor"].mean()),
-                              **{f"accuracy, {variant}": seed_mean(lambda t, v=variant: (t[v] == t["grade"]).mean())
-                                 for variant in variants},
-                              "changed by flipping the cue": seed_mean(lambda t: (t["cue flipped"] != t["as generated"]).mean()),
-                              "changed by flipping the distractor":
-                                  seed_mean(lambda t: (t["distractor flipped"] != t["as generated"]).mean())})
-        masses = pd.concat([cue_attribution(run, cue_data, settings) for run in cue_runs[name]])
-        attribution_rows.append({"model": name, "images with the cue × seeds": f"{len(masses) // len(tables)} × {len(tables)}",
-                                 "IG mass on the cue": masses["mass_on_cue"].mean(),
-                                 "cue's share of the field": masses["cue_area_share"].mean(),
-                                 "IG mass on the distractor": masses["mass_on_distractor"].mean(),
-                                 "distractor's share of the field": masses["distractor_area_share"].mean(),
-                                 "IG mass on lesions": masses["mass_on_lesions"].mean()})
-    reliance = pd.DataFrame(reliance_rows).set_index("model")
-    display(styled(reliance, percent=tuple(column for column in reliance.columns if column != "images × seeds"),
-                   caption=f"Reliance on the spurious cue (strength {settings.spurious_cue}) and on the distractor "
-                           f"(probability {settings.distractor}), test split, mean over seeds"))
-    attributions = pd.DataFrame(attribution_rows).set_index("model")
-    display(styled(attributions, percent=tuple(column for column in attributions.columns if "×" not in column),
-                   caption="Where the positive integrated gradients go, on test images carrying the cue (the "
-                           "distractor's columns on those that also carry it), mean over seeds"))
+views.reliance_table(cue, settings) if cue is not None else None
+
+# %% tags=["hide-input"]
+views.cue_attribution_table(cue, settings) if cue is not None else None
 
 # %% [markdown]
 # ## Does this run support the report's hypothesis?
@@ -442,42 +242,31 @@ if has_spurious_experiment(params):
 # %% tags=["hide-input"]
 seed_runs = {name: [get_run(params, config, train=train_missing) for config in seeds]
              for name, seeds in seeded(params, adversarial_runs(params)).items()}
-evidence = hypothesis_evidence(params, seed_runs, cue_runs if has_spurious_experiment(params) else None)
+evidence = hypothesis_evidence(params, seed_runs, cue_runs)
 overall = overall_verdict(evidence)
-overall_words = {"supports": "supports the hypothesis", "refutes": "refutes the hypothesis",
-                 WORDS[SMALLER]: "finds shifts smaller than one percentage point (or none) where the hypothesis "
-                 "predicts them",
-                 "inconclusive": "is inconclusive on the hypothesis as a whole",
-                 "untested": "cannot test the hypothesis"}[overall]
-display(Markdown("\n".join(f"- {item.measure}, adversarially trained minus baseline: difference {item.mean:+.3f} "
-                           f"[{item.low:+.3f}, {item.high:+.3f}] ({item.comparison.estimate.n_images} images × "
-                           f"{item.comparison.estimate.n_seeds} seed pair(s)) → **{item.word}**"
-                           + (f" ({item.reason})" if item.reason else "") + "." for item in evidence)
-                 + f"\n\nOn the {params.data.source} data of this run ({params.name}), the evidence **{overall_words}**."))
+glue("evidence", Markdown(views.evidence_text(evidence)), display=False)
+glue("data-source", params.data.source, display=False)
+glue("run-name", params.name, display=False)
+glue("overall", views.verdict_phrase(overall), display=False)
+glue("summary", Markdown(views.summary_text(ends, settings, has_masks, cue, overall)), display=False)
+
+# %% [markdown]
+# ```{glue:md} evidence
+# ```
+#
+# On the {glue:text}`data-source` data of this run ({glue:text}`run-name`), the evidence
+# **{glue:text}`overall`**.
 
 # %% [markdown]
 # ## Summary
 #
 # In this chapter we have:
-
-# %% tags=["hide-input"]
-display(Markdown(
-    "- drawn the report's integrated-gradients overlays (Figures 7 and 8) for both models;\n"
-    + (f"- put every method through the cascading randomisation sanity check: {int(ends['passes'].sum())} of "
-       f"{len(ends)} method-model pairs pass;\n" if settings.sanity_layers is None else
-       "- run a shortened randomisation check, which judges no method;\n")
-    + ("- scored six attribution maps and three model-free reference maps against the lesion masks with "
-       "bootstrap intervals;\n" if has_masks else "")
-    + (f"- planted a spurious cue with a grade-independent distractor as its control, checked on the baseline "
-       f"that the test has power ({'it has' if power.word == 'supports' else 'it has not'}) and measured how much "
-       "each model relies on the cue;\n" if has_spurious_experiment(params) else "")
-    + f"- found that this run {overall_words}."
-))
+#
+# ```{glue:md} summary
+# ```
 
 # %% [markdown]
 # ## Provenance
 
 # %% tags=["hide-input"]
-all_runs_used = dict(runs) | ({f"spurious cue, {name}, seed {run.config.seed}": run for name, seeds in cue_runs.items()
-                               for run in seeds} if has_spurious_experiment(params) else {})
-provenance(params_file, params, data, runs=all_runs_used)
+provenance(params_file, params, data, runs=views.runs_used(runs, cue_runs))

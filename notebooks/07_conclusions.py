@@ -47,20 +47,17 @@ from myst_nb import glue
 from fundus_lib.config import load_params
 from fundus_lib.experiments import baseline_runs
 from fundus_lib.findings import report_findings
-from fundus_lib.report.plots import VERDICT_COLOURS, findings_forest
+from fundus_lib.report import conclusions as views
+from fundus_lib.report.plots import findings_forest
 from fundus_lib.report.provenance import provenance
-from fundus_lib.report.tables import REPORT_LABEL, run_label, styled
+from fundus_lib.report.tables import run_label, styled
 from fundus_lib.runs import run_data
-from fundus_lib.statistics import INCONCLUSIVE, OUTCOMES
+from fundus_lib.statistics import OUTCOMES
 
+# %% tags=["hide-input"]
 params = load_params(params_file)
 findings = report_findings(params, train=train_missing)
-comparisons = pd.DataFrame([
-    {"where": item.section, "comparison": comparison.label, "rule": comparison.claim(),
-     "report": float("nan") if reported is None else reported, "estimate": comparison.estimate.mean,
-     "low": comparison.estimate.low, "high": comparison.estimate.high, "threshold": comparison.threshold,
-     "MDD": comparison.mdd, "verdict": comparison.verdict}
-    for item in findings for comparison, reported in zip(item.comparisons, item.reported)])
+comparisons = views.comparisons_frame(findings)
 
 # %% [markdown]
 # ## At a glance
@@ -102,37 +99,8 @@ glue("data-note", Markdown(
 # effect. The tables below give every comparison, and per finding its error rate and MDD.
 
 # %% tags=["hide-input"]
-def evidence(item) -> str:
-    """The first comparison's estimate, interval and report value, the n, and the count of the others."""
-    if not item.comparisons:
-        note = item.note or "not tested in this run"
-        return note[0].upper() + note[1:]
-    first, reported = item.comparisons[0], item.reported[0]
-    text = (f"{first.label}: {first.estimate.mean:+.3f} [{first.estimate.low:+.3f}, {first.estimate.high:+.3f}]"
-            + (f" against the report's {reported:+.3f}" if reported is not None else "")
-            + f" (rule: {first.claim()}; {item.n})")
-    others = len(item.comparisons) - 1
-    return text + (f", and {others} more comparison(s) in the table below" if others else "") + power_note(item)
-
-
-def power_note(item) -> str:
-    """Whether the run could see the report's effect: its power there, or why it is unknown."""
-    power = item.power_at_report
-    if power is None:
-        return ""
-    if item.below_mdd and item.verdict == INCONCLUSIVE:
-        return f". The report's effect is below this run's MDD: no verdict was possible (power {power:.0%})"
-    return f". Power to reproduce the report's effect: {power:.0%}"
-
-
-def lower_first(text: str) -> str:
-    """The claim inside a sentence: its first letter lower-cased unless it starts an acronym (SMOTE)."""
-    return text if text[:2].isupper() else text[:1].lower() + text[1:]
-
-
 for number, item in enumerate(findings, 1):
-    glue(f"finding-{number}", Markdown(f"**{item.section}**, *{lower_first(item.claim)}*: **{item.verdict}**. "
-                                       f"{evidence(item)}."), display=False)
+    glue(f"finding-{number}", Markdown(views.finding_sentence(item)), display=False)
 
 # %% [markdown]
 # 1. {glue:md}`finding-1`
@@ -151,18 +119,10 @@ for number, item in enumerate(findings, 1):
 # 14. {glue:md}`finding-14`
 
 # %% tags=["hide-input"]
-table = pd.DataFrame([{"where": item.section, "finding": item.claim, "verdict": item.verdict,
-                       "MDD of the finding": item.mdd_text, "power at the report's effect": "–"
-                       if item.power_at_report is None else f"{item.power_at_report:.0%}", "n": item.n}
-                      for item in findings])
-styled(table.set_index(["where", "finding"]), caption="The report's findings against this run"
-       ).map(lambda verdict: f"background-color: {VERDICT_COLOURS[verdict]}33" if verdict in VERDICT_COLOURS else "",
-             subset=["verdict"])
+views.findings_table(findings)
 
 # %% tags=["hide-input"]
-rules = pd.DataFrame([{"where": item.section, "finding": item.claim, "how it combines, false-call rates":
-                       item.error_rate, "note": item.note or "–"} for item in findings])
-styled(rules.set_index(["where", "finding"]), caption="How each finding's comparisons combine, with its false-call "
+styled(views.rules_table(findings), caption="How each finding's comparisons combine, with its false-call "
        "rates, and what was chosen or left out")
 
 # %% [markdown]
@@ -174,13 +134,8 @@ styled(rules.set_index(["where", "finding"]), caption="How each finding's compar
 # detectable difference and its outcome.
 
 # %% tags=["hide-input"]
-shown = comparisons.assign(
-    ours=[f"{row.estimate:+.3f} [{row.low:+.3f}, {row.high:+.3f}]" for row in comparisons.itertuples()])
-shown = shown[["where", "comparison", "rule", "report", "ours", "MDD", "verdict"]].rename(
-    columns={"report": REPORT_LABEL, "ours": f"{run_label(params)} [interval]"})
-styled(shown.set_index(["where", "comparison"]), caption="Every comparison of the findings"
-       ).map(lambda verdict: f"background-color: {VERDICT_COLOURS[verdict]}33" if verdict in VERDICT_COLOURS else "",
-             subset=["verdict"]) if len(shown) else Markdown("No comparison was tested in this run.")
+(views.comparisons_table(comparisons, run_label(params)) if len(comparisons)
+ else Markdown("No comparison was tested in this run."))
 
 # %% [markdown]
 # ## Provenance

@@ -85,6 +85,31 @@ def test_every_chapter_is_in_the_toc():
     assert {f"generated/{chapter}" for chapter in list_chapters()} <= files
 
 
+def chapter_cells(source: str) -> list[tuple[str, int]]:
+    """(kind, non-blank lines) of each ``# %%`` cell of a jupytext percent source (header excluded)."""
+    cells = []
+    for header, body in zip(*[iter(re.split(r"(?m)^(# %%.*)$", source)[1:])] * 2):
+        kind = "markdown" if "[markdown]" in header else "code"
+        cells.append((kind, sum(1 for line in body.splitlines() if line.strip())))
+    return cells
+
+
+def test_chapter_cells_parse_a_known_source():
+    source = "# ---\n# header\n# ---\n\n# %% [markdown]\n# # Title\n#\n# text\n\n# %%\nx = 1\n\ny = 2\n"
+    assert chapter_cells(source) == [("markdown", 3), ("code", 2)]
+
+
+@pytest.mark.parametrize("chapter", list_chapters())
+def test_each_chapter_reads_like_a_text(chapter):
+    """The chapters read like the report: the package builds tables and figures, so no code cell has
+    more than 15 lines and code lines are at most 1.5 times the prose lines."""
+    cells = chapter_cells((ROOT / "notebooks" / f"{chapter}.py").read_text())
+    code = [lines for kind, lines in cells if kind == "code"]
+    prose = sum(lines for kind, lines in cells if kind == "markdown")
+    assert max(code) <= 15, (chapter, code)
+    assert sum(code) <= 1.5 * prose, (chapter, sum(code), prose)
+
+
 def test_the_smoke_build_records_its_times_and_its_page_shows_them(smoke_book):
     """`fundus run all` writes the timing record step by step (data, each chapter's training and
     execution), the build page shows a row per chapter, and finishing the record adds the build to

@@ -446,3 +446,59 @@ def test_resampled_intervals_agree_with_mean_interval_and_take_several_measures(
     assert low[1] <= values.max() == high[1]
     with pytest.raises(ValueError, match="at least one item"):
         statistics.resampled_intervals(0, lambda draw: [0.0])
+
+
+def test_failing_methods_marks_a_method_that_fails_the_cascade_for_any_model_and_none_when_unjudged():
+    import pandas as pd
+
+    def cascade(*correlations):  # one method's randomisation check, layer by layer
+        return pd.DataFrame({"layers": range(1, len(correlations) + 1), "rank_correlation": correlations})
+
+    ends = [  # (method, model, passes) at the end of each cascade
+        ("saliency", "baseline", statistics.passes_randomisation(cascade(0.9, 0.2))),
+        ("saliency", "adversarially trained", statistics.passes_randomisation(cascade(0.8, 0.7))),
+        ("grad-cam", "baseline", statistics.passes_randomisation(cascade(0.9, statistics.RANDOMISATION_PASS))),
+        ("grad-cam", "adversarially trained", statistics.passes_randomisation(cascade(0.6, 0.1))),
+        ("integrated gradients", "baseline", statistics.passes_randomisation(cascade(0.7, 0.3))),
+        ("integrated gradients", "adversarially trained", statistics.passes_randomisation(cascade(0.5, 0.0))),
+    ]
+    methods, _, passes = zip(*ends)
+    failing = statistics.failing_methods(methods, passes)
+    assert failing == {"saliency", "grad-cam"}  # each fails for one model only; at the threshold is a failure
+    assert failing == {method for method, _, passed in ends if not passed}
+    assert statistics.failing_methods(methods, passes, judged=False) == set()  # a shortened cascade marks none
+    assert statistics.failing_methods(methods, [True] * len(methods)) == set()
+    with pytest.raises(ValueError):
+        statistics.failing_methods(methods, passes[:-1])
+
+
+def test_wilson_share_matches_the_closed_form_and_handles_no_images():
+    hits = np.array([True] * 7 + [False] * 13)
+    row = statistics.wilson_share(hits)
+    n, share, z = 20, 7 / 20, stats.norm.isf(0.025)  # Wilson (1927): centre and half-width in closed form
+    centre = (share + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * np.sqrt(share * (1 - share) / n + z**2 / (4 * n**2))
+    assert row["images"] == n and row["share"] == pytest.approx(share)
+    assert (row["low"], row["high"]) == pytest.approx((centre - half, centre + half), abs=1e-9)
+    assert 0 < statistics.wilson_share([True] * 5)["low"] < 1 == statistics.wilson_share([True] * 5)["high"]
+    empty = statistics.wilson_share([])
+    assert empty["images"] == 0 and np.isnan(empty["share"]) and np.isnan(empty["low"])
+
+
+def test_decision_outcome_checks_degenerate_then_convergence_then_the_interval():
+    def ratio(low, high):
+        return statistics.Estimate(mean=(low + high) / 2, low=low, high=high, n_images=8, n_seeds=1)
+
+    assert statistics.decision_outcome(ratio(1.2, 2.0), [], []) == "larger"
+    assert statistics.decision_outcome(ratio(0.3, 0.9), [], []) == "smaller"
+    assert statistics.decision_outcome(ratio(0.8, 1.3), [], []) == "no difference"
+    assert statistics.decision_outcome(ratio(1.0, 1.3), [], []) == "no difference"  # touching 1 is not beyond it
+    assert statistics.decision_outcome(ratio(1.2, 2.0), ["baseline"], []) == "unconverged"
+    assert statistics.decision_outcome(ratio(1.2, 2.0), ["baseline"], ["baseline"]) == "degenerate"
+    assert set(statistics.DECISION_OUTCOMES) >= {"larger", "smaller", "no difference", "unconverged", "degenerate"}
+
+
+def test_little_influence_is_symmetric_and_strict_at_its_threshold():
+    limit = statistics.LITTLE_INFLUENCE
+    assert statistics.little_influence(0.0) and statistics.little_influence(-limit / 2)
+    assert not statistics.little_influence(limit) and not statistics.little_influence(-limit - 0.01)
