@@ -24,7 +24,8 @@ def test_sample(data: FundusData, n_images: int, seed: int) -> tuple[np.ndarray,
     """A fixed, seeded sample of test images: (array rows, images float (N, 3, S, S) in [0, 1], labels (N,))."""
     chosen = test_sample_rows(data, n_images, seed)
     images = torch.stack([to_tensor(np.array(data.cache.images[row])) for row in chosen])
-    labels = torch.as_tensor(data.manifest.loc[chosen, "level"].to_numpy(), dtype=torch.int64)
+    # torch.tensor copies: the array pandas returns may be read-only, which as_tensor warns about
+    labels = torch.tensor(data.manifest.loc[chosen, "level"].to_numpy(), dtype=torch.int64)
     return chosen, images, labels
 
 
