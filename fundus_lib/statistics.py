@@ -627,6 +627,14 @@ def little_influence(share_change: float) -> bool:
     return bool(abs(share_change) < LITTLE_INFLUENCE)
 
 
+def meets_bar(kappas: Sequence[float], balanced_accuracies: Sequence[float], collapsed: Sequence[bool], bar) -> bool:
+    """Whether a baseline reaches ``bar`` (``config.GradingBar``): the means over its seeds of test
+    kappa and balanced accuracy at least the bar's, and no seed collapsed onto one grade."""
+    return bool(
+        np.mean(kappas) >= bar.kappa and np.mean(balanced_accuracies) >= bar.balanced_accuracy and not any(collapsed)
+    )
+
+
 def failing_methods(methods: Sequence[str], passes: Sequence[bool], judged: bool = True) -> set[str]:
     """The attribution methods a sanity check marks as failing: every method with a row (one per
     model, say) that does not pass (``passes_randomisation``, or the data-randomisation check's
