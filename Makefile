@@ -94,6 +94,7 @@ test: venv browser lint
 
 bench: venv
 	$(BIN)/python benchmarks/bench_cache.py
+	$(BIN)/python benchmarks/bench_synthetic.py
 	$(BIN)/python benchmarks/bench_training.py --params $(PARAMS) --report-sizes
 	$(BIN)/python benchmarks/bench_adversarial.py --threads 1
 	$(BIN)/python benchmarks/bench_corruptions.py

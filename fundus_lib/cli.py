@@ -42,7 +42,8 @@ def _data(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> None:
     import time
 
-    from fundus_lib.data.pipeline import prepare_data
+    from fundus_lib.data.pipeline import generate_synthetic, prepare_data
+    from fundus_lib.experiments import data_sections
     from fundus_lib.report.build_record import add_step
     from fundus_lib.report.chapters import execute_chapter, generated_dir, resolve_chapters
 
@@ -50,7 +51,8 @@ def _run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     out = args.out or generated_dir()
     started = time.monotonic()
-    prepare_data(params, progress=not args.quiet)  # long work here, with progress bars
+    generate_synthetic(data_sections(params), progress=not args.quiet)  # long work here, with progress bars
+    prepare_data(params, progress=not args.quiet)
     to_train = {} if args.from_store else runs_to_train(params, chapters, progress=not args.quiet)
     add_step(out, "data", time.monotonic() - started, params_file=args.params)
     trainer = _ConsoleTrainer(
@@ -152,9 +154,11 @@ def _get_run(label: str, params, config, progress: bool):
 
 
 def _train(args: argparse.Namespace) -> None:
-    from fundus_lib.experiments import all_runs
+    from fundus_lib.data.pipeline import generate_synthetic
+    from fundus_lib.experiments import all_runs, data_sections
 
     params = load_params(args.params)
+    generate_synthetic(data_sections(params), progress=not args.quiet)
     runs = {
         label: pair
         for label, pair in all_runs(params).items()

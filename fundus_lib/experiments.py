@@ -11,7 +11,7 @@ Example::
 
 from __future__ import annotations
 
-from fundus_lib.config import CorruptionTraining, ModelRow, Params, RunConfig, run_config
+from fundus_lib.config import CorruptionTraining, DataConfig, ModelRow, Params, RunConfig, run_config
 
 
 def row_label(row: ModelRow) -> str:
@@ -167,6 +167,12 @@ def spurious_params(params: Params) -> Params:
         update={"spurious_cue": params.attribution.spurious_cue, "distractor": params.attribution.distractor}
     )
     return params.model_copy(update={"data": params.data.model_copy(update={"synthetic": synthetic})})
+
+
+def data_sections(params: Params) -> list[DataConfig]:
+    """The data sections the runs of ``all_runs`` read: the params' own, and the cue data of the
+    spurious-cue experiment where it runs."""
+    return [params.data] + ([spurious_params(params).data] if has_spurious_experiment(params) else [])
 
 
 def spurious_runs(params: Params) -> dict[str, list[RunConfig]]:

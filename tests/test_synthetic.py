@@ -22,9 +22,11 @@ from fundus_lib.data.synthetic import (
     PATCH_AMPLITUDE,
     PATCH_SIZE,
     generate_dataset,
+    generate_datasets,
     lesion_counts,
     load_specs,
     render_eye,
+    render_variants,
     sample_specs,
 )
 
@@ -300,7 +302,35 @@ def test_cue_and_distractor_differ_in_texture(specs):
     assert (np.diff(stripes, axis=0) != 0).mean() > 0.1
 
 
+def test_variants_of_one_eye_are_rendered_once_and_equal_rendering_each_alone(specs):
+    spec = next(s for s in specs if s.grade >= 2)
+    variants = [replace(spec, cue=cue, distractor=distractor) for cue in (False, True) for distractor in (False, True)]
+    for variant, (image, mask) in zip(variants, render_variants(variants, WIDTH, 1.0)):
+        alone, alone_mask = render_eye(variant, WIDTH, 1.0)
+        assert np.array_equal(image, alone) and np.array_equal(mask, alone_mask)
+    assert not np.array_equal(*[image for image, _ in render_variants(variants[:2], WIDTH, 1.0)]), "patches differ"
+    with pytest.raises(ValueError, match="more than the cue"):
+        render_variants([spec, replace(spec, seed=spec.seed + 1)], WIDTH, 1.0)
+
+
 # --------------------------------------------------------------------------- the dataset on disk
+
+
+def test_the_plain_and_the_cue_data_generated_together_equal_each_generated_alone(tmp_path):
+    plain = SyntheticConfig(n_patients=3, raw_width=192, seed=5)
+    cue = plain.model_copy(update={"spurious_cue": 1.0, "distractor": 0.5})
+    generate_datasets([(tmp_path / "plain", plain), (tmp_path / "cue", cue)], workers=1, progress=False)
+    generate_dataset(tmp_path / "plain-alone", plain, workers=1, progress=False)
+    generate_dataset(tmp_path / "cue-alone", cue, workers=1, progress=False)
+    for name in ("plain", "cue"):
+        together, alone = tmp_path / name, tmp_path / f"{name}-alone"
+        files = sorted(path.relative_to(together) for path in together.rglob("*") if path.is_file())
+        assert files == sorted(path.relative_to(alone) for path in alone.rglob("*") if path.is_file())
+        assert all((together / file).read_bytes() == (alone / file).read_bytes() for file in files), name
+    assert load_specs(tmp_path / "cue") != load_specs(tmp_path / "plain")
+    with pytest.raises(ValueError, match="more than spurious_cue"):
+        other = plain.model_copy(update={"seed": 6})
+        generate_datasets([(tmp_path / "a", plain), (tmp_path / "b", other)], workers=1, progress=False)
 
 
 def _mtimes(folder):
@@ -424,3 +454,23 @@ def test_two_first_builds_at_once_wait_for_each_other(tmp_path):
     (tmp_path / "release").touch()
     assert first.wait(timeout=120) == 0 and second.wait(timeout=120) == 0
     assert len(os.listdir(folder / "images")) == 6 and (folder / "generator.json").exists()
+
+
+def test_the_data_step_generates_the_cue_data_beside_the_plain_data(tmp_path, monkeypatch):
+    from fundus_lib.config import load_params
+    from fundus_lib.data.pipeline import generate_synthetic, synthetic_dir
+    from fundus_lib.experiments import data_sections
+
+    monkeypatch.setenv("FUNDUS_DATA_DIR", str(tmp_path))
+    params = load_params(
+        "params/smoke.yaml",
+        {
+            "data": {"synthetic": {"n_patients": 2, "raw_width": 192}, "workers": 1},
+            "attribution": {"spurious_cue": 1.0},
+        },
+    )
+    sections = data_sections(params)
+    assert len(sections) == 2 and sections[1].synthetic.spurious_cue == 1.0
+    generate_synthetic(sections, progress=False)
+    assert all((synthetic_dir(section) / "generator.json").exists() for section in sections)
+    assert synthetic_dir(sections[0]) != synthetic_dir(sections[1])

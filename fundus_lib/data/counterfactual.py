@@ -1,7 +1,8 @@
 """Counterfactual versions of synthetic test images: the same eye re-rendered with the spurious
 cue or the distractor switched on or off, then put through the cache's own path (JPEG at the generator's quality,
 field-of-view estimate, Graham preprocessing at the cache size). Everything else about the image
-(anatomy, lesions, camera, the other patch) stays the same, because ``render_eye`` is a pure function of its spec.
+(anatomy, lesions, camera, the other patch) stays the same, because ``render_eye`` is a pure function of its spec;
+``rerender_variants`` renders each eye once for several variants.
 
 Example::
 
@@ -15,11 +16,12 @@ from dataclasses import replace
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from fundus_lib.data.decode import decode_fundus_bytes
 from fundus_lib.data.pipeline import FundusData
 from fundus_lib.data.preprocess import preprocess
-from fundus_lib.data.synthetic import load_specs, render_eye
+from fundus_lib.data.synthetic import load_specs, render_variants
 
 
 def _as_cached(rgb: np.ndarray, size: int, circle: float, quality: int) -> np.ndarray:
@@ -40,19 +42,34 @@ def rerender(
 
     Only for synthetic data (it needs the generator's specs). Returns uint8 (len(rows), S, S, 3).
     """
+    return rerender_variants(data, rows, {"images": {"cue": cue, "distractor": distractor}}, progress=False)["images"]
+
+
+def rerender_variants(data: FundusData, rows, changes: dict[str, dict], progress: bool = True) -> dict[str, np.ndarray]:
+    """Several ``rerender`` variants of the same rows at once, each eye rendered once
+    (``render_variants``): name -> the images with that variant's ``cue``/``distractor`` forcing."""
     if data.config.source != "synthetic":
         raise ValueError("counterfactual images exist only for the synthetic data")
-    generator = data.config.synthetic
+    generator, size = data.config.synthetic, data.config.image_size
     by_image = {spec.image: spec for spec in load_specs(data.images_dir.parent)}
     specs = [by_image[data.manifest.at[row, "image"]] for row in rows]
     forced = {
-        name: np.broadcast_to(np.asarray(value, dtype=bool), (len(rows),))
-        for name, value in (("cue", cue), ("distractor", distractor))
-        if value is not None
+        name: {
+            patch: np.broadcast_to(np.asarray(value, dtype=bool), (len(rows),))
+            for patch, value in change.items()
+            if value is not None
+        }
+        for name, change in changes.items()
     }
-    out = np.empty((len(rows), data.config.image_size, data.config.image_size, 3), np.uint8)
-    for position, spec in enumerate(specs):
-        changed = replace(spec, **{name: bool(values[position]) for name, values in forced.items()})
-        rgb, _ = render_eye(changed, generator.raw_width, generator.difficulty)
-        out[position] = _as_cached(rgb, data.config.image_size, data.config.graham_circle, generator.jpeg_quality)
+    out = {name: np.empty((len(rows), size, size, 3), np.uint8) for name in changes}
+    for position, spec in enumerate(
+        tqdm(specs, desc="counterfactual images", unit="img", leave=False, disable=not progress)
+    ):
+        variants = [
+            replace(spec, **{patch: bool(values[position]) for patch, values in forcing.items()})
+            for forcing in forced.values()
+        ]
+        rendered = render_variants(variants, generator.raw_width, generator.difficulty)
+        for name, (rgb, _) in zip(out, rendered):
+            out[name][position] = _as_cached(rgb, size, data.config.graham_circle, generator.jpeg_quality)
     return out

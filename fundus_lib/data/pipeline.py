@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -95,6 +96,20 @@ def list_items(config: DataConfig, progress: bool = True) -> tuple[pd.DataFrame,
         items, not_in_subset = list_images(images_dir, labels_csv, real.max_images), 0
     items["mask_path"] = ""
     return items, images_dir, not_in_subset
+
+
+def generate_synthetic(configs: Sequence[DataConfig], progress: bool = True) -> None:
+    """Generate the synthetic data sets of ``configs`` (before ``prepare_data`` lists them), those
+    that differ only in their patches together (``synthetic.generate_datasets``: each eye is rendered
+    once, e.g. for chapter 6's cue data beside the plain data)."""
+    groups: dict = {}
+    for config in configs:
+        if config.source == "synthetic":
+            base = config.synthetic.model_copy(update=synthetic.PATCH_SETTINGS)
+            groups.setdefault(base, {})[synthetic_dir(config)] = config
+    for group in groups.values():
+        targets = [(folder, config.synthetic) for folder, config in group.items()]
+        synthetic.generate_datasets(targets, next(iter(group.values())).workers, progress)
 
 
 def manifest_hash(manifest: pd.DataFrame) -> str:

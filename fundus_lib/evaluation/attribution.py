@@ -37,7 +37,7 @@ from fundus_lib.attribution.scores import (
 )
 from fundus_lib.config import AttributionConfig
 from fundus_lib.data.cache import Cache
-from fundus_lib.data.counterfactual import rerender
+from fundus_lib.data.counterfactual import rerender_variants
 from fundus_lib.data.dataset import to_tensor
 from fundus_lib.data.idrid import lesion_masks
 from fundus_lib.data.pipeline import FundusData
@@ -355,14 +355,12 @@ def cue_variants(data: FundusData) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
         specs = {spec.image: spec for spec in load_specs(data.images_dir.parent)}
         chosen = [specs[image] for image in data.manifest.loc[rows, "image"]]
         cue, distractor = np.array([spec.cue for spec in chosen]), np.array([spec.distractor for spec in chosen])
-        variants = {"as generated": np.asarray(data.cache.images[rows])}
         changes = {
             "cue removed": {"cue": False},
             "cue flipped": {"cue": ~cue},
             "distractor flipped": {"distractor": ~distractor},
         }
-        for name, change in tqdm(changes.items(), desc="counterfactual images", unit="variant", leave=False):
-            variants[name] = rerender(data, rows, **change)
+        variants = {"as generated": np.asarray(data.cache.images[rows])} | rerender_variants(data, rows, changes)
         _CUE_VARIANTS.clear()
         _CUE_VARIANTS[data.manifest_hash] = (rows, cue, distractor, variants)
     return _CUE_VARIANTS[data.manifest_hash]

@@ -8,8 +8,10 @@ What lives where (each module imports only the ones above it):
 - ``specs``: ``EyeSpec``, the grades, labels, cue, distractor and acquisition of every eye (``sample_specs``).
 - ``anatomy``: a patient's optic disc, macula and vessel tree.
 - ``lesions``: ``LESION_CODES``, the lesions a grade gets and their shapes (``lesion_counts``).
-- ``render``: one eye's image and lesion mask, the spurious cue and the distractor included (``render_eye``).
-- ``disk``: the dataset in the Kaggle layout (``generate_dataset``, ``load_specs``).
+- ``render``: one eye's image and lesion mask, the spurious cue and the distractor included (``render_eye``;
+  ``render_variants``: one eye under several patch settings, rendered once).
+- ``disk``: the dataset in the Kaggle layout (``generate_dataset``, ``load_specs``; ``generate_datasets``: the
+  plain and the cue data sets together, each eye rendered once).
 
 Conventions used throughout:
 
@@ -31,9 +33,16 @@ Example::
     generate_dataset(Path("data/synthetic/demo"), SyntheticConfig(n_patients=10, seed=0))
 """
 
-from fundus_lib.data.synthetic.disk import generate_dataset, load_specs
+from fundus_lib.data.synthetic.disk import PATCH_SETTINGS, generate_dataset, generate_datasets, load_specs
 from fundus_lib.data.synthetic.lesions import CUE_CODE, DISTRACTOR_CODE, LESION_CODES, lesion_counts
-from fundus_lib.data.synthetic.render import CUE_OFFSET, DISTRACTOR_OFFSET, PATCH_AMPLITUDE, PATCH_SIZE, render_eye
+from fundus_lib.data.synthetic.render import (
+    CUE_OFFSET,
+    DISTRACTOR_OFFSET,
+    PATCH_AMPLITUDE,
+    PATCH_SIZE,
+    render_eye,
+    render_variants,
+)
 from fundus_lib.data.synthetic.specs import GENERATOR_VERSION, N_GRADES, EyeSpec, sample_specs
 
 __all__ = [
@@ -42,14 +51,17 @@ __all__ = [
     "DISTRACTOR_CODE",
     "DISTRACTOR_OFFSET",
     "PATCH_AMPLITUDE",
+    "PATCH_SETTINGS",
     "PATCH_SIZE",
     "GENERATOR_VERSION",
     "LESION_CODES",
     "N_GRADES",
     "EyeSpec",
     "generate_dataset",
+    "generate_datasets",
     "lesion_counts",
     "load_specs",
     "render_eye",
+    "render_variants",
     "sample_specs",
 ]

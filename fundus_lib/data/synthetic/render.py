@@ -1,9 +1,11 @@
-"""Rendering one eye: background, vessels, lesions, the camera, the spurious cue and the distractor (``render_eye``)."""
+"""Rendering one eye: background, vessels, lesions, the camera, the spurious cue and the distractor
+(``render_eye``; ``render_variants``: one eye with and without its patches, rendered once)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -347,13 +349,9 @@ def _draw_patch(
     mask[window] = code
 
 
-def render_eye(spec: EyeSpec, width: int, difficulty: float) -> tuple[np.ndarray, np.ndarray]:
-    """Render one eye: RGB uint8 (H, W, 3) with H = round(2/3 W), and its lesion mask uint8 (H, W)
-    holding LESION_CODES values (0 = none), in the same geometry (inversion applied to both).
-
-    Difficulty d scales lesion sizes by d^-0.5 and lesion contrast by 1/d. A pure function of its
-    arguments: the same inputs give bit-identical outputs.
-    """
+def _render_unpatched(spec: EyeSpec, width: int, difficulty: float) -> tuple[np.ndarray, np.ndarray, tuple, float]:
+    """The eye without the cue and the distractor: image, mask, the fundus centre (px, inversion
+    applied) and radius (px), where ``_draw_patch`` places the patches."""
     frame = _Frame.of(spec, width)
     anatomy = _anatomy(spec.anatomy_seed)
     lesions = _sample_lesions(spec)
@@ -367,8 +365,34 @@ def render_eye(spec: EyeSpec, width: int, difficulty: float) -> tuple[np.ndarray
     if spec.inverted:
         image, mask = np.ascontiguousarray(image[::-1, ::-1]), np.ascontiguousarray(mask[::-1, ::-1])
         cx, cy = frame.width - 1 - cx, frame.height - 1 - cy
-    if spec.cue:
-        _draw_patch(image, mask, (cx, cy), frame.radius, CUE_OFFSET, CUE_CODE)
-    if spec.distractor:
-        _draw_patch(image, mask, (cx, cy), frame.radius, DISTRACTOR_OFFSET, DISTRACTOR_CODE)
-    return image, mask
+    return image, mask, (cx, cy), frame.radius
+
+
+def render_variants(specs: Sequence[EyeSpec], width: int, difficulty: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``render_eye`` of each spec, for specs of one eye that differ at most in ``cue`` and
+    ``distractor`` (the patches are drawn last, on the finished image): the eye is rendered once
+    and each spec gets its own patches, bit-identical to rendering it alone. ValueError for specs
+    of different eyes."""
+    unpatched = [replace(spec, cue=False, distractor=False) for spec in specs]
+    if any(other != unpatched[0] for other in unpatched[1:]):
+        raise ValueError("render_variants: the specs differ in more than the cue and the distractor")
+    image, mask, centre, radius = _render_unpatched(unpatched[0], width, difficulty)
+    out = []
+    for spec in specs:
+        patched, patched_mask = image.copy(), mask.copy()
+        if spec.cue:
+            _draw_patch(patched, patched_mask, centre, radius, CUE_OFFSET, CUE_CODE)
+        if spec.distractor:
+            _draw_patch(patched, patched_mask, centre, radius, DISTRACTOR_OFFSET, DISTRACTOR_CODE)
+        out.append((patched, patched_mask))
+    return out
+
+
+def render_eye(spec: EyeSpec, width: int, difficulty: float) -> tuple[np.ndarray, np.ndarray]:
+    """Render one eye: RGB uint8 (H, W, 3) with H = round(2/3 W), and its lesion mask uint8 (H, W)
+    holding LESION_CODES values (0 = none), in the same geometry (inversion applied to both).
+
+    Difficulty d scales lesion sizes by d^-0.5 and lesion contrast by 1/d. A pure function of its
+    arguments: the same inputs give bit-identical outputs.
+    """
+    return render_variants([spec], width, difficulty)[0]
