@@ -496,9 +496,15 @@ class AttributionConfig(_Section):
     sanity_layers: int | None = Field(
         None,
         ge=1,
-        description="re-initialise at most this many layers from the "
+        description="re-initialise at most this many layers (blocks) from the "
         "output down (null: every layer, the check as published; a rehearsal "
         "shortens it, and the chapter then judges no method)",
+    )
+    sanity_cascade: Literal["layer", "block"] = Field(
+        "layer",
+        description="the randomisation cascade's steps: one layer with weights at a time, or one block at a time "
+        "(the first numbered element of a module path, e.g. an EfficientNet block: Adebayo et al. stepped through "
+        "Inception v3 by block); every layer is re-initialised at the end either way, so the judgement is the same",
     )
     seed: int = Field(0, ge=0)
     ig_steps: int = Field(100, ge=2, le=10_000, description="the report: 100")

@@ -104,7 +104,7 @@ views.ig_baseline_table(runs, data, settings)
 checks = views.cascade_checks(runs, data, settings)
 ends = views.cascade_ends(checks)
 failing = failing_methods(ends.index.get_level_values("method"), ends["passes"], judged=settings.sanity_layers is None)
-glue("sanity-note", Markdown(views.shortened_note(settings)), display=False)
+glue("sanity-note", Markdown(views.cascade_note(settings)), display=False)
 views.cascade_table(ends)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Cascading randomisation: each method's rank correlation with the trained model's maps as layers are re-initialised from the output down (dashed: the pass threshold).", "name": "fig-randomisation"}}

@@ -20,7 +20,13 @@ from fundus_lib.attribution.methods import (
     saliency,
     smoothgrad,
 )
-from fundus_lib.attribution.sanity import label_randomisation_check, map_similarity, randomisation_check
+from fundus_lib.attribution.sanity import (
+    block_of,
+    cascade_steps,
+    label_randomisation_check,
+    map_similarity,
+    randomisation_check,
+)
 from fundus_lib.attribution.scores import (
     REFERENCES,
     deletion_auc,
@@ -277,6 +283,31 @@ def test_randomisation_check_fails_a_model_free_map_and_passes_saliency():
     assert len(gradients) == layers + 1 and gradients["layer"].iloc[1].endswith(str(len(model.backbone) - 1))
     assert passes_randomisation(gradients), gradients
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the model is left as it was
+
+
+def test_a_block_is_the_first_numbered_element_of_a_path():
+    assert block_of("backbone.net._blocks.15._project_conv") == "backbone.net._blocks.15"
+    assert block_of("backbone.layer1.0.conv1") == "backbone.layer1.0"
+    assert block_of("backbone.net._fc") == "backbone.net._fc"
+    assert block_of("backbone.3") == "backbone.3"  # a numbered layer with nothing below is its own block
+
+
+def test_the_cascade_by_block_ends_at_the_same_model_as_the_cascade_by_layer():
+    """Lite0: 99 layers with weights in 16 blocks plus stem and head; each layer seeded alone, so the
+    last step (every layer re-initialised) gives the same maps whichever way the cascade stepped."""
+    torch.manual_seed(0)
+    model = create_model("efficientnet-lite0").eval()
+    steps = cascade_steps(model, by_block=True)
+    layers = cascade_steps(model)
+    assert len(layers) == sum(len(modules) for _, modules in steps) > len(steps)
+    assert any(name.endswith("_blocks.15") for name, _ in steps) and len({name for name, _ in steps}) == len(steps)
+    images, target = torch.rand(2, 3, 32, 32), torch.tensor([0, 3])
+    by_block = randomisation_check(model, images, target, saliency, seed=1, by_block=True)
+    by_layer = randomisation_check(model, images, target, saliency, seed=1)
+    assert len(by_block) == len(steps) + 1 and len(by_layer) == len(layers) + 1
+    assert by_block["layers"].iloc[-1] == by_layer["layers"].iloc[-1] == len(layers)
+    last = ["rank_correlation", "ssim"]
+    assert by_block[last].iloc[-1].to_numpy() == pytest.approx(by_layer[last].iloc[-1].to_numpy())
 
 
 def test_label_randomisation_fails_a_map_of_the_image_and_passes_another_models_gradients():

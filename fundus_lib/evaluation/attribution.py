@@ -129,7 +129,9 @@ def randomisation_checks(run: Run, data: FundusData, settings: AttributionConfig
         model = run.load_model()
         tables = []
         for name, method in attribution_methods(settings).items():
-            check = randomisation_check(model, images, labels, method, settings.seed, settings.sanity_layers)
+            check = randomisation_check(
+                model, images, labels, method, settings.seed, settings.sanity_layers, settings.sanity_cascade == "block"
+            )
             tables.append(check.assign(method=name, passes=passes_randomisation(check), images=len(rows)))
         return pd.concat(tables, ignore_index=True)
 

@@ -179,15 +179,24 @@ def cascade_ends(checks: pd.DataFrame) -> pd.DataFrame:
     return checks.groupby(["method", "model"], sort=False).last()
 
 
-def shortened_note(settings: AttributionConfig) -> str:
-    """Markdown: the warning that a shortened cascade (``attribution.sanity_layers`` set) judges no
-    method; empty for the full check."""
-    if settings.sanity_layers is None:
-        return ""
-    return (
-        f"**Shortened check** (`attribution.sanity_layers: {settings.sanity_layers}`): only the top "
-        f"{settings.sanity_layers} layers were re-initialised, so no method is judged and none is marked below."
-    )
+def cascade_note(settings: AttributionConfig) -> str:
+    """Markdown: how this run's cascade stepped (by block: ``attribution.sanity_cascade``) and the
+    warning that a shortened cascade (``attribution.sanity_layers`` set) judges no method; empty for
+    the check as published."""
+    notes = []
+    if settings.sanity_cascade == "block":
+        notes.append(
+            "**By block** (`attribution.sanity_cascade: block`): each step re-initialises a whole block (an "
+            "EfficientNet block, the head), as Adebayo et al. stepped through Inception v3, instead of one layer; "
+            "the last step, every layer re-initialised, is the same model, so each method's verdict is the same "
+            "(see the deviations page)."
+        )
+    if settings.sanity_layers is not None:
+        notes.append(
+            f"**Shortened check** (`attribution.sanity_layers: {settings.sanity_layers}`): only the top "
+            f"{settings.sanity_layers} steps were taken, so no method is judged and none is marked below."
+        )
+    return " ".join(notes)
 
 
 def cascade_table(ends: pd.DataFrame):
