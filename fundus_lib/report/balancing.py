@@ -33,7 +33,7 @@ def table5(seed_runs: dict[str, list[Run]], ours: str) -> pd.DataFrame:
     """Table 5: the report's rows beside this run's (test metrics, mean over seeds with the 95 %
     interval's half-width; batch, epochs and training time of the first seed), in this run's order
     and then the report's extra rows."""
-    means = over_seeds({name: [run.metrics("test") for run in seeds] for name, seeds in seed_runs.items()})
+    means = seed_means(seed_runs, "test")
     spread = spread_text(means, REPORT_METRICS, percent=("accuracy", "balanced_accuracy"))
     rows = pd.DataFrame(
         [
@@ -81,8 +81,8 @@ def reading_text(seed_runs: dict[str, list[Run]], shares: pd.DataFrame, baseline
     """Markdown list: the best method on validation (balanced accuracy, kappa) against the report's
     best, the method that moved most predictions off grade 0, and how much the re-weighted losses
     moved them (``statistics.little_influence``: the report's "little influence")."""
-    means = over_seeds({name: [run.metrics("test") for run in seeds] for name, seeds in seed_runs.items()})
-    on_valid = over_seeds({name: [run.metrics("valid") for run in seeds] for name, seeds in seed_runs.items()})
+    means = seed_means(seed_runs, "test")
+    on_valid = seed_means(seed_runs, "valid")
     report_rows = report_table5().set_index("method")
     lines = []
     for metric, label in (("balanced_accuracy", "balanced accuracy"), ("kappa", "kappa")):
@@ -116,5 +116,9 @@ def reading_text(seed_runs: dict[str, list[Run]], shares: pd.DataFrame, baseline
 
 def best_on_validation(seed_runs: dict[str, list[Run]], metric: str) -> str:
     """The method with the best validation ``metric`` (mean over seeds)."""
-    on_valid = over_seeds({name: [run.metrics("valid") for run in seeds] for name, seeds in seed_runs.items()})
-    return str(on_valid[metric].idxmax())
+    return str(seed_means(seed_runs, "valid")[metric].idxmax())
+
+
+def seed_means(seed_runs: dict[str, list[Run]], split: str) -> pd.DataFrame:
+    """Every method's metrics on ``split``, mean over its seeds (``over_seeds``), one row per method."""
+    return over_seeds({name: [run.metrics(split) for run in seeds] for name, seeds in seed_runs.items()})
