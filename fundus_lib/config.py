@@ -358,6 +358,13 @@ class BalancingConfig(_Section):
     model: ModelRow = ModelRow(model="small-cnn", image_size=128, batch_size=32)
     methods: tuple[BalancingMethod, ...] = TABLE5_METHODS
     smote_k: int = Field(5, ge=1, le=50)
+    seeds: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="training seeds of this chapter's compared configurations (None: the params' seeds); more "
+        "where its runs are cheap, since the findings' MDD falls with the seeds (t quantile and seed spread)",
+    )
 
     @model_validator(mode="after")
     def _names_are_unique_and_restart_has_a_baseline(self) -> BalancingConfig:
@@ -473,6 +480,13 @@ class CorruptionConfig(_Section):
         (1, 4), description="corruption of the test set of Table 8 (the report: 1-4)"
     )
     seed: int = Field(0, ge=0)
+    seeds: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="training seeds of this chapter's compared configurations (None: the params' seeds); more "
+        "where its runs are cheap, since the findings' MDD falls with the seeds (t quantile and seed spread)",
+    )
 
 
 class AttributionConfig(_Section):

@@ -26,9 +26,23 @@ def baseline_runs(params: Params) -> dict[str, RunConfig]:
     return {row_label(row): run_config(params, row) for row in params.baselines}
 
 
-def training_seeds(params: Params) -> list[int]:
-    """The training seeds of every configuration a finding compares: seed, seed + 1, ... (``params.seeds``)."""
-    return [params.seed + offset for offset in range(params.seeds)]
+def seed_count(params: Params, section: str | None = None) -> int:
+    """How many training seeds a compared configuration trains: the ``seeds`` of chapter
+    ``section`` ("balancing" or "corruption") where it sets its own, else ``params.seeds``."""
+    own = getattr(params, section).seeds if section else None
+    return params.seeds if own is None else own
+
+
+def training_seeds(params: Params, section: str | None = None) -> list[int]:
+    """The training seeds of a compared configuration: seed, seed + 1, ... (``seed_count``)."""
+    return [params.seed + offset for offset in range(seed_count(params, section))]
+
+
+def seeds_phrase(params: Params) -> str:
+    """The training seeds per compared configuration, e.g. ``3`` or ``3 (chapter 3: 5, chapter 4: 5)``."""
+    own = {"3": seed_count(params, "balancing"), "4": seed_count(params, "corruption")}
+    other = ", ".join(f"chapter {chapter}: {count}" for chapter, count in own.items() if count != params.seeds)
+    return f"{params.seeds} ({other})" if other else str(params.seeds)
 
 
 def with_seed(config: RunConfig, seed: int) -> RunConfig:
@@ -40,9 +54,10 @@ def with_seed(config: RunConfig, seed: int) -> RunConfig:
     return config.model_copy(update=update)
 
 
-def seeded(params: Params, configs: dict[str, RunConfig]) -> dict[str, list[RunConfig]]:
-    """Each configuration once per training seed."""
-    return {name: [with_seed(config, seed) for seed in training_seeds(params)] for name, config in configs.items()}
+def seeded(params: Params, configs: dict[str, RunConfig], section: str | None = None) -> dict[str, list[RunConfig]]:
+    """Each configuration once per training seed (of chapter ``section``: ``seed_count``)."""
+    seeds = training_seeds(params, section)
+    return {name: [with_seed(config, seed) for seed in seeds] for name, config in configs.items()}
 
 
 def compared_baselines(params: Params) -> dict[str, RunConfig]:
@@ -65,17 +80,23 @@ def compared_baselines(params: Params) -> dict[str, RunConfig]:
     }
 
 
-def compared_runs(params: Params) -> dict[str, RunConfig]:
-    """Every run a finding compares, keyed like ``all_runs`` (these train every seed)."""
-    runs = {f"02 baselines: {label}": config for label, config in compared_baselines(params).items()}
-    runs |= {f"03 balancing: {name}": config for name, config in balancing_runs(params).items()}
-    runs |= {
+def compared_seeds(params: Params) -> dict[str, list[RunConfig]]:
+    """Every run a finding compares, keyed like ``all_runs``, once per training seed of its chapter."""
+    baselines = {f"02 baselines: {label}": config for label, config in compared_baselines(params).items()}
+    balancing = {f"03 balancing: {name}": config for name, config in balancing_runs(params).items()}
+    corruption = {
         f"04 corruption: {table}, {name}": config
         for table, rows in corruption_runs(params).items()
         if table != "improvements"
         for name, config in rows.items()
     }
-    return runs | {f"05 adversarial: {name}": config for name, config in adversarial_runs(params).items()}
+    adversarial = {f"05 adversarial: {name}": config for name, config in adversarial_runs(params).items()}
+    return (
+        seeded(params, baselines)
+        | seeded(params, balancing, "balancing")
+        | seeded(params, corruption, "corruption")
+        | seeded(params, adversarial)
+    )
 
 
 def all_runs(params: Params) -> dict[str, tuple[Params, RunConfig]]:
@@ -91,7 +112,7 @@ def all_runs(params: Params) -> dict[str, tuple[Params, RunConfig]]:
     runs |= {f"05 adversarial: {name}": config for name, config in adversarial_runs(params).items()}
     runs |= {
         f"{label}, seed {config.seed}": config
-        for label, seeds in seeded(params, compared_runs(params)).items()
+        for label, seeds in compared_seeds(params).items()
         for config in seeds[1:]
     }
     runs["06 attribution: baseline, shuffled labels"] = shuffled_label_run(params)

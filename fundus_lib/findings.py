@@ -143,6 +143,12 @@ class Finding:
         }
         return "; ".join(parts) or "–"
 
+    def with_seeds(self, seeds: int) -> Finding:
+        """The same finding had every configuration it compares trained ``seeds`` seeds on the same
+        test images: a projection from this run's variance components (``Estimate.with_seeds``), for
+        planning where more seeds buy power; its MDD and power, not its verdict, are meaningful."""
+        return replace(self, comparisons=tuple(item.with_seeds(seeds) for item in self.comparisons))
+
     @property
     def power_at_report(self) -> float | None:
         """P(this run reproduces the finding) if the truth were the report's values (None where the
@@ -786,14 +792,16 @@ def report_findings(params: Params, train: bool = False, progress: bool = False)
     """
     from fundus_lib.evaluation.corruption import corrupted_test_predictions  # imports the trainer: only when asked
 
-    def runs_of(configs: dict[str, RunConfig], run_params: Params = params) -> dict[str, list[Run]]:
+    def runs_of(
+        configs: dict[str, RunConfig], run_params: Params = params, section: str | None = None
+    ) -> dict[str, list[Run]]:
         return {
             name: [get_run(run_params, config, train=train, progress=progress) for config in seeds]
-            for name, seeds in seeded(run_params, configs).items()
+            for name, seeds in seeded(run_params, configs, section).items()
         }
 
-    def arms_of(configs: dict[str, RunConfig]) -> dict[str, Arm]:
-        return {name: arm(name, runs) for name, runs in runs_of(configs).items()}
+    def arms_of(configs: dict[str, RunConfig], section: str | None = None) -> dict[str, Arm]:
+        return {name: arm(name, runs) for name, runs in runs_of(configs, section=section).items()}
 
     compared = compared_baselines(params)
     arms4 = {
@@ -803,7 +811,7 @@ def report_findings(params: Params, train: bool = False, progress: bool = False)
     findings = [larger_images_help(arms4, report_table("table4")), transfer_helps(arms4)]
 
     configs = balancing_runs(params)
-    arms5, kinds = arms_of(configs), {name: balancing_kind(config) for name, config in configs.items()}
+    arms5, kinds = arms_of(configs, "balancing"), {name: balancing_kind(config) for name, config in configs.items()}
     report5 = report_table("table5").set_index("method")
     report5 = report5.assign(kind=report5.index.map(report_balancing_kind))
     findings += [
@@ -811,7 +819,11 @@ def report_findings(params: Params, train: bool = False, progress: bool = False)
         for test in (reweighting_balances, oversampling_overfits, restart_trades_accuracy, smote_is_worst)
     ]
 
-    tables = {table: runs_of(configs) for table, configs in corruption_runs(params).items()}
+    tables = {
+        table: runs_of(configs, section="corruption")
+        for table, configs in corruption_runs(params).items()
+        if table != "improvements"
+    }
     arms6 = {name: arm(name, runs) for name, runs in tables["table6"].items()}
     findings.append(
         every_level_range(

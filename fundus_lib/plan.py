@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from fundus_lib.config import Params, RunConfig, resolve_path
-from fundus_lib.experiments import all_runs
+from fundus_lib.experiments import all_runs, seeds_phrase
 from fundus_lib.paths import data_dir
 from fundus_lib.report.numbers import report_table
 from fundus_lib.training.loop import _batch_loss, build_model, build_optimizer, resolve_device, training_autocast
@@ -151,7 +151,7 @@ def plan_report(params: Params, params_file: str, progress: bool = True) -> str:
     plan["seconds"] = [row.passes / rates[(row.model, row.image_size)] for row in plan.itertuples()]
     device = resolve_device(params.runtime.device)
     lines = [
-        f"plan for {params_file} ({params.name}): {len(plan)} training runs, {params.seeds} seed(s) per "
+        f"plan for {params_file} ({params.name}): {len(plan)} training runs, {seeds_phrase(params)} seed(s) per "
         f"compared configuration; {int(counts.sum()):,} labelled images (from {source})",
         f"times: measured training throughput on this machine ({device}), training only "
         "(evaluation, attacks and attributions come on top)",

@@ -162,6 +162,19 @@ class Estimate:
     bound: float = float("inf")  # the interval is clipped to [-bound, +bound], the measure's range
     lower_tail: float = TAIL
     upper_tail: float = TAIL
+    seed_stage: float = float("nan")  # one seed's spread, seed-by-image part included (``seed_stage_components``)
+    common: float = float("nan")  # the test-image variance common to every seed
+
+    def with_seeds(self, seeds: int) -> Estimate:
+        """The estimate's precision had the run trained ``seeds`` seeds on the same test images: the
+        same mean, the standard error and df of ``seed_mean_error`` at that many seeds, from this
+        run's variance components (a projection for planning; NaN below MIN_SEEDS seeds, whose
+        seed spread is unknown)."""
+        if seeds < MIN_SEEDS:
+            raise ValueError(f"a projection needs at least {MIN_SEEDS} seeds, not {seeds}")
+        error, df = seed_mean_error(self.seed_stage, self.common, seeds, self.n_images)
+        projected = replace(self, n_seeds=seeds, standard_error=float(error), df=float(df))
+        return projected.with_tails(self.lower_tail, self.upper_tail)
 
     def with_tails(self, lower_tail: float, upper_tail: float) -> Estimate:
         """The same estimate with its bounds at other one-sided errors (e.g. 0.025 and 0.025 / m)."""
@@ -182,6 +195,31 @@ def interval(mean, standard_error, df, lower_tail: float, upper_tail: float, bou
     return np.clip(low, -bound, bound), np.clip(high, -bound, bound)
 
 
+def seed_stage_components(
+    values: np.ndarray, image_covariance: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(seed stage max(s2, w), seed-by-image variance w, image part common to every seed) of the
+    per-seed differences ``values`` (..., S) and their covariance under test-image sampling
+    (..., S, S) (module docstring); the image variance of the seed mean is common + w / S."""
+    seeds = values.shape[-1]
+    image = image_covariance.mean(axis=(-2, -1))  # variance of the seed mean over test images
+    diagonal = np.einsum("...kk->...k", image_covariance).mean(axis=-1)
+    within = seeds / (seeds - 1) * (diagonal - image)  # seed-by-image variance of one seed's difference
+    seed_stage = np.maximum(values.var(axis=-1, ddof=1), within)  # seed spread + w, at least w
+    return seed_stage, within, image - within / seeds
+
+
+def seed_mean_error(seed_stage, common, seeds: int, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """(standard error, Satterthwaite degrees of freedom) of the mean over ``seeds`` seeds, from the
+    components of ``seed_stage_components``: variance seed_stage / S + common (module docstring;
+    the same formula at another S is the projection ``Estimate.with_seeds`` makes)."""
+    variance = seed_stage / seeds + common  # = max(s2 - w, 0) / S + image variance
+    cautious = seed_stage * (seeds - 1) / stats.chi2.median(seeds - 1)  # its upper 50 % bound: see the docstring
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(seed_stage > 0, (seeds - 1) * (variance / (cautious / seeds)) ** 2, np.inf)
+    return np.sqrt(variance), np.clip(df, seeds - 1, max(n_images - 1, seeds - 1))
+
+
 def variance_components(
     values: np.ndarray, image_covariance: np.ndarray, n_images: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -190,17 +228,11 @@ def variance_components(
     seed term net of the seed-by-image variance, floored at 0, plus the image variance;
     Satterthwaite df). Vectorised over the leading axes, so that a simulation can call it once."""
     seeds = values.shape[-1]
-    image = image_covariance.mean(axis=(-2, -1))  # variance of the seed mean over test images
     if seeds < MIN_SEEDS:
+        image = image_covariance.mean(axis=(-2, -1))
         return np.sqrt(image), np.full(np.shape(image), max(n_images - 1, 1), dtype=float)
-    diagonal = np.einsum("...kk->...k", image_covariance).mean(axis=-1)
-    within = seeds / (seeds - 1) * (diagonal - image)  # seed-by-image variance of one seed's difference
-    seed_stage = np.maximum(values.var(axis=-1, ddof=1), within)  # seed spread + w, at least w
-    variance = seed_stage / seeds + image - within / seeds  # = max(s2 - w, 0) / S + image variance
-    cautious = seed_stage * (seeds - 1) / stats.chi2.median(seeds - 1)  # its upper 50 % bound: see the docstring
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(seed_stage > 0, (seeds - 1) * (variance / (cautious / seeds)) ** 2, np.inf)
-    return np.sqrt(variance), np.clip(df, seeds - 1, max(n_images - 1, seeds - 1))
+    seed_stage, _, common = seed_stage_components(values, image_covariance)
+    return seed_mean_error(seed_stage, common, seeds, n_images)
 
 
 def estimate(per_seed: Sequence[Statistic], n_images: int, bound: float = float("inf")) -> Estimate:
@@ -217,9 +249,23 @@ def estimate(per_seed: Sequence[Statistic], n_images: int, bound: float = float(
     resampled = resampled[:, ~np.isnan(resampled).any(axis=0)]  # a resample where a metric is undefined
     covariance = np.atleast_2d(np.cov(resampled)) if resampled.shape[1] > 1 else np.full((len(values),) * 2, np.nan)
     standard_error, df = variance_components(values, covariance, n_images)
+    seed_stage, _, common = (
+        seed_stage_components(values, covariance) if len(values) >= MIN_SEEDS else (float("nan"),) * 3
+    )
     mean = float(values.mean())
     low, high = interval(mean, float(standard_error), float(df), TAIL, TAIL, bound)
-    return Estimate(mean, float(low), float(high), n_images, len(values), float(standard_error), float(df), bound)
+    return Estimate(
+        mean,
+        float(low),
+        float(high),
+        n_images,
+        len(values),
+        float(standard_error),
+        float(df),
+        bound,
+        seed_stage=float(seed_stage),
+        common=float(common),
+    )
 
 
 def bootstrap_indices(n_images: int) -> np.ndarray:
@@ -338,6 +384,10 @@ class Comparison:
         """The outcome rule; inconclusive below MIN_SEEDS seeds, whose spread is then unknown."""
         result = verdict(self.estimate.low, self.estimate.high, self.side, self.threshold, self.reversal)
         return INCONCLUSIVE if result != NOT_TESTED and self.estimate.n_seeds < MIN_SEEDS else result
+
+    def with_seeds(self, seeds: int) -> Comparison:
+        """This comparison had both configurations trained ``seeds`` seeds (``Estimate.with_seeds``)."""
+        return replace(self, estimate=self.estimate.with_seeds(seeds))
 
     @property
     def mdd(self) -> float:

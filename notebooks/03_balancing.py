@@ -33,7 +33,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from fundus_lib.config import load_params
-from fundus_lib.experiments import balancing_runs, seeded
+from fundus_lib.experiments import balancing_runs, seed_count, seeded
 from fundus_lib.report import balancing as views
 from fundus_lib.report.plots import confusion_heatmaps, prediction_shares
 from fundus_lib.report.provenance import provenance
@@ -81,7 +81,7 @@ display(Markdown(
     f"512 px) with batch size {model_row.batch_size}, for "
     + ", ".join(f"{count} epochs ({', '.join(n for n, e in epochs.items() if e == count)})"
                 for count in sorted(set(epochs.values()), reverse=True))
-    + f". Numbers are on the test split, the mean over {params.seeds} training seed(s) ± the half-width of its 95 % "
+    + f". Numbers are on the test split, the mean over {seed_count(params, 'balancing')} training seed(s) ± the half-width of its 95 % "
     "interval over seeds (the per-seed numbers are in the run store); the epoch is chosen on validation "
     f"{params.train.select_on.replace('_', ' ')} (the report: balanced accuracy). Figures show the first seed."
 ))
@@ -91,7 +91,7 @@ display(Markdown(
 
 # %% tags=["hide-input"]
 seed_runs = {name: [get_run(params, config, train=train_missing) for config in seeds]
-             for name, seeds in seeded(params, configs).items()}
+             for name, seeds in seeded(params, configs, "balancing").items()}
 runs = {name: seeds[0] for name, seeds in seed_runs.items()}
 styled(views.table5(seed_runs, ours), percent=("acc.", "bal. acc."), decimals=3,
        caption="Table 5: the report's balancing methods beside this run's (mean over seeds ± 95 % interval "

@@ -36,7 +36,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from fundus_lib.config import load_params
-from fundus_lib.experiments import level_label
+from fundus_lib.experiments import level_label, seed_count
 from fundus_lib.report import corruption as views
 from fundus_lib.report.provenance import provenance
 from fundus_lib.report.tables import run_label, styled, with_spread
@@ -81,7 +81,7 @@ row_settings = settings.model
 display(Markdown(
     f"Model row: **{row_settings.model}** at **{row_settings.image_size} px**, batch {row_settings.batch_size}, "
     f"{runs['table6']['baseline'].config.epochs} epochs (the report: efficientnet-b0 at 512 px, batch 48, 20 epochs). "
-    f"This run's numbers are the mean over {params.seeds} training seed(s) ± the half-width of the 95 % interval "
+    f"This run's numbers are the mean over {seed_count(params, 'corruption')} training seed(s) ± the half-width of the 95 % interval "
     "over seeds (the two proposals: one seed)."
 ))
 

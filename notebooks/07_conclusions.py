@@ -45,7 +45,7 @@ from IPython.display import Markdown
 from myst_nb import glue
 
 from fundus_lib.config import load_params
-from fundus_lib.experiments import baseline_runs
+from fundus_lib.experiments import baseline_runs, seeds_phrase
 from fundus_lib.findings import report_findings
 from fundus_lib.report import conclusions as views
 from fundus_lib.report.plots import findings_forest
@@ -71,7 +71,7 @@ findings_forest(comparisons) if len(comparisons) else Markdown("No comparison wa
 verdicts = pd.Series([item.verdict for item in findings])
 counts = {verdict: int((verdicts == verdict).sum()) for verdict in OUTCOMES}
 glue("n-findings", len(findings), display=False)
-glue("n-seeds", params.seeds, display=False)
+glue("n-seeds", seeds_phrase(params), display=False)
 glue("run-name", Markdown(params.name), display=False)
 for verdict, count in counts.items():
     glue(f"n-{verdict.replace(' ', '-')}", count, display=False)
@@ -124,6 +124,24 @@ views.findings_table(findings)
 # %% tags=["hide-input"]
 styled(views.rules_table(findings), caption="How each finding's comparisons combine, with its false-call "
        "rates, and what was chosen or left out")
+
+# %% [markdown]
+# ## Where more seeds would buy power
+#
+# A finding's MDD shrinks with the seeds in two ways: the seed term of the interval falls with
+# their number, and its t quantile falls with their degrees of freedom (t(2) = 4.30 for three
+# seeds, t(4) = 2.78 for five). The table projects each finding's MDD to more seeds on the same
+# test images, from this run's own variance components (its seed spread and its image variance;
+# `Estimate.with_seeds`), and gives the fewest seeds at which this run's power at the report's
+# effect would reach 80 %. It is a projection for planning, not a result: the seed spread it uses
+# is itself estimated from this run's seeds. Where the image term dominates, more seeds buy little
+# and more test images would.
+
+# %% tags=["hide-input"]
+power = views.power_table(findings)
+(styled(power, caption="Each finding's MDD on this run's seeds and projected to 5 and 10 seeds (same test "
+        "images), and the seeds that 80 % power at the report's effect would need") if len(power)
+ else Markdown("No finding has an interval over seeds in this run."))
 
 # %% [markdown]
 # ## Every comparison

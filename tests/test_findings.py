@@ -357,3 +357,19 @@ def test_a_collapsed_arm_is_named_in_the_table4_findings():
     note = findings.transfer_helps(arms).note
     assert "collapsed onto one grade" in note and "efficientnet-lite0 96 px from scratch in 2 of 3 seed(s)" in note
     assert "ImageNet in" not in note
+
+
+def test_more_seeds_shrink_a_findings_mdd_and_the_planner_names_the_seeds_that_suffice():
+    from fundus_lib.report.conclusions import power_table, seeds_for_power
+
+    arms, kinds = table5_arms({"SMOTE": 0.78})
+    finding = findings.smote_is_worst(arms, kinds, report5())
+    mdds = [finding.with_seeds(count).mdd[0] for count in (3, 5, 10)]
+    assert mdds[0] == pytest.approx(finding.mdd[0])
+    assert mdds[0] < mdds[1] < mdds[2] < finding.comparisons[0].threshold  # LOWER: closer to the margin
+    needed = seeds_for_power(finding)
+    if needed.isdigit():
+        assert finding.with_seeds(int(needed)).power_at_report >= statistics.POWER
+        assert int(needed) == 3 or finding.with_seeds(int(needed) - 1).power_at_report < statistics.POWER
+    table = power_table([finding])
+    assert list(table["seeds"]) == [3] and "MDD at 10 seeds" in table.columns

@@ -8,7 +8,15 @@ import pytest
 from scipy import stats
 
 from fundus_lib.config import load_params
-from fundus_lib.experiments import adversarial_runs, all_runs, compared_runs, seeded, training_seeds
+from fundus_lib.experiments import (
+    adversarial_runs,
+    all_runs,
+    balancing_runs,
+    compared_seeds,
+    seeded,
+    seeds_phrase,
+    training_seeds,
+)
 from fundus_lib.paths import project_root
 from fundus_lib.report.tables import over_seeds
 
@@ -18,9 +26,24 @@ def test_params_train_enough_seeds(name, seeds):
     params = load_params(project_root() / "params" / f"{name}.yaml")
     assert training_seeds(params) == list(range(seeds))
     labels = all_runs(params)
-    for label in compared_runs(params):
-        assert label in labels
-        assert all(f"{label}, seed {seed}" in labels for seed in range(1, seeds))
+    for label, configs in compared_seeds(params).items():
+        assert label in labels and len(configs) >= seeds
+        assert all(f"{label}, seed {config.seed}" in labels for config in configs[1:])
+
+
+def test_a_chapter_may_train_more_seeds_than_the_others():
+    params = load_params(project_root() / "params" / "demo.yaml")
+    params = params.model_copy(update={"seeds": 3, "balancing": params.balancing.model_copy(update={"seeds": 5})})
+    compared = compared_seeds(params)
+    assert {len(configs) for label, configs in compared.items() if label.startswith("03 ")} == {5}
+    assert {len(configs) for label, configs in compared.items() if not label.startswith("03 ")} == {3}
+    assert [config.seed for config in seeded(params, balancing_runs(params), "balancing")["SMOTE"]] == [0, 1, 2, 3, 4]
+    labels = all_runs(params)
+    assert "03 balancing: SMOTE, seed 4" in labels and "04 corruption: table6, baseline, seed 4" not in labels
+    assert seeds_phrase(params) == "3 (chapter 3: 5)"
+    assert (
+        seeds_phrase(params.model_copy(update={"balancing": params.balancing.model_copy(update={"seeds": 3})})) == "3"
+    )
 
 
 def test_seeds_keep_the_first_run_and_follow_fine_tuning():

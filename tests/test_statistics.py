@@ -502,3 +502,43 @@ def test_little_influence_is_symmetric_and_strict_at_its_threshold():
     limit = statistics.LITTLE_INFLUENCE
     assert statistics.little_influence(0.0) and statistics.little_influence(-limit / 2)
     assert not statistics.little_influence(limit) and not statistics.little_influence(-limit - 0.01)
+
+
+def test_a_projection_to_the_runs_own_seeds_is_the_estimate_itself():
+    rng = np.random.default_rng(7)
+    labels = grades(400, rng)
+    per_seed = [
+        statistics.metric_difference(
+            "kappa", labels, simulated_predictions(labels, 0.8, rng), simulated_predictions(labels, 0.7, rng)
+        )
+        for _ in range(3)
+    ]
+    estimate = statistics.estimate(per_seed, len(labels), statistics.RANGES["kappa"])
+    same = estimate.with_seeds(3)
+    assert (same.standard_error, same.df, same.low, same.high) == pytest.approx(
+        (estimate.standard_error, estimate.df, estimate.low, estimate.high)
+    )
+    more = [estimate.with_seeds(count).standard_error for count in (5, 10, 100)]
+    assert more == sorted(more, reverse=True) and more[-1] > np.sqrt(estimate.common)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        estimate.with_seeds(1)
+
+
+def test_without_image_noise_the_projection_is_the_standard_error_of_more_seeds():
+    values = np.array([0.05, 0.11, -0.02, 0.07])
+    seed_stage, within, common = statistics.seed_stage_components(values, np.zeros((4, 4)))
+    error, _ = statistics.seed_mean_error(seed_stage, common, 9, 1000)
+    assert within == common == 0
+    assert error == pytest.approx(stats.sem(values) * np.sqrt(4 / 9))
+
+
+def test_the_projected_variance_matches_the_variance_at_that_many_seeds():
+    """Projected from 3 seeds to 8, the seed mean's variance is on average what the rule computes
+    from 8 seeds of the same configurations (the components are unbiased but for the floor)."""
+    spreads = (0.05, 0.3, 0.5)
+    values, covariance = simulate(np.random.default_rng(50), 4000, np.zeros(1), 3, spreads)
+    seed_stage, _, common = statistics.seed_stage_components(values, covariance)
+    projected, _ = statistics.seed_mean_error(seed_stage, common, 8, IMAGES)
+    values, covariance = simulate(np.random.default_rng(51), 4000, np.zeros(1), 8, spreads)
+    actual, _ = correct_rule(values, covariance)
+    assert np.mean(projected**2) == pytest.approx(np.mean(actual**2), rel=0.1)

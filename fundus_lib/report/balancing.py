@@ -4,7 +4,7 @@ chapter's reading of them, from the balancing runs (``experiments.balancing_runs
 Example::
 
     seed_runs = {name: [get_run(params, config) for config in seeds]
-                 for name, seeds in seeded(params, balancing_runs(params)).items()}
+                 for name, seeds in seeded(params, balancing_runs(params), "balancing").items()}
     table5(seed_runs, run_label(params))
 """
 

@@ -13,7 +13,9 @@ import pandas as pd
 
 from fundus_lib.report.plots import VERDICT_COLOURS
 from fundus_lib.report.tables import REPORT_LABEL, styled
-from fundus_lib.statistics import INCONCLUSIVE
+from fundus_lib.statistics import INCONCLUSIVE, MIN_SEEDS, POWER
+
+MOST_SEEDS = 30  # the largest seed count ``seeds_for_power`` considers
 
 
 def comparisons_frame(findings) -> pd.DataFrame:
@@ -100,6 +102,34 @@ def findings_table(findings):
         ]
     )
     return _coloured(table.set_index(["where", "finding"]), "The report's findings against this run")
+
+
+def seeds_for_power(item, most: int = MOST_SEEDS) -> str:
+    """The fewest seeds (up to ``most``) at which the projected power at the report's effect
+    reaches 80 %, in words ("–" where the report published no value, "> most" beyond)."""
+    seeds_now = item.comparisons[0].estimate.n_seeds if item.comparisons else 0
+    if item.power_at_report is None or seeds_now < MIN_SEEDS:
+        return "–"
+    for seeds in range(seeds_now, most + 1):
+        if item.with_seeds(seeds).power_at_report >= POWER:
+            return str(seeds)
+    return f"> {most}"
+
+
+def power_table(findings, seeds: tuple[int, ...] = (5, 10)) -> pd.DataFrame:
+    """Per finding with an interval: its MDD on this run's seeds and projected at ``seeds`` seeds on
+    the same test images (``Finding.with_seeds``), and the seeds its power at the report's effect
+    needs: where more seeds buy power and where they cannot."""
+    rows = []
+    for item in findings:
+        if not item.comparisons or item.comparisons[0].estimate.n_seeds < MIN_SEEDS:
+            continue
+        row = {"where": item.section, "finding": item.claim, "seeds": item.comparisons[0].estimate.n_seeds}
+        row["MDD (this run)"] = item.mdd_text
+        row |= {f"MDD at {count} seeds": item.with_seeds(count).mdd_text for count in seeds}
+        row["seeds for 80 % power at the report's effect"] = seeds_for_power(item)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["where", "finding"]) if rows else pd.DataFrame()
 
 
 def rules_table(findings) -> pd.DataFrame:

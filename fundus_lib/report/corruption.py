@@ -37,7 +37,9 @@ def corruption_seed_runs(params: Params, train: bool = True) -> dict[str, dict[s
         table: {
             name: [get_run(params, config, train=train) for config in seeds]
             for name, seeds in (
-                seeded(params, rows) if table != "improvements" else {name: [config] for name, config in rows.items()}
+                seeded(params, rows, "corruption")
+                if table != "improvements"
+                else {name: [config] for name, config in rows.items()}
             ).items()
         }
         for table, rows in corruption_runs(params).items()
