@@ -253,6 +253,13 @@ class RuntimeConfig(_Section):
         "has native bfloat16, AMX or AVX-512 BF16; measure with benchmarks/bench_training.py --cpu-options); "
         "numbers differ slightly from float32 runs",
     )
+    mass_bfloat16: bool | Literal["auto"] = Field(
+        False,
+        description="bfloat16 autocast on the CPU for the integrated gradients that are only summed into relevance "
+        "masses (chapter 6's hypothesis verdict and the cue's attribution; maps that are shown or rank-compared "
+        "stay float32): true, false, or auto as cpu_bfloat16; about 2x where the CPU has native bfloat16, the "
+        "masses within a small tolerance of float32 (tests/test_attribution_precision.py)",
+    )
     channels_last: bool = Field(True, description="channels-last memory format (faster on CUDA and oneDNN CPUs)")
     eval_batch_size: int = Field(128, ge=1)
     micro_batch_size: int | None = Field(

@@ -704,7 +704,7 @@ def cue_evidence(params: Params, seed_runs: dict[str, list[Run]]) -> list[Eviden
     experiment's runs per model, paired in order), on the evidence half of the images: fewer
     predictions changed by flipping the cue, less IG mass on it. Without power (``cue_power`` on
     the baseline's gate half) both are inconclusive."""
-    from fundus_lib.evaluation.attribution import cue_attribution, cue_reliance
+    from fundus_lib.evaluation.attribution import cue_attribution, cue_reliance, mass_bfloat16
 
     adversarial = "adversarially trained"
     data = run_data(spurious_params(params), seed_runs["baseline"][0].config, progress=False)
@@ -712,7 +712,7 @@ def cue_evidence(params: Params, seed_runs: dict[str, list[Run]]) -> list[Eviden
     power = cue_power(tables["baseline"])
 
     def mass(run: Run) -> pd.Series:
-        masses = evidence_images(cue_attribution(run, data, params.attribution))
+        masses = evidence_images(cue_attribution(run, data, params.attribution, mass_bfloat16(params.runtime)))
         return masses.set_index("row")["mass_on_cue"]
 
     measures = {
@@ -754,7 +754,7 @@ def hypothesis_evidence(
     experiment's runs (``cue_runs``, likewise), fewer predictions changed by flipping the cue and
     less IG mass on it (``cue_evidence``). Paired over images; the pieces that can discriminate
     form one family (all must hold)."""
-    from fundus_lib.evaluation.attribution import verdict_relevance_mass
+    from fundus_lib.evaluation.attribution import mass_bfloat16, verdict_relevance_mass
 
     settings, adversarial = params.attribution, "adversarially trained"
     evidence = []
@@ -763,7 +763,9 @@ def hypothesis_evidence(
         per_seed = []
         for baseline, treated in zip(seed_runs["baseline"], seed_runs[adversarial]):
             masses = {
-                name: verdict_relevance_mass(run, data, settings).set_index("row")["relevance_mass"]
+                name: verdict_relevance_mass(run, data, settings, bfloat16=mass_bfloat16(params.runtime)).set_index(
+                    "row"
+                )["relevance_mass"]
                 for name, run in (("baseline", baseline), (adversarial, treated))
             }
             per_seed.append((masses[adversarial] - masses["baseline"]).to_numpy())

@@ -164,6 +164,13 @@ class Estimate:
     upper_tail: float = TAIL
     seed_stage: float = float("nan")  # one seed's spread, seed-by-image part included (``seed_stage_components``)
     common: float = float("nan")  # the test-image variance common to every seed
+    within: float = float("nan")  # the seed-by-image variance of one seed's difference
+
+    @property
+    def image_share(self) -> float:
+        """The share of the seed mean's variance that comes from test-image sampling (common to every
+        seed, plus each seed's own image noise): near 1 more test images buy power, near 0 more seeds."""
+        return (self.common + self.within / self.n_seeds) / (self.seed_stage / self.n_seeds + self.common)
 
     def with_seeds(self, seeds: int) -> Estimate:
         """The estimate's precision had the run trained ``seeds`` seeds on the same test images: the
@@ -249,7 +256,7 @@ def estimate(per_seed: Sequence[Statistic], n_images: int, bound: float = float(
     resampled = resampled[:, ~np.isnan(resampled).any(axis=0)]  # a resample where a metric is undefined
     covariance = np.atleast_2d(np.cov(resampled)) if resampled.shape[1] > 1 else np.full((len(values),) * 2, np.nan)
     standard_error, df = variance_components(values, covariance, n_images)
-    seed_stage, _, common = (
+    seed_stage, within, common = (
         seed_stage_components(values, covariance) if len(values) >= MIN_SEEDS else (float("nan"),) * 3
     )
     mean = float(values.mean())
@@ -265,6 +272,7 @@ def estimate(per_seed: Sequence[Statistic], n_images: int, bound: float = float(
         bound,
         seed_stage=float(seed_stage),
         common=float(common),
+        within=float(within),
     )
 
 

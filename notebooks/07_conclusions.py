@@ -139,8 +139,10 @@ styled(views.rules_table(findings), caption="How each finding's comparisons comb
 
 # %% tags=["hide-input"]
 power = views.power_table(findings)
-(styled(power, caption="Each finding's MDD on this run's seeds and projected to 5 and 10 seeds (same test "
-        "images), and the seeds that 80 % power at the report's effect would need") if len(power)
+(styled(power, percent=("test images' share of the variance",),
+        caption="Each finding's MDD on this run's seeds and projected to 5 and 10 seeds (same test images), the "
+                "seeds that 80 % power at the report's effect would need, and the share of the variance that comes "
+                "from the test images (the largest over the finding's comparisons)") if len(power)
  else Markdown("No finding has an interval over seeds in this run."))
 
 # %% [markdown]

@@ -542,3 +542,14 @@ def test_the_projected_variance_matches_the_variance_at_that_many_seeds():
     values, covariance = simulate(np.random.default_rng(51), 4000, np.zeros(1), 8, spreads)
     actual, _ = correct_rule(values, covariance)
     assert np.mean(projected**2) == pytest.approx(np.mean(actual**2), rel=0.1)
+
+
+def test_the_image_share_tells_whether_images_or_seeds_set_the_width():
+    rng = np.random.default_rng(8)
+    labels = grades(400, rng)
+    treatment, reference = simulated_predictions(labels, 0.8, rng), simulated_predictions(labels, 0.7, rng)
+    same = statistics.metric_difference("accuracy", labels, treatment, reference)
+    assert statistics.estimate([same] * 3, len(labels)).image_share == pytest.approx(1.0)  # seeds agree
+    seed_stage, within, common = statistics.seed_stage_components(np.array([0.1, 0.3, 0.2]), np.zeros((3, 3)))
+    share = statistics.Estimate(0.2, 0, 0, 400, 3, seed_stage=seed_stage, common=common, within=within).image_share
+    assert share == 0.0  # no image noise: only seeds

@@ -35,7 +35,7 @@ from fundus_lib.attribution.scores import (
     reference_maps,
     relevance_mass,
 )
-from fundus_lib.config import AttributionConfig
+from fundus_lib.config import AttributionConfig, RuntimeConfig
 from fundus_lib.data.cache import Cache
 from fundus_lib.data.counterfactual import rerender_variants
 from fundus_lib.data.dataset import to_tensor
@@ -47,9 +47,27 @@ from fundus_lib.evaluation.cache import cached
 from fundus_lib.evaluation.samples import lesion_sample, sample_images, sanity_rows, test_sample_rows
 from fundus_lib.runs import Run
 from fundus_lib.statistics import RANDOMISATION_PASS, passes_randomisation
+from fundus_lib.training.loop import native_bfloat16
 
 #: The method with the report's settings (100 steps, uniform random baseline, trapezoid rule).
 REPORT_IG = "integrated gradients (report)"
+
+
+def mass_bfloat16(runtime: RuntimeConfig) -> bool:
+    """Whether the mass-only integrated gradients run in bfloat16 here (``runtime.mass_bfloat16``)."""
+    return native_bfloat16(runtime.mass_bfloat16)
+
+
+def mass_precision(bfloat16: bool):
+    """The precision of integrated gradients that are only summed into relevance masses:
+    bfloat16 autocast on the CPU when ``bfloat16`` (``runtime.mass_bfloat16`` resolved), else float32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16)
+
+
+def precision_key(bfloat16: bool) -> dict:
+    """What the precision adds to a mass evaluation's cache settings: nothing for float32, so the
+    caches computed before the option existed stay valid."""
+    return {"bfloat16": True} if bfloat16 else {}
 
 
 def attribution_maps(run: Run, data: FundusData, rows, settings: AttributionConfig) -> dict[str, np.ndarray]:
@@ -149,11 +167,16 @@ def randomisation_checks(run: Run, data: FundusData, settings: AttributionConfig
 
 
 def verdict_relevance_mass(
-    run: Run, data: FundusData, settings: AttributionConfig, progress: bool = False, batch_images: int = 16
+    run: Run,
+    data: FundusData,
+    settings: AttributionConfig,
+    progress: bool = False,
+    batch_images: int = 16,
+    bfloat16: bool = False,
 ) -> pd.DataFrame:
     """The report's integrated gradients on ``settings.verdict_images`` test images with lesions,
     for their true grade: per image (``row``) the relevance mass on the lesions (the hypothesis
-    verdict's measure, paired over seeds)."""
+    verdict's measure, paired over seeds); in bfloat16 on the CPU with ``bfloat16`` (``mass_precision``)."""
 
     def compute() -> pd.DataFrame:
         rows = lesion_sample(data, settings.verdict_images, settings.seed)
@@ -164,14 +187,21 @@ def verdict_relevance_mass(
         ):
             chosen = rows[start : start + batch_images]
             images, labels = sample_images(data, chosen, true_grade=True)
-            maps, masks = pixel_map(method(model, images, labels)), np.asarray(data.cache.masks[chosen])
+            with mass_precision(bfloat16):
+                attributions = method(model, images, labels)
+            maps, masks = pixel_map(attributions.float()), np.asarray(data.cache.masks[chosen])
             masses += [relevance_mass(picture, (mask >= 1) & (mask <= 5)) for picture, mask in zip(maps, masks)]
         return pd.DataFrame({"row": rows, "relevance_mass": masses})
 
     return cached(
         run,
         "verdict-relevance-mass",
-        {**settings.model_dump(mode="json"), "data": data.manifest_hash, "batch": batch_images},
+        {
+            **settings.model_dump(mode="json"),
+            "data": data.manifest_hash,
+            "batch": batch_images,
+            **precision_key(bfloat16),
+        },
         compute,
     )
 
@@ -388,10 +418,10 @@ def cue_reliance(run: Run, data: FundusData) -> pd.DataFrame:
     return cached(run, "cue-reliance", {"data": data.manifest_hash, "sample": CUE_SAMPLE}, compute)
 
 
-def cue_attribution(run: Run, data: FundusData, settings: AttributionConfig) -> pd.DataFrame:
+def cue_attribution(run: Run, data: FundusData, settings: AttributionConfig, bfloat16: bool = False) -> pd.DataFrame:
     """Per test image carrying the cue (at most ``settings.n_images``): the share of positive IG
     (the report's settings) on the cue patch, on the distractor (where the image has one) and on
-    the lesions, and each patch's share of the field."""
+    the lesions, and each patch's share of the field; in bfloat16 on the CPU with ``bfloat16``."""
 
     def compute() -> pd.DataFrame:
         rows = data.rows("test")
@@ -399,8 +429,8 @@ def cue_attribution(run: Run, data: FundusData, settings: AttributionConfig) -> 
         rows = rows[(masks == CUE_CODE).any(axis=(1, 2))][: settings.n_images]
         masks = np.asarray(data.cache.masks[rows])
         images, labels = sample_images(data, rows, true_grade=True)
-        maps = pixel_map(
-            integrated_gradients(
+        with mass_precision(bfloat16):
+            attributions = integrated_gradients(
                 run.load_model(),
                 images,
                 labels,
@@ -410,7 +440,7 @@ def cue_attribution(run: Run, data: FundusData, settings: AttributionConfig) -> 
                 settings.internal_batch_size,
                 torch.Generator().manual_seed(settings.seed),
             )
-        )
+        maps = pixel_map(attributions.float())
         field = circle_mask(data.config.image_size, data.config.graham_circle)
 
         def mass_on(code: int) -> list[float]:
@@ -438,6 +468,11 @@ def cue_attribution(run: Run, data: FundusData, settings: AttributionConfig) -> 
     return cached(
         run,
         "cue-attribution",
-        {**settings.model_dump(mode="json"), "data": data.manifest_hash, "target": "true grade"},
+        {
+            **settings.model_dump(mode="json"),
+            "data": data.manifest_hash,
+            "target": "true grade",
+            **precision_key(bfloat16),
+        },
         compute,
     )

@@ -42,6 +42,7 @@ from fundus_lib.evaluation.attribution import (
     cue_reliance,
     ig_baseline_scores,
     lesion_type_scores,
+    mass_bfloat16,
     randomisation_checks,
 )
 from fundus_lib.experiments import has_spurious_experiment, spurious_params, spurious_runs
@@ -422,6 +423,7 @@ class CueExperiment:
     data: FundusData
     reliance: dict[str, list[pd.DataFrame]]  # per model and seed, ``cue_reliance``'s per-image table
     power: Evidence  # ``findings.cue_power`` on the baseline's tables
+    mass_bfloat16: bool = False  # the cue's IG masses in bfloat16 (``runtime.mass_bfloat16`` resolved)
 
 
 def cue_experiment(params: Params, train: bool = False) -> CueExperiment | None:
@@ -438,7 +440,7 @@ def cue_experiment(params: Params, train: bool = False) -> CueExperiment | None:
     }
     data = run_data(cue_params, runs["baseline"][0].config, progress=False)
     reliance = {name: [cue_reliance(run, data) for run in seeds] for name, seeds in runs.items()}
-    return CueExperiment(runs, data, reliance, cue_power(reliance["baseline"]))
+    return CueExperiment(runs, data, reliance, cue_power(reliance["baseline"]), mass_bfloat16(params.runtime))
 
 
 def changed_share(tables: Sequence[pd.DataFrame], variant: str) -> float:
@@ -538,7 +540,7 @@ def cue_attribution_table(cue: CueExperiment, settings: AttributionConfig):
     and each patch's mean share of the field (all %). A styled table."""
     rows = []
     for name, seeds in cue.runs.items():
-        masses = pd.concat([cue_attribution(run, cue.data, settings) for run in seeds])
+        masses = pd.concat([cue_attribution(run, cue.data, settings, cue.mass_bfloat16) for run in seeds])
         rows.append(
             {
                 "model": name,

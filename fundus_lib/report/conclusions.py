@@ -128,6 +128,7 @@ def power_table(findings, seeds: tuple[int, ...] = (5, 10)) -> pd.DataFrame:
         row["MDD (this run)"] = item.mdd_text
         row |= {f"MDD at {count} seeds": item.with_seeds(count).mdd_text for count in seeds}
         row["seeds for 80 % power at the report's effect"] = seeds_for_power(item)
+        row["test images' share of the variance"] = max(part.estimate.image_share for part in item.comparisons)
         rows.append(row)
     return pd.DataFrame(rows).set_index(["where", "finding"]) if rows else pd.DataFrame()
 

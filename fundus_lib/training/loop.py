@@ -282,11 +282,15 @@ def training_autocast(device: torch.device, runtime: RuntimeConfig):
 
 
 def uses_cpu_bfloat16(runtime: RuntimeConfig, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether CPU training steps run under bfloat16 autocast: ``runtime.cpu_bfloat16``, where
-    ``auto`` means the CPU has native bfloat16 arithmetic (the ``amx_bf16`` or ``avx512_bf16``
-    flag; elsewhere bfloat16 is emulated and slower than float32)."""
-    if runtime.cpu_bfloat16 != "auto":
-        return runtime.cpu_bfloat16
+    """Whether CPU training steps run under bfloat16 autocast: ``runtime.cpu_bfloat16`` (``native_bfloat16``)."""
+    return native_bfloat16(runtime.cpu_bfloat16, cpuinfo)
+
+
+def native_bfloat16(setting: bool | str, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """A bfloat16 setting resolved: ``auto`` means the CPU has native bfloat16 arithmetic (the
+    ``amx_bf16`` or ``avx512_bf16`` flag; elsewhere bfloat16 is emulated and slower than float32)."""
+    if setting != "auto":
+        return bool(setting)
     try:
         flags = set(cpuinfo.read_text(errors="replace").split())
     except OSError:
