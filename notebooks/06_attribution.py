@@ -237,7 +237,8 @@ views.cue_attribution_table(cue, settings) if cue is not None else None
 # conclusions page). The lesion measure uses the
 # report's integrated gradients on a larger sample of test images with lesions
 # (`attribution.verdict_images`) for every seed; the cue measures use the cue experiment's seed
-# pairs, and count as inconclusive when the power check above failed.
+# pairs, and count as inconclusive when the power check above failed. Both only sum integrated
+# gradients into masses, which `runtime.mass_bfloat16` lets run in bfloat16 (the deviations page).
 
 # %% tags=["hide-input"]
 seed_runs = {name: [get_run(params, config, train=train_missing) for config in seeds]
