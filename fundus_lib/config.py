@@ -359,19 +359,24 @@ TABLE5_METHODS = (
 )
 
 
-class BalancingConfig(_Section):
-    """Chapter 3: every balancing method trained on one model row (the report: efficientnet-b0, 512 px)."""
-
-    model: ModelRow = ModelRow(model="small-cnn", image_size=128, batch_size=32)
-    methods: tuple[BalancingMethod, ...] = TABLE5_METHODS
-    smote_k: int = Field(5, ge=1, le=50)
-    seeds: int | None = Field(
+def chapter_seeds():
+    """The ``seeds`` field of a chapter section (balancing, corruption)."""
+    return Field(
         None,
         ge=1,
         le=100,
         description="training seeds of this chapter's compared configurations (None: the params' seeds); more "
         "where its runs are cheap, since the findings' MDD falls with the seeds (t quantile and seed spread)",
     )
+
+
+class BalancingConfig(_Section):
+    """Chapter 3: every balancing method trained on one model row (the report: efficientnet-b0, 512 px)."""
+
+    model: ModelRow = ModelRow(model="small-cnn", image_size=128, batch_size=32)
+    methods: tuple[BalancingMethod, ...] = TABLE5_METHODS
+    smote_k: int = Field(5, ge=1, le=50)
+    seeds: int | None = chapter_seeds()
 
     @model_validator(mode="after")
     def _names_are_unique_and_restart_has_a_baseline(self) -> BalancingConfig:
@@ -487,13 +492,7 @@ class CorruptionConfig(_Section):
         (1, 4), description="corruption of the test set of Table 8 (the report: 1-4)"
     )
     seed: int = Field(0, ge=0)
-    seeds: int | None = Field(
-        None,
-        ge=1,
-        le=100,
-        description="training seeds of this chapter's compared configurations (None: the params' seeds); more "
-        "where its runs are cheap, since the findings' MDD falls with the seeds (t quantile and seed spread)",
-    )
+    seeds: int | None = chapter_seeds()
 
 
 class AttributionConfig(_Section):
