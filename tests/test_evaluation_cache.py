@@ -42,3 +42,40 @@ def test_version_one_keeps_the_digests_of_stores_filled_before_versions():
 def test_an_evaluation_without_a_code_version_is_refused(tmp_path):
     with pytest.raises(KeyError, match="no code version; add it to evaluation.cache.CODE_VERSIONS"):
         cached(SimpleNamespace(root=tmp_path), "new-evaluation", {}, pd.DataFrame)
+
+
+def test_a_narrowed_key_takes_over_the_table_of_its_legacy_key(tmp_path):
+    run, calls = SimpleNamespace(root=tmp_path), []
+
+    def compute():
+        calls.append(1)
+        return pd.DataFrame({"value": [0.125 * len(calls)]})
+
+    full = {"n_images": 24, "verdict_images": 200, "seed": 0}
+    stored = cached(run, "attribution", full, compute)
+    narrow = {"n_images": 24, "seed": 0}
+    assert cached(run, "attribution", narrow, compute, legacy=full).equals(stored) and len(calls) == 1
+    changed = {**full, "verdict_images": 100}  # a setting the evaluation does not read changed
+    assert cached(run, "attribution", narrow, compute, legacy=changed).equals(stored) and len(calls) == 1
+    assert cached(run, "attribution", {"n_images": 40, "seed": 0}, compute, legacy=changed)["value"].tolist() == [0.25]
+
+
+def test_attribution_keys_hold_only_the_settings_an_evaluation_reads(tmp_path):
+    from fundus_lib.config import AttributionConfig
+    from fundus_lib.evaluation.attribution import cached_attribution
+
+    run, calls = SimpleNamespace(root=tmp_path), []
+
+    def compute():
+        calls.append(1)
+        return pd.DataFrame({"value": [len(calls)]})
+
+    settings = AttributionConfig()
+    for changed in (settings, settings.model_copy(update={"verdict_images": 7, "sanity_cascade": "block"})):
+        cached_attribution(run, "attribution", changed, {"n_images"}, {"data": "abc"}, compute)
+    assert len(calls) == 1
+    for changed in ({"n_images": 3}, {"ig_steps": 20}):
+        cached_attribution(
+            run, "attribution", settings.model_copy(update=changed), {"n_images"}, {"data": "abc"}, compute
+        )
+    assert len(calls) == 3

@@ -53,6 +53,23 @@ from fundus_lib.training.loop import native_bfloat16
 REPORT_IG = "integrated gradients (report)"
 
 
+#: What every attribution method reads (``attribution_methods``). An evaluation's cache key holds
+#: these, the sample settings the evaluation reads and its own extras, so that changing another of
+#: chapter 6's settings (a sample size, the cascade) recomputes nothing that does not read it.
+METHOD_SETTINGS = frozenset(
+    {"seed", "ig_steps", "ig_baseline", "ig_method", "internal_batch_size", "adversarial_baseline_eps_255"}
+)
+
+
+def cached_attribution(
+    run: Run, name: str, settings: AttributionConfig, reads: set[str], extra: dict, compute: Callable[[], pd.DataFrame]
+) -> pd.DataFrame:
+    """``cached`` keyed by the settings in ``METHOD_SETTINGS`` and ``reads``, plus ``extra``; a table
+    stored before the keys were narrowed (keyed by every setting, as they are now) is taken over."""
+    key = {**settings.model_dump(mode="json", include=METHOD_SETTINGS | reads), **extra}
+    return cached(run, name, key, compute, legacy={**settings.model_dump(mode="json"), **extra})
+
+
 def mass_bfloat16(runtime: RuntimeConfig) -> bool:
     """Whether the mass-only integrated gradients run in bfloat16 here (``runtime.mass_bfloat16``)."""
     return native_bfloat16(runtime.mass_bfloat16)
@@ -153,11 +170,12 @@ def randomisation_checks(run: Run, data: FundusData, settings: AttributionConfig
             tables.append(check.assign(method=name, passes=passes_randomisation(check), images=len(rows)))
         return pd.concat(tables, ignore_index=True)
 
-    return cached(
+    return cached_attribution(
         run,
         "randomisation",
+        settings,
+        {"n_images", "sanity_images", "sanity_layers", "sanity_cascade"},
         {
-            **settings.model_dump(mode="json"),
             "data": data.manifest_hash,
             "pass": RANDOMISATION_PASS,
             "seeding": "per layer",
@@ -193,11 +211,12 @@ def verdict_relevance_mass(
             masses += [relevance_mass(picture, (mask >= 1) & (mask <= 5)) for picture, mask in zip(maps, masks)]
         return pd.DataFrame({"row": rows, "relevance_mass": masses})
 
-    return cached(
+    return cached_attribution(
         run,
         "verdict-relevance-mass",
+        settings,
+        {"verdict_images"},
         {
-            **settings.model_dump(mode="json"),
             "data": data.manifest_hash,
             "batch": batch_images,
             **precision_key(bfloat16),
@@ -222,11 +241,12 @@ def label_randomisation_checks(run: Run, shuffled: Run, data: FundusData, settin
             ]
         )
 
-    return cached(
+    return cached_attribution(
         run,
         "label-randomisation",
+        settings,
+        {"n_images", "sanity_images"},
         {
-            **settings.model_dump(mode="json"),
             "data": data.manifest_hash,
             "pass": RANDOMISATION_PASS,
             "shuffled": shuffled.root.name,
@@ -264,11 +284,12 @@ def attribution_scores(run: Run, data: FundusData, settings: AttributionConfig) 
                 )
         return pd.DataFrame(records)
 
-    return cached(
+    return cached_attribution(
         run,
         "attribution",
+        settings,
+        {"n_images"},
         {
-            **settings.model_dump(mode="json"),
             "data": data.manifest_hash,
             "target": "true grade",
             "references": list(REFERENCES),
@@ -320,11 +341,12 @@ def ig_baseline_scores(run: Run, data: FundusData, settings: AttributionConfig) 
                 )
         return pd.DataFrame(records)
 
-    return cached(
+    return cached_attribution(
         run,
         "ig-baselines",
+        settings,
+        {"n_images", "sanity_images"},
         {
-            **settings.model_dump(mode="json"),
             "data": data.manifest_hash,
             "baselines": list(IG_BASELINES),
             "blur": BLUR_SIGMA_SHARE,
@@ -362,12 +384,8 @@ def lesion_type_scores(run: Run, cache: Cache, settings: AttributionConfig) -> p
                     )
         return pd.DataFrame(records)
 
-    key = {
-        **settings.model_dump(mode="json"),
-        "photographs": cache.manifest["sha1"].tolist(),
-        "references": list(REFERENCES),
-    }
-    return cached(run, "lesion-types", key, compute)
+    extra = {"photographs": cache.manifest["sha1"].tolist(), "references": list(REFERENCES)}
+    return cached_attribution(run, "lesion-types", settings, set(), extra, compute)
 
 
 #: Test images the cue-reliance measure re-renders (a fixed sample: re-rendering is the dear part).
@@ -465,11 +483,12 @@ def cue_attribution(run: Run, data: FundusData, settings: AttributionConfig, bfl
             }
         )
 
-    return cached(
+    return cached_attribution(
         run,
         "cue-attribution",
+        settings,
+        {"n_images"},
         {
-            **settings.model_dump(mode="json"),
             "data": data.manifest_hash,
             "target": "true grade",
             **precision_key(bfloat16),

@@ -56,13 +56,27 @@ def cache_key(name: str, settings: dict, versions: dict[str, int] = CODE_VERSION
 
 
 def cached(
-    run: Run, name: str, settings: dict, compute: Callable[[], pd.DataFrame], versions: dict[str, int] = CODE_VERSIONS
+    run: Run,
+    name: str,
+    settings: dict,
+    compute: Callable[[], pd.DataFrame],
+    versions: dict[str, int] = CODE_VERSIONS,
+    legacy: dict | None = None,
 ) -> pd.DataFrame:
-    """``compute()``'s table, stored once per run, settings and code version in ``<run>/evaluations/``."""
-    path = run.root / "evaluations" / f"{name}-{cache_key(name, settings, versions)}.csv"
+    """``compute()``'s table, stored once per run, settings and code version in ``<run>/evaluations/``.
+
+    legacy: the settings an older key was made of (e.g. every setting of a section, before the key
+    was narrowed to those the evaluation reads): a table stored under it is copied to the new key
+    instead of being computed again, so narrowing a key costs a store nothing."""
+    folder = run.root / "evaluations"
+    path = folder / f"{name}-{cache_key(name, settings, versions)}.csv"
     if path.exists():
         return pd.read_csv(path)
+    older = None if legacy is None else folder / f"{name}-{cache_key(name, legacy, versions)}.csv"
+    if older is not None and older.exists():
+        write_atomic(path, older.read_text())
+        return pd.read_csv(path)
     table = compute()
-    path.parent.mkdir(exist_ok=True)
+    folder.mkdir(exist_ok=True)
     write_atomic(path, table.to_csv(index=False))
     return table
