@@ -71,7 +71,7 @@ findings_forest(comparisons) if len(comparisons) else Markdown("No comparison wa
 verdicts = pd.Series([item.verdict for item in findings])
 counts = {verdict: int((verdicts == verdict).sum()) for verdict in OUTCOMES}
 glue("n-findings", len(findings), display=False)
-glue("n-seeds", seeds_phrase(params), display=False)
+glue("n-seeds", Markdown(seeds_phrase(params)), display=False)
 glue("run-name", Markdown(params.name), display=False)
 for verdict, count in counts.items():
     glue(f"n-{verdict.replace(' ', '-')}", count, display=False)
@@ -84,7 +84,7 @@ glue("data-note", Markdown(
     "and these networks; one that does not may still hold for the report's networks."), display=False)
 
 # %% [markdown]
-# Of the {glue:text}`n-findings` findings, this run ({glue:md}`run-name`, {glue:text}`n-seeds` seed(s)
+# Of the {glue:text}`n-findings` findings, this run ({glue:md}`run-name`, {glue:md}`n-seeds` seed(s)
 # per compared configuration) reproduces **{glue:text}`n-reproduced`**, finds
 # **{glue:text}`n-smaller-than-reported`** smaller than reported (absent or below the margin, not
 # reversed), contradicts **{glue:text}`n-contradicted`** (the opposite effect), is inconclusive on
@@ -134,8 +134,9 @@ styled(views.rules_table(findings), caption="How each finding's comparisons comb
 # test images, from this run's own variance components (its seed spread and its image variance;
 # `Estimate.with_seeds`), and gives the fewest seeds at which this run's power at the report's
 # effect would reach 80 %. It is a projection for planning, not a result: the seed spread it uses
-# is itself estimated from this run's seeds. Where the image term dominates, more seeds buy little
-# and more test images would.
+# is itself estimated from this run's seeds, with two degrees of freedom for three seeds, so it
+# can be off by a factor of two or more either way; train the projected seeds and read the table
+# again. Where the image term dominates, more seeds buy little and more test images would.
 
 # %% tags=["hide-input"]
 power = views.power_table(findings)
