@@ -33,7 +33,13 @@ def test_params_train_enough_seeds(name, seeds):
 
 def test_a_chapter_may_train_more_seeds_than_the_others():
     params = load_params(project_root() / "params" / "demo.yaml")
-    params = params.model_copy(update={"seeds": 3, "balancing": params.balancing.model_copy(update={"seeds": 5})})
+    params = params.model_copy(
+        update={
+            "seeds": 3,
+            "balancing": params.balancing.model_copy(update={"seeds": 5}),
+            "corruption": params.corruption.model_copy(update={"seeds": None}),
+        }
+    )
     compared = compared_seeds(params)
     assert {len(configs) for label, configs in compared.items() if label.startswith("03 ")} == {5}
     assert {len(configs) for label, configs in compared.items() if not label.startswith("03 ")} == {3}
