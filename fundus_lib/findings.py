@@ -710,9 +710,10 @@ def cue_evidence(params: Params, seed_runs: dict[str, list[Run]]) -> list[Eviden
     data = run_data(spurious_params(params), seed_runs["baseline"][0].config, progress=False)
     tables = {name: [cue_reliance(run, data) for run in runs] for name, runs in seed_runs.items()}
     power = cue_power(tables["baseline"])
+    bfloat16 = mass_bfloat16(params.runtime)
 
     def mass(run: Run) -> pd.Series:
-        masses = evidence_images(cue_attribution(run, data, params.attribution, mass_bfloat16(params.runtime)))
+        masses = evidence_images(cue_attribution(run, data, params.attribution, bfloat16))
         return masses.set_index("row")["mass_on_cue"]
 
     measures = {
@@ -757,15 +758,14 @@ def hypothesis_evidence(
     from fundus_lib.evaluation.attribution import mass_bfloat16, verdict_relevance_mass
 
     settings, adversarial = params.attribution, "adversarially trained"
+    bfloat16 = mass_bfloat16(params.runtime)
     evidence = []
     data = run_data(params, seed_runs["baseline"][0].config, progress=False)
     if data.cache.masks is not None:
         per_seed = []
         for baseline, treated in zip(seed_runs["baseline"], seed_runs[adversarial]):
             masses = {
-                name: verdict_relevance_mass(run, data, settings, bfloat16=mass_bfloat16(params.runtime)).set_index(
-                    "row"
-                )["relevance_mass"]
+                name: verdict_relevance_mass(run, data, settings, bfloat16=bfloat16).set_index("row")["relevance_mass"]
                 for name, run in (("baseline", baseline), (adversarial, treated))
             }
             per_seed.append((masses[adversarial] - masses["baseline"]).to_numpy())

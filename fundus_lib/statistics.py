@@ -175,8 +175,8 @@ class Estimate:
     def with_seeds(self, seeds: int) -> Estimate:
         """The estimate's precision had the run trained ``seeds`` seeds on the same test images: the
         same mean, the standard error and df of ``seed_mean_error`` at that many seeds, from this
-        run's variance components (a projection for planning; NaN below MIN_SEEDS seeds, whose
-        seed spread is unknown)."""
+        run's variance components (a projection for planning; NaN where this run had fewer than
+        MIN_SEEDS seeds, whose spread is unknown; a ValueError for fewer than MIN_SEEDS ``seeds``)."""
         if seeds < MIN_SEEDS:
             raise ValueError(f"a projection needs at least {MIN_SEEDS} seeds, not {seeds}")
         error, df = seed_mean_error(self.seed_stage, self.common, seeds, self.n_images)
@@ -255,10 +255,12 @@ def estimate(per_seed: Sequence[Statistic], n_images: int, bound: float = float(
     resampled = np.stack([statistic(bootstrap_indices(n_images)) for statistic in per_seed])
     resampled = resampled[:, ~np.isnan(resampled).any(axis=0)]  # a resample where a metric is undefined
     covariance = np.atleast_2d(np.cov(resampled)) if resampled.shape[1] > 1 else np.full((len(values),) * 2, np.nan)
-    standard_error, df = variance_components(values, covariance, n_images)
-    seed_stage, within, common = (
-        seed_stage_components(values, covariance) if len(values) >= MIN_SEEDS else (float("nan"),) * 3
-    )
+    if len(values) >= MIN_SEEDS:  # the components once: the interval and the projection both use them
+        seed_stage, within, common = seed_stage_components(values, covariance)
+        standard_error, df = seed_mean_error(seed_stage, common, len(values), n_images)
+    else:
+        seed_stage = within = common = float("nan")
+        standard_error, df = variance_components(values, covariance, n_images)
     mean = float(values.mean())
     low, high = interval(mean, float(standard_error), float(df), TAIL, TAIL, bound)
     return Estimate(
