@@ -79,3 +79,33 @@ def test_attribution_keys_hold_only_the_settings_an_evaluation_reads(tmp_path):
             run, "attribution", settings.model_copy(update=changed), {"n_images"}, {"data": "abc"}, compute
         )
     assert len(calls) == 3
+
+
+def test_robustness_keys_hold_only_the_settings_an_evaluation_reads(tmp_path):
+    from fundus_lib.config import RobustnessConfig
+    from fundus_lib.evaluation.robustness import READS, _cached
+
+    assert set().union(*READS.values()) <= set(RobustnessConfig.model_fields)
+    run, data, calls = SimpleNamespace(root=tmp_path), SimpleNamespace(manifest_hash="abc"), []
+
+    def compute():
+        calls.append(1)
+        return pd.DataFrame({"value": [len(calls)]})
+
+    settings = RobustnessConfig()
+    for changed in (settings, settings.model_copy(update={"square_queries": 500, "clinical_per_grade": 3})):
+        _cached(run, "robustness-white-box", changed, data, compute)
+    assert len(calls) == 1  # Square's budget and the clinical sample are not the white-box attacks' settings
+    _cached(run, "robustness-square", settings.model_copy(update={"square_queries": 500}), data, compute)
+    _cached(run, "robustness-white-box", settings.model_copy(update={"steps": 10}), data, compute)
+    assert len(calls) == 3
+
+
+def test_a_robustness_table_under_the_key_of_every_setting_is_taken_over(tmp_path):
+    from fundus_lib.config import RobustnessConfig
+    from fundus_lib.evaluation.robustness import LIBRARY, _cached
+
+    run, data, settings = SimpleNamespace(root=tmp_path), SimpleNamespace(manifest_hash="abc"), RobustnessConfig()
+    every = {**settings.model_dump(mode="json"), "data": "abc", "library": LIBRARY}
+    stored = cached(run, "robustness-square", every, lambda: pd.DataFrame({"value": [0.5]}))
+    assert _cached(run, "robustness-square", settings, data, pd.DataFrame).equals(stored)

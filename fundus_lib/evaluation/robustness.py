@@ -32,8 +32,28 @@ from fundus_lib.statistics import WORST_CASE
 LIBRARY = "pyautoattack 0.2.0"
 
 
-def _key(settings: RobustnessConfig, data: FundusData, **more) -> dict:
-    return {**settings.model_dump(mode="json"), "data": data.manifest_hash, "library": LIBRARY, **more}
+#: The settings every attack on the robustness sample reads (which images, its seed).
+SAMPLE_SETTINGS = frozenset({"n_images", "seed"})
+#: The APGD settings (steps and restarts of APGD-CE and APGD-T, and of the ladder's top rung).
+APGD_SETTINGS = frozenset({"steps", "restarts"})
+#: Per evaluation the settings it reads: changing another one (e.g. Square's budget) recomputes nothing else.
+READS = {
+    "robustness-white-box": SAMPLE_SETTINGS | APGD_SETTINGS | {"eps_255"},
+    "robustness-square": SAMPLE_SETTINGS | {"eps_255", "square_queries"},
+    "robustness-transfer": SAMPLE_SETTINGS | APGD_SETTINGS | {"check_eps_255"},
+    "robustness-ladder": SAMPLE_SETTINGS | APGD_SETTINGS | {"check_eps_255", "ladder_steps", "ladder_restarts"},
+    "robustness-report-code": SAMPLE_SETTINGS,
+    "robustness-clinical": APGD_SETTINGS
+    | {"seed", "clinical_per_grade", "clinical_eps_255", "ladder_steps", "ladder_restarts"},
+}
+
+
+def _cached(run: Run, name: str, settings: RobustnessConfig, data: FundusData, compute, **more) -> pd.DataFrame:
+    """``cached`` keyed by the settings evaluation ``name`` reads (``READS``); a table stored under
+    the older key of every robustness setting is taken over, so narrowing the key recomputes nothing."""
+    common = {"data": data.manifest_hash, "library": LIBRARY, **more}
+    key = {**settings.model_dump(mode="json", include=READS[name]), **common}
+    return cached(run, name, key, compute, legacy={**settings.model_dump(mode="json"), **common})
 
 
 def white_box_outcomes(run: Run, data: FundusData, settings: RobustnessConfig, progress: bool = True) -> pd.DataFrame:
@@ -44,7 +64,7 @@ def white_box_outcomes(run: Run, data: FundusData, settings: RobustnessConfig, p
         attacks = library_attacks(settings.steps, settings.restarts, None, settings.seed)
         return _sample_outcomes(run, data, settings, attacks, progress)
 
-    return cached(run, "robustness-white-box", _key(settings, data), compute)
+    return _cached(run, "robustness-white-box", settings, data, compute)
 
 
 def square_outcomes(run: Run, data: FundusData, settings: RobustnessConfig, progress: bool = True) -> pd.DataFrame:
@@ -58,7 +78,7 @@ def square_outcomes(run: Run, data: FundusData, settings: RobustnessConfig, prog
         }
         return _sample_outcomes(run, data, settings, attacks, progress)
 
-    return cached(run, "robustness-square", _key(settings, data), compute)
+    return _cached(run, "robustness-square", settings, data, compute)
 
 
 def _sample_outcomes(
@@ -124,7 +144,7 @@ def transfer_outcomes(
         }
         return _sample_outcomes(run, data, settings, attack, progress, (settings.check_eps_255,), source)
 
-    return cached(run, "robustness-transfer", _key(settings, data, source=source.root.name), compute)
+    return _cached(run, "robustness-transfer", settings, data, compute, source=source.root.name)
 
 
 def ladder_rungs(settings: RobustnessConfig) -> dict[str, object]:
@@ -148,7 +168,7 @@ def ladder_outcomes(run: Run, data: FundusData, settings: RobustnessConfig, prog
     def compute() -> pd.DataFrame:
         return _sample_outcomes(run, data, settings, ladder_rungs(settings), progress, (settings.check_eps_255,))
 
-    return cached(run, "robustness-ladder", _key(settings, data), compute)
+    return _cached(run, "robustness-ladder", settings, data, compute)
 
 
 def report_code_outcomes(
@@ -202,8 +222,8 @@ def report_code_outcomes(
                 )
         return pd.concat(records, ignore_index=True)
 
-    return cached(
-        run, "robustness-report-code", _key(settings, data, eps=list(eps_255_normalised), steps=steps), compute
+    return _cached(
+        run, "robustness-report-code", settings, data, compute, eps=list(eps_255_normalised), steps=steps
     )
 
 
@@ -274,7 +294,7 @@ def clinical_outcomes(run: Run, data: FundusData, settings: RobustnessConfig) ->
             else pd.DataFrame(columns=["attack", "row", "label", "clean", "attacked"])
         )
 
-    return cached(run, "robustness-clinical", _key(settings, data), compute)
+    return _cached(run, "robustness-clinical", settings, data, compute)
 
 
 WHITE_BOX = ("apgd-ce", "apgd-t")
