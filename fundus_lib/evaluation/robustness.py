@@ -222,9 +222,7 @@ def report_code_outcomes(
                 )
         return pd.concat(records, ignore_index=True)
 
-    return _cached(
-        run, "robustness-report-code", settings, data, compute, eps=list(eps_255_normalised), steps=steps
-    )
+    return _cached(run, "robustness-report-code", settings, data, compute, eps=list(eps_255_normalised), steps=steps)
 
 
 def clinical_rows(data: FundusData, settings: RobustnessConfig) -> np.ndarray:
