@@ -43,7 +43,7 @@ from fundus_lib.data.idrid import lesion_masks
 from fundus_lib.data.pipeline import FundusData
 from fundus_lib.data.preprocess import circle_mask
 from fundus_lib.data.synthetic import CUE_CODE, DISTRACTOR_CODE, load_specs
-from fundus_lib.evaluation.cache import cached
+from fundus_lib.evaluation.cache import cached, cached_reading
 from fundus_lib.evaluation.samples import lesion_sample, sample_images, sanity_rows, test_sample_rows
 from fundus_lib.runs import Run
 from fundus_lib.statistics import RANDOMISATION_PASS, passes_randomisation
@@ -64,10 +64,8 @@ METHOD_SETTINGS = frozenset(
 def cached_attribution(
     run: Run, name: str, settings: AttributionConfig, reads: set[str], extra: dict, compute: Callable[[], pd.DataFrame]
 ) -> pd.DataFrame:
-    """``cached`` keyed by the settings in ``METHOD_SETTINGS`` and ``reads``, plus ``extra``; a table
-    stored before the keys were narrowed (keyed by every setting, as they are now) is taken over."""
-    key = {**settings.model_dump(mode="json", include=METHOD_SETTINGS | reads), **extra}
-    return cached(run, name, key, compute, legacy={**settings.model_dump(mode="json"), **extra})
+    """``cached_reading`` keyed by the settings in ``METHOD_SETTINGS`` and ``reads``, plus ``extra``."""
+    return cached_reading(run, name, settings, METHOD_SETTINGS | reads, extra, compute)
 
 
 def mass_bfloat16(runtime: RuntimeConfig) -> bool:

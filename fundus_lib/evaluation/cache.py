@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Set
 
 import pandas as pd
+from pydantic import BaseModel
 
 from fundus_lib.files import write_atomic
 from fundus_lib.runs import Run
@@ -80,3 +81,13 @@ def cached(
     folder.mkdir(exist_ok=True)
     write_atomic(path, table.to_csv(index=False))
     return table
+
+
+def cached_reading(
+    run: Run, name: str, section: BaseModel, reads: Set[str], extra: dict, compute: Callable[[], pd.DataFrame]
+) -> pd.DataFrame:
+    """``cached`` keyed by the fields ``reads`` of a params ``section`` that the evaluation reads, plus
+    ``extra``: changing another field recomputes nothing. A table stored under the older key of every
+    field of the section is taken over, so narrowing a key costs a store nothing."""
+    key = {**section.model_dump(mode="json", include=set(reads)), **extra}
+    return cached(run, name, key, compute, legacy={**section.model_dump(mode="json"), **extra})

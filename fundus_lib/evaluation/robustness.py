@@ -23,7 +23,7 @@ from fundus_lib.attacks.pgd import pgd, predict_labels, report_eps_to_pixels, ta
 from fundus_lib.attacks.report_code import report_code_pgd
 from fundus_lib.config import RobustnessConfig
 from fundus_lib.data.pipeline import FundusData
-from fundus_lib.evaluation.cache import cached
+from fundus_lib.evaluation.cache import cached_reading
 from fundus_lib.evaluation.samples import sample_images, test_sample
 from fundus_lib.metrics import confusion, quadratic_kappa
 from fundus_lib.runs import Run
@@ -49,11 +49,10 @@ READS = {
 
 
 def _cached(run: Run, name: str, settings: RobustnessConfig, data: FundusData, compute, **more) -> pd.DataFrame:
-    """``cached`` keyed by the settings evaluation ``name`` reads (``READS``); a table stored under
-    the older key of every robustness setting is taken over, so narrowing the key recomputes nothing."""
-    common = {"data": data.manifest_hash, "library": LIBRARY, **more}
-    key = {**settings.model_dump(mode="json", include=READS[name]), **common}
-    return cached(run, name, key, compute, legacy={**settings.model_dump(mode="json"), **common})
+    """``cached_reading`` keyed by the settings evaluation ``name`` reads (``READS``)."""
+    return cached_reading(
+        run, name, settings, READS[name], {"data": data.manifest_hash, "library": LIBRARY, **more}, compute
+    )
 
 
 def white_box_outcomes(run: Run, data: FundusData, settings: RobustnessConfig, progress: bool = True) -> pd.DataFrame:
