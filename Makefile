@@ -29,16 +29,25 @@ help:
 	@echo "make lab             open the notebooks in JupyterLab"
 	@echo "make clean           remove the built book and executed chapters (keeps data and runs)"
 
+# uv installs the same pins about 3x as fast as pip (benchmarks/RESULTS.md). It reads no pip.conf, so
+# it is handed pip's configured find-links and constraints (e.g. this machine's local torch wheels);
+# where uv cannot be installed or fails, pip installs.
+PIP_CONFIG = $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^global\.$(1)='\(.*\)'$$/\1/p")
+UV_FLAGS = $(eval UV_FLAGS := $(addprefix --find-links ,$(call PIP_CONFIG,find-links)) \
+	$(addprefix --constraint ,$(call PIP_CONFIG,constraint)))$(UV_FLAGS)
+install = { test -x $(BIN)/uv && $(BIN)/uv pip install --quiet --python $(BIN)/python $(UV_FLAGS) $(1); } \
+	|| $(BIN)/python -m pip install --quiet $(1)
+
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet uv || echo "uv is not available: pip installs"
+	$(call install,$(TORCH))
+	$(call install,-e ".[test]")
 	@# torchattacks pins requests~=2.25 (clashes with Sphinx); it runs with a newer one.
-	$(BIN)/python -m pip install --quiet --no-deps "torchattacks==3.5.1"
+	$(call install,--no-deps "torchattacks==3.5.1")
 	@# quantus (the randomisation check's reference in a test) needs opencv-python, which clashes
 	@# with the headless OpenCV; it runs with what the project installs.
-	$(BIN)/python -m pip install --quiet --no-deps "quantus==0.6.0"
+	$(call install,--no-deps "quantus==0.6.0")
 	@touch $@
 
 venv: $(STAMP)

@@ -46,6 +46,7 @@ def _run(args: argparse.Namespace) -> None:
     from fundus_lib.experiments import data_sections
     from fundus_lib.report.build_record import add_step
     from fundus_lib.report.chapters import execute_chapter, generated_dir, resolve_chapters
+    from fundus_lib.workers import side_by_side
 
     chapters = resolve_chapters(args.chapters)
     params = load_params(args.params)
@@ -55,19 +56,18 @@ def _run(args: argparse.Namespace) -> None:
     prepare_data(params, progress=not args.quiet)
     to_train = {} if args.from_store else runs_to_train(params, chapters, progress=not args.quiet)
     add_step(out, "data", time.monotonic() - started, params_file=args.params)
-    trainer = _ConsoleTrainer(
-        {label: pair for runs in to_train.values() for label, pair in runs.items()}, quiet=args.quiet
-    )
+    every_run = {label: pair for runs in to_train.values() for label, pair in runs.items()}
     timings = {}
-    for chapter in chapters:
-        training = trainer.train(to_train.get(chapter, {}))
-        add_step(out, "training", training, chapter=chapter)
-        print(f"== {chapter} with {args.params}", flush=True)
-        executing = execute_chapter(
-            chapter, args.params, out, progress=not args.quiet, train_missing=not args.from_store
-        )
-        add_step(out, "executing", executing, chapter=chapter)
-        timings[chapter] = (training, executing)
+    with _ConsoleTrainer(every_run, args.quiet, side_by_side(params.runtime)) as trainer:
+        for chapter in chapters:
+            training = trainer.train(to_train.get(chapter, {}))
+            add_step(out, "training", training, chapter=chapter)
+            print(f"== {chapter} with {args.params}", flush=True)
+            executing = execute_chapter(
+                chapter, args.params, out, progress=not args.quiet, train_missing=not args.from_store
+            )
+            add_step(out, "executing", executing, chapter=chapter)
+            timings[chapter] = (training, executing)
     for chapter, (training, executing) in timings.items():
         print(
             f"{chapter}: {training + executing:.0f} s ({training:.0f} s training its runs, {executing:.0f} s executing)"
@@ -103,27 +103,48 @@ def _store_folder(params, config, progress: bool):
 
 
 class _ConsoleTrainer:
-    """Trains runs in this process before the chapter that reads them, so the console shows which
-    run trains (its epochs with their progress bars), how many are done and left, and the time
-    left: the seconds so far per unit of work done, times the work left, where a run's work is its
-    image passes (``fundus_lib.plan``) times its pixels per image."""
+    """Trains runs before the chapter that reads them, so the console shows which run trains, how
+    many are done and left, and the time left: the seconds so far per unit of work done, times the
+    work left, where a run's work is its image passes (``fundus_lib.plan``) times its pixels per
+    image. With ``runtime.side_by_side`` above 1 the runs train side by side in worker processes
+    (``training.side_by_side``) and a line reports each finished run; else in this process, with
+    each epoch's progress bar. Use it as a context manager (it owns the worker pool)."""
 
-    def __init__(self, runs: dict, quiet: bool):
+    def __init__(self, runs: dict, quiet: bool, processes: int = 1):
         """runs: label -> (params, config), every run this trainer will be asked for."""
+        from fundus_lib.training.side_by_side import RunTrainer
+
         self.quiet, self.total, self.done, self.seconds, self.work_done = quiet, len(runs), 0, 0.0, 0.0
         self.work = {label: _work(run_params, config) for label, (run_params, config) in runs.items()}
+        self.pool = RunTrainer(processes) if processes > 1 and len(runs) > 1 else None
+
+    def __enter__(self) -> _ConsoleTrainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+    def _left(self) -> str:
+        if not self.work_done:
+            return ""
+        work_left = sum(self.work.values()) - self.work_done
+        return f", about {self.seconds / self.work_done * work_left / 60:.0f} min left"
 
     def train(self, runs: dict) -> float:
         """Train ``runs`` (label -> (params, config)); returns the seconds it took."""
         import time
 
-        begun = time.monotonic()
+        begun, seconds_before = time.monotonic(), self.seconds
+        if self.pool is not None and len(runs) > 1:
+            print(f"-- training {len(runs)} runs, {self.pool.processes} at a time", flush=True)
+            for label, seconds in self.pool.train(runs):
+                self.done, self.seconds = self.done + 1, seconds_before + time.monotonic() - begun
+                self.work_done += self.work[label]
+                print(f"-- run {self.done}/{self.total} done: {label} ({seconds:.0f} s){self._left()}", flush=True)
+            return time.monotonic() - begun
         for label, (run_params, config) in runs.items():
-            left = ""
-            if self.work_done:
-                work_left = sum(self.work.values()) - self.work_done
-                left = f", about {self.seconds / self.work_done * work_left / 60:.0f} min left"
-            print(f"-- run {self.done + 1}/{self.total}: {label}{left}", flush=True)
+            print(f"-- run {self.done + 1}/{self.total}: {label}{self._left()}", flush=True)
             started = time.monotonic()
             _get_run(label, run_params, config, progress=not self.quiet)
             self.done, self.seconds = self.done + 1, self.seconds + time.monotonic() - started
@@ -156,6 +177,7 @@ def _get_run(label: str, params, config, progress: bool):
 def _train(args: argparse.Namespace) -> None:
     from fundus_lib.data.pipeline import generate_synthetic
     from fundus_lib.experiments import all_runs, data_sections
+    from fundus_lib.workers import side_by_side
 
     params = load_params(args.params)
     generate_synthetic(data_sections(params), progress=not args.quiet)
@@ -171,7 +193,8 @@ def _train(args: argparse.Namespace) -> None:
         for label, (run_params, config) in runs.items()
         if not _store_folder(run_params, config, not args.quiet)[1]
     }
-    _ConsoleTrainer(missing, quiet=args.quiet).train(missing)
+    with _ConsoleTrainer(missing, args.quiet, side_by_side(params.runtime)) as trainer:
+        trainer.train(missing)
     for label, (run_params, config) in runs.items():
         run = _get_run(label, run_params, config, progress=not args.quiet)
         test = run.metrics("test")

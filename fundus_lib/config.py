@@ -246,6 +246,13 @@ class RuntimeConfig(_Section):
 
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto = cuda if available")
     loader_workers: int = Field(2, ge=0, le=64, description="data loader processes")
+    side_by_side: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+        "auto",
+        description="how many runs `fundus run` and `fundus train` train at once, and how many chapters before "
+        "the conclusions `fundus run` executes at once, each in its own process with an equal share of the cores: "
+        "a number (at least 1), or auto (2 on a CPU with at least 2 cores, where two small jobs side by side finish "
+        "sooner than one after the other; 1 on a GPU)",
+    )
     amp: bool = Field(True, description="mixed precision on CUDA")
     cpu_bfloat16: bool | Literal["auto"] = Field(
         False,

@@ -1,15 +1,25 @@
-"""Worker processes that never outlive the process that started them.
+"""Worker processes that never outlive the process that started them, and how many work side by side.
 
 A pool worker blocks forever on its task queue when its parent is killed (kill -9, or SIGTERM
 without a handler), and holds the multiprocessing resource tracker open with it. Every pool of
 this project starts its workers with :func:`exit_with_parent`.
+
+On a CPU, small models use two cores poorly: two runs trained (or two chapters executed) side by
+side, each with half the cores, finish sooner than one after the other on all cores
+(``benchmarks/bench_side_by_side.py`` measures it). :func:`side_by_side` says how many, from
+``runtime.side_by_side``; :func:`side_by_side_pool` starts them.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+
+from fundus_lib.config import RuntimeConfig
 
 #: How often a worker checks that its parent is alive.
 PARENT_CHECK_SECONDS = 0.5
@@ -26,3 +36,43 @@ def exit_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def side_by_side(runtime: RuntimeConfig, cores: int | None = None) -> int:
+    """How many runs train, and chapters execute, at once: ``runtime.side_by_side``; ``auto`` is 2 on
+    a CPU with at least 2 cores, else 1 (a GPU works on one thing at a time; under torchrun the
+    processes already share one run)."""
+    if runtime.side_by_side != "auto":
+        return runtime.side_by_side
+    cores = cores or os.cpu_count() or 1
+    on_cpu = runtime.device == "cpu"
+    if runtime.device == "auto":
+        import torch  # only here: the data workers that import this module never need torch
+
+        on_cpu = not torch.cuda.is_available()
+    return 2 if on_cpu and cores >= 2 and int(os.environ.get("WORLD_SIZE", 1)) == 1 else 1
+
+
+def threads_each(processes: int, cores: int | None = None) -> int:
+    """Each of ``processes`` workers' equal share of the cores (at least 1)."""
+    return max(1, (cores or os.cpu_count() or 1) // processes)
+
+
+def _init_side_by_side(parent_pid: int, threads: int) -> None:
+    exit_with_parent(parent_pid)
+    # Read by torch (imported after this, with the first task) and by the processes a worker
+    # starts, such as a notebook kernel.
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:  # imported already while the worker started
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def side_by_side_pool(processes: int, cores: int | None = None) -> ProcessPoolExecutor:
+    """``processes`` spawned workers, each exiting with this process and running torch (and any
+    process it starts) on ``threads_each`` cores."""
+    return ProcessPoolExecutor(
+        processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_side_by_side,
+        initargs=(os.getpid(), threads_each(processes, cores)),
+    )
