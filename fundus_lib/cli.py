@@ -45,7 +45,7 @@ def _run(args: argparse.Namespace) -> None:
     from fundus_lib.data.pipeline import generate_synthetic, prepare_data
     from fundus_lib.experiments import data_sections
     from fundus_lib.report.build_record import add_step
-    from fundus_lib.report.chapters import execute_chapter, generated_dir, resolve_chapters
+    from fundus_lib.report.chapters import execute_chapters, generated_dir, resolve_chapters, side_by_side_chapters
     from fundus_lib.workers import side_by_side
 
     chapters = resolve_chapters(args.chapters)
@@ -56,22 +56,43 @@ def _run(args: argparse.Namespace) -> None:
     prepare_data(params, progress=not args.quiet)
     to_train = {} if args.from_store else runs_to_train(params, chapters, progress=not args.quiet)
     add_step(out, "data", time.monotonic() - started, params_file=args.params)
-    every_run = {label: pair for runs in to_train.values() for label, pair in runs.items()}
-    timings = {}
-    with _ConsoleTrainer(every_run, args.quiet, side_by_side(params.runtime)) as trainer:
-        for chapter in chapters:
-            training = trainer.train(to_train.get(chapter, {}))
-            add_step(out, "training", training, chapter=chapter)
-            print(f"== {chapter} with {args.params}", flush=True)
-            executing = execute_chapter(
-                chapter, args.params, out, progress=not args.quiet, train_missing=not args.from_store
-            )
-            add_step(out, "executing", executing, chapter=chapter)
-            timings[chapter] = (training, executing)
-    for chapter, (training, executing) in timings.items():
+    processes = side_by_side(params.runtime)
+    training = _train_chapters(to_train, chapters, out, processes, args.quiet)
+    alongside = side_by_side_chapters(chapters) if processes > 1 else []
+    if len(alongside) > 1:
+        print(f"== executing {', '.join(alongside)} with {args.params}, {processes} at a time", flush=True)
+    executing = {}
+    for chapter, seconds, at_once in execute_chapters(
+        chapters,
+        args.params,
+        out,
+        processes,
+        progress=not args.quiet,
+        train_missing=not args.from_store,
+        announce=lambda chapter: print(f"== {chapter} with {args.params}", flush=True),
+    ):
+        add_step(out, "executing", seconds, chapter=chapter, side_by_side=at_once)
+        executing[chapter] = seconds
+        print(f"== {chapter} executed in {seconds:.0f} s", flush=True)
+    for chapter in chapters:
         print(
-            f"{chapter}: {training + executing:.0f} s ({training:.0f} s training its runs, {executing:.0f} s executing)"
+            f"{chapter}: {training[chapter] + executing[chapter]:.0f} s ({training[chapter]:.0f} s training its runs, "
+            f"{executing[chapter]:.0f} s executing{' side by side' if chapter in alongside else ''})"
         )
+
+
+def _train_chapters(to_train: dict, chapters: list[str], out, processes: int, quiet: bool) -> dict[str, float]:
+    """Train each chapter's missing runs (``runs_to_train``), recording each chapter's training step;
+    returns the seconds per chapter."""
+    from fundus_lib.report.build_record import add_step
+
+    training = {}
+    every_run = {label: pair for runs in to_train.values() for label, pair in runs.items()}
+    with _ConsoleTrainer(every_run, quiet, processes) as trainer:
+        for chapter in chapters:
+            training[chapter] = trainer.train(to_train.get(chapter, {}))
+            add_step(out, "training", training[chapter], chapter=chapter)
+    return training
 
 
 def runs_to_train(params, chapters: list[str], progress: bool = True) -> dict[str, dict]:
@@ -298,13 +319,12 @@ def _build_record(args: argparse.Namespace) -> None:
     from fundus_lib.report.chapters import generated_dir
 
     out = args.out or generated_dir()
-    seconds = time.time() - args.since if args.since is not None else None
     if args.action == "start":
-        start_record(out, args.params or "unknown", install_seconds=seconds)
+        start_record(out, args.params or "unknown", began=args.since)
         return
-    if seconds is None:
+    if args.since is None:
         raise UserError("fundus build-record finish needs --since (when the HTML step began, in epoch seconds)")
-    record = finish_record(out, seconds)
+    record = finish_record(out, time.time() - args.since)
     frame = steps_frame(record)
     print(f"build of {record['params']}: {record['total_seconds'] / 60:.1f} min; per step:")
     print(frame.assign(minutes=frame["minutes"].round(1)).to_string(index=False))

@@ -55,6 +55,7 @@ from fundus_lib.training.loop import (
 )
 from fundus_lib.training.readout import ThresholdReadout, expected_grade, fit_thresholds, threshold_grades
 from fundus_lib.weights import pretrained_weights_file
+from fundus_lib.workers import run_threads, torch_threads
 
 #: Bump when a change to training or evaluation makes earlier runs incomparable.
 RUN_FORMAT = 1
@@ -287,9 +288,10 @@ def get_run(params: Params, config: RunConfig, train: bool = True, progress: boo
                 f"cannot write to the run store {root.parent} ({exc.strerror}): point FUNDUS_RUNS_DIR "
                 "at a writable folder, or render from the store with --from-store"
             ) from None
-    fit(config, data, root, params.runtime, progress, initial_weights)
-    if processes.main:
-        _finish(config, data, root, params)
+    with torch_threads(run_threads(params.runtime)):  # alone or side by side: the same numbers
+        fit(config, data, root, params.runtime, progress, initial_weights)
+        if processes.main:
+            _finish(config, data, root, params)
     if processes.world > 1:
         dist.barrier()
     return Run.load(root)

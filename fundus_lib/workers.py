@@ -7,7 +7,10 @@ this project starts its workers with :func:`exit_with_parent`.
 On a CPU, small models use two cores poorly: two runs trained (or two chapters executed) side by
 side, each with half the cores, finish sooner than one after the other on all cores
 (``benchmarks/bench_side_by_side.py`` measures it). :func:`side_by_side` says how many, from
-``runtime.side_by_side``; :func:`side_by_side_pool` starts them.
+``runtime.side_by_side``; :func:`side_by_side_pool` starts them. Sums over threads come out in
+another order with another thread count, so a run trains, and a chapter executes, on
+:func:`run_threads` threads whether it runs side by side or alone: the same command gives the same
+numbers either way.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 
 from fundus_lib.config import RuntimeConfig
 
@@ -56,6 +61,42 @@ def side_by_side(runtime: RuntimeConfig, cores: int | None = None) -> int:
 def threads_each(processes: int, cores: int | None = None) -> int:
     """Each of ``processes`` workers' equal share of the cores (at least 1)."""
     return max(1, (cores or os.cpu_count() or 1) // processes)
+
+
+def run_threads(runtime: RuntimeConfig, cores: int | None = None) -> int:
+    """The torch threads of every run's training and every chapter's kernel: one of ``side_by_side``'s
+    processes' share of the cores, also when the run or chapter runs alone."""
+    return threads_each(side_by_side(runtime, cores), cores)
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Torch's intra-op threads set to ``count`` inside the block, restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def child_threads(count: int) -> Iterator[None]:
+    """Inside the block, processes started from this one (a notebook kernel) run torch and other
+    OpenMP code on ``count`` threads (the environment they inherit); restored after it."""
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, str(count)))
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _init_side_by_side(parent_pid: int, threads: int) -> None:

@@ -22,6 +22,10 @@
 # execution of the chapter itself, and finally the HTML. This page shows that record, the machine
 # it ran on, and the earlier builds kept in the same run store. Nothing on it is typed by hand.
 #
+# On a CPU with two cores or more, two runs train at once, and the chapters before the
+# conclusions execute two at a time, each on its share of the cores (`runtime.side_by_side`): their
+# steps overlap, so the build's time is its wall clock, shorter than the sum of its steps.
+#
 # This page is executed before its own execution and the HTML step are timed: those two appear
 # in the history below once the build has finished, and in the next build's page.
 
@@ -32,21 +36,12 @@ record_dir = "book/generated"  # where the build's record is (the executed chapt
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
 
-from fundus_lib.report.build_record import chapters_frame, read_history, read_record, steps_frame
+from fundus_lib.report.build_record import build_summary, chapters_frame, read_history, read_record, steps_frame
 from fundus_lib.report.plots import build_minutes
 from fundus_lib.report.tables import styled
 
 record = read_record(record_dir)
-if record is None:
-    summary = Markdown(f"No build has written a timing record into `{record_dir}`: this page was executed on its "
-                       "own (`fundus run 08`), not by `make book` or `fundus run all`.")
-else:
-    machine = record["machine"]
-    summary = Markdown(f"This build of `{record['params']}` began at {record['started']} (UTC) at commit "
-                       f"`{record['commit']}`, on {machine['cpu']} (GPU: {machine['gpu']}; {machine['platform']}, "
-                       f"Python {machine['python']}). Its steps so far took "
-                       f"**{sum(step['seconds'] for step in record['steps']) / 60:.1f} minutes**.")
-summary
+Markdown(build_summary(record, record_dir))
 
 # %% [markdown]
 # ## This build, step by step
@@ -58,7 +53,8 @@ summary
 if record is not None:
     steps = steps_frame(record)
     shown = steps.assign(seconds=steps["seconds"].round(0).astype(int), minutes=steps["minutes"].round(1))
-    display(styled(shown.set_index(["step", "chapter"]), caption="This build's steps (wall clock)"))
+    display(styled(shown.set_index(["step", "chapter"]), caption="This build's steps (wall clock of each; the "
+                   "chapters executed side by side overlap)"))
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Minutes per chapter in this build: training the runs it is the first to read, and executing it.", "name": "fig-build-minutes"}}
 build_minutes(chapters_frame(record)) if record is not None and len(chapters_frame(record)) else None
@@ -74,7 +70,7 @@ build_minutes(chapters_frame(record)) if record is not None and len(chapters_fra
 history, unreadable = read_history()
 if len(history):
     display(styled(history.round(1).set_index("started"), caption="Finished builds in this run store, oldest first "
-                   "(minutes per step)"))
+                   "(minutes per step, summed over chapters; total: the wall clock)"))
 else:
     display(Markdown("No finished build is recorded in this run store yet (a build is recorded once its HTML is "
                      "written)."))

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+import fundus_lib.report.build_record as build_record
 from fundus_lib.cli import main
 from fundus_lib.errors import UserError
 from fundus_lib.report.build_record import (
@@ -28,9 +29,21 @@ def store(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_steps_accumulate_and_a_rerun_chapter_replaces_its_time(store):
+@pytest.fixture
+def clock(monkeypatch):
+    """The build record's wall clock, set by the test: clock.now = epoch seconds."""
+
+    class Clock:
+        now = 1000.0
+
+    monkeypatch.setattr(build_record.time, "time", lambda: Clock.now)
+    return Clock
+
+
+def test_steps_accumulate_and_a_rerun_chapter_replaces_its_time(store, clock):
     out = store / "generated"
-    start_record(out, "params/demo.yaml", install_seconds=12.0)
+    clock.now = 1012.0
+    start_record(out, "params/demo.yaml", began=1000.0)
     add_step(out, "data", 30.0)
     add_step(out, "training", 100.0, chapter="02_baselines")
     add_step(out, "executing", 20.0, chapter="02_baselines")
@@ -54,12 +67,14 @@ def test_steps_accumulate_and_a_rerun_chapter_replaces_its_time(store):
     assert chapters.loc["02_baselines"].tolist() == [100.0, 25.0, 125.0]
 
 
-def test_a_finished_build_goes_into_the_history_of_its_store(store):
+def test_a_finished_build_goes_into_the_history_of_its_store(store, clock):
     out = store / "generated"
     assert read_record(out) is None and read_history()[0].empty
     for number in (1, 2):
-        start_record(out, f"params/p{number}.yaml", install_seconds=60.0)
+        clock.now = 1060.0
+        start_record(out, f"params/p{number}.yaml", began=1000.0)
         add_step(out, "executing", 120.0, chapter="01_data")
+        clock.now = 1210.0
         record = finish_record(out, 30.0)
         assert record["total_seconds"] == 210.0
     history, unreadable = read_history()
@@ -74,6 +89,24 @@ def test_a_finished_build_goes_into_the_history_of_its_store(store):
         file.write("{not json\n")
     history, unreadable = read_history()
     assert len(history) == 2 and len(unreadable) == 1 and "builds.jsonl line 3" in unreadable[0]
+
+
+def test_chapters_side_by_side_count_once_in_the_build_time(store, clock):
+    """Two chapters of 100 s that executed at the same time: the build took the wall clock, not the
+    steps' sum; a record of `fundus run` alone (no start time) sums its steps."""
+    out = store / "generated"
+    clock.now = 1060.0
+    start_record(out, "params/demo.yaml", began=1000.0)
+    add_step(out, "executing", 100.0, chapter="01_data", side_by_side=True)
+    add_step(out, "executing", 100.0, chapter="02_baselines", side_by_side=True)
+    clock.now = 1200.0
+    record = finish_record(out, 40.0)
+    assert record["total_seconds"] == 200.0 < sum(step["seconds"] for step in record["steps"])
+    assert [step.get("side_by_side", False) for step in record["steps"]] == [False, True, True, False]
+    assert read_history()[0]["total (min)"].tolist() == pytest.approx([200 / 60])
+    alone = store / "alone"
+    add_step(alone, "executing", 100.0, chapter="01_data")
+    assert finish_record(alone, 5.0)["total_seconds"] == 105.0
 
 
 def test_bad_records_and_steps_are_named(store):

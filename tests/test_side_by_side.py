@@ -1,5 +1,7 @@
-"""Runs trained side by side in worker processes: how many at once, a run after the run it starts
-from, errors that name the run, and the console trainer of `fundus run` with two workers."""
+"""Work side by side in worker processes: how many at once and their share of the cores, a run
+after the run it starts from, errors that name the run, the console trainer of `fundus run` with
+two workers, and which chapters execute side by side (the smoke book in test_book.py executes
+them so)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import pytest
 from fundus_lib.config import RuntimeConfig, load_params
 from fundus_lib.errors import UserError
 from fundus_lib.paths import project_root
+from fundus_lib.report.chapters import execute_chapters, list_chapters, side_by_side_chapters
+from fundus_lib.runs import get_run
 from fundus_lib.training.side_by_side import RunTrainer
 from fundus_lib.workers import side_by_side, side_by_side_pool
 
@@ -99,3 +103,22 @@ def test_fundus_run_trains_a_run_and_the_run_it_starts_from_in_two_workers(tmp_p
     assert "-- training 2 runs, 2 at a time" in out
     assert out.index("done: 02 baselines") < out.index("done: 05 adversarial")
     assert runs_to_train(params, chapters, progress=False) == {}
+    side_by_side_run = get_run(params, both["02 baselines: small-cnn 48 px"][1], train=False)
+    monkeypatch.setenv("FUNDUS_RUNS_DIR", str(tmp_path / "alone"))
+    alone = get_run(params, both["02 baselines: small-cnn 48 px"][1], progress=False)
+    assert alone.record["metrics"] == side_by_side_run.record["metrics"]  # the same threads either way
+    assert alone.record["history"] == side_by_side_run.record["history"]
+
+
+def test_the_chapters_before_the_conclusions_execute_side_by_side():
+    chapters = list_chapters()
+    alongside = side_by_side_chapters(chapters)
+    assert alongside == [chapter for chapter in chapters if chapter < "07"] and "07_conclusions" not in alongside
+    assert "08_build" in chapters and "08_build" not in alongside
+
+
+def test_a_chapter_failing_side_by_side_is_raised_with_its_reason(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((project_root() / "params" / "smoke.yaml").read_text() + "\nnot_a_section: 1\n")
+    with pytest.raises(UserError, match="not_a_section"):
+        list(execute_chapters(["01_data", "02_baselines"], bad, tmp_path / "out", processes=2))

@@ -8,13 +8,17 @@ whole record to the store's history of builds. The book's page "How this book wa
 
 The record of the current build is ``<executed chapters>/build_record.json`` (``book/generated/``):
 its params file, commit, machine, start time and steps, each step a dict with ``step`` (install,
-data, training, executing, html), ``chapter`` (for training and executing) and ``seconds``. The
+data, training, executing, html), ``chapter`` (for training and executing) and ``seconds``; an
+executing step also has ``side_by_side: true`` when its chapter executed at the same time as
+others (``report.chapters.execute_chapters``), so the steps' seconds overlap and their sum exceeds
+the build's time. The build's time is therefore the wall clock from the start of the install step
+(``began``, epoch seconds) to the end of the HTML step: ``total_seconds`` of a finished record. The
 history is ``<run store>/builds.jsonl``, one finished record per line, so it is kept exactly as
 long as the runs it built from.
 
 Example::
 
-    start_record(out_dir, "params/demo.yaml", install_seconds=130.0)
+    start_record(out_dir, "params/demo.yaml", began=time.time() - 130.0)
     add_step(out_dir, "training", 188.0, chapter="02_baselines")
     steps_frame(read_record(out_dir))
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -57,11 +62,13 @@ def new_record(params_file: str | Path) -> dict:
     }
 
 
-def start_record(out_dir: str | Path, params_file: str | Path, install_seconds: float | None = None) -> dict:
-    """Begin a build's record (replacing the previous build's), with its install step if timed."""
+def start_record(out_dir: str | Path, params_file: str | Path, began: float | None = None) -> dict:
+    """Begin a build's record (replacing the previous build's). ``began``: when the build's install
+    step began (epoch seconds); the install step is the time from then to now."""
     record = new_record(params_file)
-    if install_seconds is not None:
-        record["steps"].append(_step("install", install_seconds))
+    if began is not None:
+        record["began"] = began
+        record["steps"].append(_step("install", time.time() - began))
     _write(out_dir, record)
     return record
 
@@ -81,13 +88,18 @@ def read_record(out_dir: str | Path) -> dict | None:
 
 
 def add_step(
-    out_dir: str | Path, step: str, seconds: float, chapter: str | None = None, params_file: str | Path | None = None
+    out_dir: str | Path,
+    step: str,
+    seconds: float,
+    chapter: str | None = None,
+    params_file: str | Path | None = None,
+    side_by_side: bool = False,
 ) -> dict:
     """Record one step of the build in ``out_dir``'s record (started here if none was). A step that
     is already there (the same chapter executed again) is replaced: the record holds each step's
-    latest time."""
+    latest time. ``side_by_side``: the step ran at the same time as other steps."""
     record = read_record(out_dir) or new_record(params_file or "unknown")
-    new = _step(step, seconds, chapter)
+    new = _step(step, seconds, chapter) | ({"side_by_side": True} if side_by_side else {})
     record["steps"] = [
         old for old in record["steps"] if (old["step"], old.get("chapter")) != (new["step"], new.get("chapter"))
     ] + [new]
@@ -95,10 +107,39 @@ def add_step(
     return record
 
 
+def elapsed_seconds(record: dict) -> float:
+    """The build's time so far: the wall clock since ``began`` where the record has it, else (a
+    record of ``fundus run`` without ``make book``) the sum of its steps."""
+    if "began" in record:
+        return time.time() - record["began"]
+    return sum(step["seconds"] for step in record["steps"])
+
+
+def build_summary(record: dict | None, record_dir: str | Path) -> str:
+    """The build page's opening sentences: which build, where, how long so far (markdown)."""
+    if record is None:
+        return (
+            f"No build has written a timing record into `{record_dir}`: this page was executed on its own "
+            "(`fundus run 08`), not by `make book` or `fundus run all`."
+        )
+    machine = record["machine"]
+    text = (
+        f"This build of `{record['params']}` began at {record['started']} (UTC) at commit `{record['commit']}`, on "
+        f"{machine['cpu']} (GPU: {machine['gpu']}; {machine['platform']}, Python {machine['python']}). It has taken "
+        f"**{elapsed_seconds(record) / 60:.1f} minutes** so far"
+        f"{' (wall clock, from the start of the install step)' if 'began' in record else ''}."
+    )
+    overlapping = [step["chapter"] for step in record["steps"] if step.get("side_by_side")]
+    if overlapping:
+        text += f" Chapters {', '.join(overlapping)} executed side by side: their times overlap."
+    return text
+
+
 def finish_record(out_dir: str | Path, html_seconds: float) -> dict:
-    """Add the HTML step, then append the finished record to the store's history of builds."""
+    """Add the HTML step and the build's time (``elapsed_seconds``), then append the finished record
+    to the store's history of builds."""
     record = add_step(out_dir, "html", html_seconds)
-    record["total_seconds"] = round(sum(step["seconds"] for step in record["steps"]), 1)
+    record["total_seconds"] = round(elapsed_seconds(record), 1)
     _write(out_dir, record)
     history = history_path()
     history.parent.mkdir(parents=True, exist_ok=True)
@@ -155,7 +196,7 @@ def read_history(path: str | Path | None = None) -> tuple[pd.DataFrame, list[str
                 "cpu": machine.get("cpu", ""),
                 "gpu": machine.get("gpu", ""),
                 **{f"{step} (min)": value for step, value in minutes.items()},
-                "total (min)": steps["seconds"].sum() / 60,
+                "total (min)": record.get("total_seconds", steps["seconds"].sum()) / 60,
             }
         )
     return pd.DataFrame(rows), skipped

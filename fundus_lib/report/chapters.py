@@ -2,17 +2,23 @@
 
 Each chapter is a py:percent file (``notebooks/01_data.py``) whose ``parameters`` cell holds
 ``params_file``. Executing it writes ``book/generated/<name>.ipynb``, which Jupyter Book renders
-without executing anything again (``execute_notebooks: off``).
+without executing anything again (``execute_notebooks: off``). ``execute_chapters`` executes the
+chapters before the conclusions side by side in worker processes (``workers.side_by_side``): each
+reads only the run store and its own evaluations.
 
 Example::
 
     execute_chapter("01_data", "params/smoke.yaml")
+    for chapter, seconds, side_by_side in execute_chapters(["01_data", "02_baselines"], "params/smoke.yaml"):
+        ...
 """
 
 from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Iterator
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import jupytext
@@ -23,6 +29,7 @@ from papermill.exceptions import PapermillExecutionError
 from fundus_lib.config import load_params, resolve_path
 from fundus_lib.errors import UserError
 from fundus_lib.paths import project_root
+from fundus_lib.workers import child_threads, run_threads, side_by_side_pool
 
 
 class UnknownChapter(UserError, LookupError):
@@ -34,6 +41,9 @@ class ChapterFailed(UserError, RuntimeError):
 
 
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
+#: The number of the first chapter that reads the results of the chapters before it (the findings;
+#: then the build's own page): it and those after it execute after the others, one at a time.
+FIRST_READER = "07"
 
 
 def notebooks_dir() -> Path:
@@ -91,7 +101,7 @@ def execute_chapter(
     and fails on a missing one instead of training it. A failing cell raises ChapterFailed; the
     partly executed notebook is still written, for inspection.
     """
-    load_params(params_file)
+    params = load_params(params_file)
     params_path = resolve_path(params_file)
     if params_path.is_relative_to(project_root()):
         params_path = params_path.relative_to(project_root())
@@ -108,14 +118,15 @@ def execute_chapter(
     output = out_dir / f"{chapter}.ipynb"
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            notebook,
-            str(output),
-            parameters=parameters,
-            cwd=str(project_root()),
-            kernel_name=KERNEL["name"],
-            progress_bar=progress,
-        )
+        with child_threads(run_threads(params.runtime)):  # alone or side by side: the same numbers
+            papermill.execute_notebook(
+                notebook,
+                str(output),
+                parameters=parameters,
+                cwd=str(project_root()),
+                kernel_name=KERNEL["name"],
+                progress_bar=progress,
+            )
     except PapermillExecutionError as error:
         raise ChapterFailed(
             f"chapter {chapter} failed in cell {error.exec_count}: {error.ename}: {error.evalue} "
@@ -123,6 +134,49 @@ def execute_chapter(
         ) from error
     _prepare_for_the_book(output, chapter, params_path, parameters)
     return time.perf_counter() - start
+
+
+def side_by_side_chapters(chapters: list[str]) -> list[str]:
+    """Those of ``chapters`` that may execute side by side: the ones before ``FIRST_READER``."""
+    return [chapter for chapter in chapters if chapter.split("_")[0] < FIRST_READER]
+
+
+def execute_chapters(
+    chapters: list[str],
+    params_file: str | Path,
+    out_dir: Path | None = None,
+    processes: int = 1,
+    progress: bool = True,
+    train_missing: bool = True,
+    announce=None,
+) -> Iterator[tuple[str, float, bool]]:
+    """Execute ``chapters``; yields (chapter, seconds, side by side) as each finishes. With
+    ``processes`` above 1, the ``side_by_side_chapters`` execute in that many worker processes at
+    once (each kernel on its share of the cores, without progress bars), in chapter order as workers
+    free up; then the others one at a time in this process, each after ``announce(chapter)`` (if
+    given). A failed chapter raises its ChapterFailed once the chapters already executing have
+    finished."""
+    alongside = side_by_side_chapters(chapters) if processes > 1 else []
+    if len(alongside) > 1:
+        pool = side_by_side_pool(processes)
+        try:
+            jobs = [
+                pool.submit(_execute_quietly, chapter, params_file, out_dir, train_missing) for chapter in alongside
+            ]
+            for job in as_completed(jobs):
+                yield *job.result(), True
+        finally:
+            pool.shutdown(cancel_futures=True)
+    else:
+        alongside = []
+    for chapter in [chapter for chapter in chapters if chapter not in alongside]:
+        if announce is not None:
+            announce(chapter)
+        yield chapter, execute_chapter(chapter, params_file, out_dir, progress, train_missing), False
+
+
+def _execute_quietly(chapter: str, params_file, out_dir, train_missing: bool) -> tuple[str, float]:
+    return chapter, execute_chapter(chapter, params_file, out_dir, progress=False, train_missing=train_missing)
 
 
 def rerun_markdown(chapter: str, params_path: Path, parameters: dict) -> str:
