@@ -105,6 +105,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_cache.py
 	$(BIN)/python benchmarks/bench_synthetic.py
 	$(BIN)/python benchmarks/bench_training.py --params $(PARAMS) --report-sizes
+	$(BIN)/python benchmarks/bench_side_by_side.py --params $(PARAMS)
 	$(BIN)/python benchmarks/bench_adversarial.py --threads 1
 	$(BIN)/python benchmarks/bench_corruptions.py
 	$(BIN)/python benchmarks/bench_inference.py
