@@ -335,9 +335,10 @@ def empty_store(tmp_path):
 
 @pytest.mark.slow
 def test_running_the_book_twice_gives_identical_tables(smoke_book, empty_store):
-    """Every run retrained and every evaluation recomputed from scratch: the same tables."""
+    """Every run retrained and every evaluation recomputed from scratch by the same command: the
+    same tables."""
+    assert main(["run", "all", "--params", str(SMOKE), "--out", str(empty_store / "again"), "--quiet"]) == 0
     for chapter in REPRODUCIBLE:
-        execute_chapter(chapter, SMOKE, empty_store / "again", progress=False)
         first = shown_tables(smoke_book / "generated" / f"{chapter}.ipynb")
         assert first, chapter
         assert shown_tables(empty_store / "again" / f"{chapter}.ipynb") == first, chapter
@@ -352,8 +353,8 @@ def test_a_store_only_execution_trains_nothing(empty_store):
 @pytest.mark.slow
 def test_a_filled_store_renders_without_training(smoke_book, tmp_path):
     """The store filled by the smoke book renders every chapter with training forbidden."""
+    assert main(["run", "all", "--params", str(SMOKE), "--out", str(tmp_path), "--from-store", "--quiet"]) == 0
     for chapter in REPRODUCIBLE:
-        execute_chapter(chapter, SMOKE, tmp_path, progress=False, train_missing=False)
         assert shown_tables(tmp_path / f"{chapter}.ipynb") == shown_tables(
             smoke_book / "generated" / f"{chapter}.ipynb"
         )

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fundus_lib.cli import main
 from fundus_lib.config import load_params
 from fundus_lib.paths import project_root
-from fundus_lib.report.chapters import execute_chapter, list_chapters
+from fundus_lib.report.chapters import list_chapters
 from fundus_lib.report.tables import run_label
 
 ROOT = project_root()
@@ -98,8 +99,7 @@ def real_slice_book(tmp_path_factory):
     params_file = folder / "eyepacs-mini-slice.yaml"
     params_file.write_text(yaml.safe_dump(shrunk(yaml.safe_load(EDITION.read_text()))))
     try:
-        for chapter in list_chapters():
-            execute_chapter(chapter, params_file, folder, progress=False)
+        assert main(["run", "all", "--params", str(params_file), "--out", str(folder), "--quiet"]) == 0
         yield folder, load_params(params_file)
     finally:
         for name, value in saved.items():
