@@ -58,8 +58,8 @@ def _run(args: argparse.Namespace) -> None:
     add_step(out, "data", time.monotonic() - started, params_file=args.params)
     processes = side_by_side(params.runtime)
     training = _train_chapters(to_train, chapters, out, processes, args.quiet)
-    alongside = side_by_side_chapters(chapters) if processes > 1 else []
-    if len(alongside) > 1:
+    alongside = side_by_side_chapters(chapters, processes)
+    if alongside:
         print(f"== executing {', '.join(alongside)} with {args.params}, {processes} at a time", flush=True)
     executing = {}
     for chapter, seconds, at_once in execute_chapters(

@@ -136,9 +136,11 @@ def execute_chapter(
     return time.perf_counter() - start
 
 
-def side_by_side_chapters(chapters: list[str]) -> list[str]:
-    """Those of ``chapters`` that may execute side by side: the ones before ``FIRST_READER``."""
-    return [chapter for chapter in chapters if chapter.split("_")[0] < FIRST_READER]
+def side_by_side_chapters(chapters: list[str], processes: int = 2) -> list[str]:
+    """Those of ``chapters`` that ``execute_chapters`` with ``processes`` executes side by side: the
+    ones before ``FIRST_READER``, when there are at least two of them and two processes."""
+    alongside = [chapter for chapter in chapters if chapter.split("_")[0] < FIRST_READER]
+    return alongside if processes > 1 and len(alongside) > 1 else []
 
 
 def execute_chapters(
@@ -156,8 +158,8 @@ def execute_chapters(
     free up; then the others one at a time in this process, each after ``announce(chapter)`` (if
     given). A failed chapter raises its ChapterFailed once the chapters already executing have
     finished."""
-    alongside = side_by_side_chapters(chapters) if processes > 1 else []
-    if len(alongside) > 1:
+    alongside = side_by_side_chapters(chapters, processes)
+    if alongside:
         pool = side_by_side_pool(processes)
         try:
             jobs = [
@@ -167,8 +169,6 @@ def execute_chapters(
                 yield *job.result(), True
         finally:
             pool.shutdown(cancel_futures=True)
-    else:
-        alongside = []
     for chapter in [chapter for chapter in chapters if chapter not in alongside]:
         if announce is not None:
             announce(chapter)
