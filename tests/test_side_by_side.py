@@ -37,6 +37,15 @@ def timed_work(label: str, folder: str, config: Config) -> tuple[str, float]:
     return label, time.time() - started
 
 
+def meet(label: str, folder: str, config: Config) -> tuple[str, float]:
+    """Waits (up to 60 s) until both workers have started one of these: afterwards both are ready."""
+    (Path(folder) / f"{label}.started").touch()
+    deadline = time.time() + 60
+    while len(list(Path(folder).glob("*.started"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    return label, 0.0
+
+
 def test_auto_is_two_processes_on_a_cpu_with_two_cores_and_one_elsewhere(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert side_by_side(RuntimeConfig(device="cpu"), cores=2) == 2
@@ -67,7 +76,9 @@ def test_a_run_starts_after_the_run_it_starts_from_and_the_others_alongside(tmp_
         "child": (str(tmp_path), Config("child", init_from=parent)),
         "other": (str(tmp_path), Config("other")),
     }
-    with RunTrainer(2, cores=2, work=timed_work) as trainer:
+    with RunTrainer(2, cores=2, work=meet) as trainer:
+        list(trainer.train({name: (str(tmp_path), Config(name)) for name in ("warm 1", "warm 2")}))
+        trainer.work = timed_work  # both workers are up: the timing below is not their start-up
         finished = [label for label, _ in trainer.train(runs)]
     assert sorted(finished) == ["child", "other", "parent"]
     times = {label: json.loads((tmp_path / f"{label}.json").read_text()) for label in runs}
